@@ -1,0 +1,168 @@
+"""Checkpoint files: the record every pretrained artifact carries, atomic writes and safe loads.
+
+The record is the contract between pretraining and every consumer (nnU-Net trainers, MONAI
+overlays, export): consumers read it, they never guess the backbone, axis order or intensity
+normalisation the weights were trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_ssl_plugin.errors import PluginError
+
+# Axis orders a volume can have when it reaches the network: nnU-Net transposes images read with
+# SimpleITK to (z, y, x); MONAI's LoadImage keeps (x, y, z). Weights trained in one order and used
+# in the other are silently wrong for anisotropic kernels, so the order is recorded, never guessed.
+AXIS_ORDERS = ("nnunet", "monai")
+
+
+@dataclass
+class CheckpointRecord:
+    """What a pretrained checkpoint must say about itself (see docs/architecture.md)."""
+
+    backbone_family: str  # e.g. "nnunet.PlainConvUNet", "monai.ResNet"
+    backbone_kwargs: dict[str, Any]  # constructor arguments, JSON-serialisable
+    in_channels: int
+    spatial_dims: int
+    axis_order: str  # one of AXIS_ORDERS
+    spacing: list[float] | None
+    normalization: list[str]  # per input channel, e.g. ["ZScoreNormalization"]
+    patch_size: list[int]
+    pretext: str
+    pretext_settings: dict[str, Any]
+    key_prefixes: dict[str, Any]  # {"stem": ..., "encoder": ..., "decoder": ..., "in_proj": [...]}
+    pretrained_parts: list[str]  # which of stem/encoder/decoder the pretext trained
+    steps: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # description of the pretraining data
+
+    def __post_init__(self) -> None:
+        if self.axis_order not in AXIS_ORDERS:
+            raise PluginError(f"Unknown axis order {self.axis_order!r}.", f"Use one of {AXIS_ORDERS}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CheckpointRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the packages a checkpoint depends on, for provenance."""
+    import monai
+    import numpy
+
+    import monai_ssl_plugin
+
+    out = {"torch": torch.__version__, "monai": monai.__version__, "numpy": numpy.__version__,
+           "monai_ssl_plugin": monai_ssl_plugin.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["nnunetv2"] = version("nnunetv2")
+    except Exception:  # nnunetv2 is optional for pure-MONAI use
+        pass
+    return out
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact (rename is atomic on POSIX), so a torn
+    write can never replace a good checkpoint.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file atomically (same pattern as :func:`atomic_save`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: pickled code in a downloaded file never runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise PluginError(f"Checkpoint {path} does not exist.", "Check the path (pretraining writes <output>/checkpoints/latest.pt).")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError for code objects, RuntimeError for torn files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PluginError(
+            f"Cannot load {path} safely ({type(e).__name__}: {first}).",
+            "The file is corrupt, truncated, or contains pickled code; only plain tensor checkpoints are accepted.",
+        ) from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# What a pretraining checkpoint file (``<output>/checkpoints/latest.pt`` / ``final.pt``) holds. Every
+# entry is plain tensors / containers, so ``safe_load`` (weights_only=True) reads it:
+#   "network":   backbone.network.state_dict()  -> exactly the downstream network's keys
+#   "pretext":   pretext.state_dict()           -> heads, EMA teachers, queues (for --resume)
+#   "optimizer", "scheduler": their state_dicts (for --resume)
+#   "engine":    {"iteration": int, "epoch": int}
+#   "rng":       {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": ..., "python": ...}
+#   "record":    CheckpointRecord.to_dict()
+CHECKPOINT_KEYS = ("network", "pretext", "optimizer", "scheduler", "engine", "rng", "record")
+
+
+def build_record(backbone: Any, pretext: Any, data_info: dict[str, Any], patch_size: list[int],
+                 steps: int = 0) -> CheckpointRecord:
+    """The record for a pretext over a backbone adapter trained on data described by ``data_info``.
+
+    ``data_info`` comes from the data source (``UnlabelledSource.info``): axis order, spacing,
+    normalisation per channel, and a short description of the data.
+    """
+    prefixes = backbone.key_prefixes()
+    parts = ["stem", "encoder"] + (["decoder"] if getattr(pretext, "trains_decoder", backbone.has_decoder) else [])
+    settings = pretext.settings() if hasattr(pretext, "settings") else {}
+    return CheckpointRecord(
+        backbone_family=backbone.family, backbone_kwargs=backbone.constructor, in_channels=backbone.in_channels,
+        spatial_dims=backbone.spatial_dims, axis_order=data_info.get("axis_order", "nnunet"),
+        spacing=data_info.get("spacing"), normalization=list(data_info.get("normalization", [])),
+        patch_size=[int(p) for p in patch_size], pretext=getattr(pretext, "pretext_name", type(pretext).__name__),
+        pretext_settings=settings, key_prefixes=prefixes, pretrained_parts=parts, steps=steps,
+        versions=software_versions(), data={k: v for k, v in data_info.items() if k != "normalization"})

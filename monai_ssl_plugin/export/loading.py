@@ -1,0 +1,134 @@
+"""Load weights into a network and say exactly what happened.
+
+``strict=False`` that loads nothing is the most common silent failure with pretrained weights;
+here every transfer returns a :class:`LoadReport` and raises when too little was loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.export.keymap import strip_wrapper_prefixes
+
+
+@dataclass
+class LoadReport:
+    """Outcome of a weight transfer. Counts are of state-dict entries (parameters and buffers)."""
+
+    loaded: list[str] = field(default_factory=list)
+    skipped_shape: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, source, target shape
+    skipped_filtered: list[str] = field(default_factory=list)  # excluded on purpose (e.g. seg layers)
+    unexpected: list[str] = field(default_factory=list)  # in the source, not in the target
+    missing: list[str] = field(default_factory=list)  # in the target (selected part), not in the source
+    adapted: list[str] = field(default_factory=list)  # loaded after an explicit adaptation
+    n_target_params: int = 0  # number of scalar parameters in the targeted part
+    n_loaded_params: int = 0
+
+    @property
+    def loaded_fraction(self) -> float:
+        return self.n_loaded_params / self.n_target_params if self.n_target_params else 0.0
+
+    def summary(self) -> str:
+        s = (f"loaded {len(self.loaded)} tensors ({self.n_loaded_params:,} of {self.n_target_params:,} "
+             f"targeted values, {100 * self.loaded_fraction:.1f}%), skipped {len(self.skipped_shape)} "
+             f"shape mismatches + {len(self.skipped_filtered)} excluded, {len(self.unexpected)} unexpected, "
+             f"{len(self.missing)} missing")
+        if self.adapted:
+            s += f", {len(self.adapted)} adapted"
+        return s
+
+    def details(self, limit: int = 10) -> str:
+        lines = [self.summary()]
+        for key, src, dst in self.skipped_shape[:limit]:
+            lines.append(f"  shape mismatch {key}: checkpoint {tuple(src)} vs network {tuple(dst)}")
+        for name, items in (("missing", self.missing), ("unexpected", self.unexpected), ("adapted", self.adapted)):
+            for key in items[:limit]:
+                lines.append(f"  {name} {key}")
+            if len(items) > limit:
+                lines.append(f"  ... {len(items) - limit} more {name}")
+        return "\n".join(lines)
+
+
+def load_weights(
+    network: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    include: Callable[[str], bool] | None = None,
+    exclude: Callable[[str], bool] | None = None,
+    min_fraction: float = 1e-9,
+    adapt: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+    strict_shapes: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> LoadReport:
+    """Copy matching tensors from ``state`` into ``network`` and report.
+
+    Args:
+        network: the target; DDP / compile wrappers are looked through.
+        state: source state dict, keys already in the target's naming (see ``remap_keys``).
+        include: selects the target keys that *should* be loaded (the pretrained part); the
+            fraction and ``missing`` are computed over these. Default: every key.
+        exclude: keys never loaded (e.g. nnU-Net's ``.seg_layers.``), reported as excluded.
+        min_fraction: raise when fewer than this share of the targeted values loaded; the default
+            only refuses loading *nothing*.
+        adapt: called for a shape mismatch as ``adapt(key, source, target)``; returns an adapted
+            tensor of the target's shape, or None to skip. Adaptations are reported.
+        strict_shapes: raise on the first shape mismatch, naming the layer.
+        log: where the one-line summary goes (None: silent).
+    """
+    module = network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network
+    module = getattr(module, "_orig_mod", module)
+    target = module.state_dict()
+    source = strip_wrapper_prefixes(state)
+    include = include or (lambda k: True)
+    exclude = exclude or (lambda k: False)
+    report = LoadReport()
+    new_state = {}
+    for key, dst in target.items():
+        if exclude(key):
+            report.skipped_filtered.append(key)
+            continue
+        if not include(key):
+            continue
+        if dst.is_floating_point():
+            report.n_target_params += dst.numel()
+        if key not in source:
+            report.missing.append(key)
+            continue
+        src = source[key]
+        if tuple(src.shape) != tuple(dst.shape):
+            adapted = adapt(key, src, dst) if adapt is not None else None
+            if adapted is None:
+                if strict_shapes:
+                    raise PluginError(
+                        f"Layer {key} does not match: checkpoint {tuple(src.shape)} vs network {tuple(dst.shape)}.",
+                        "Build the target from the same plans/architecture as the pretraining "
+                        "(monai-ssl nnunet-plans writes matching plans), or allow adaptation.",
+                    )
+                report.skipped_shape.append((key, tuple(src.shape), tuple(dst.shape)))
+                continue
+            src = adapted
+            report.adapted.append(key)
+        new_state[key] = src.to(dtype=dst.dtype)
+        report.loaded.append(key)
+        if dst.is_floating_point():
+            report.n_loaded_params += dst.numel()
+    report.unexpected = [k for k in source if k not in target]
+    if report.n_loaded_params == 0 or report.loaded_fraction < min_fraction:
+        first = report.skipped_shape[0] if report.skipped_shape else None
+        why = (f"first mismatching layer {first[0]}: checkpoint {first[1]} vs network {first[2]}"
+               if first else (f"no key of the checkpoint matches the network (e.g. checkpoint has "
+                              f"{next(iter(source), '<nothing>')!r}, network expects {next(iter(target), '<nothing>')!r})"))
+        raise PluginError(
+            f"Refusing to continue: only {100 * report.loaded_fraction:.1f}% of the targeted weights loaded "
+            f"(need {100 * min_fraction:.1f}%); {why}.",
+            "Use a checkpoint pretrained for this architecture, or map keys with remap_keys / the target= option.",
+        )
+    module.load_state_dict(new_state, strict=False)
+    if log is not None:
+        log(f"[monai-ssl] {report.summary()}")
+    return report

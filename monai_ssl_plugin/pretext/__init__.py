@@ -1,0 +1,11 @@
+"""Pretext tasks: heads + loss over a backbone adapter, grouped by the review's four paradigms.
+
+Every pretext is an ``nn.Module`` whose ``forward(batch)`` returns a dict of scalar losses with
+the total under ``"loss"``; the engine only ever calls that. Methods are addressable by name
+through :func:`create_pretext`.
+"""
+
+from monai_ssl_plugin.pretext.registry import create_pretext, list_pretexts, register_pretext
+from monai_ssl_plugin.pretext.generative import mae  # noqa: F401  (registers)
+
+__all__ = ["create_pretext", "list_pretexts", "register_pretext"]

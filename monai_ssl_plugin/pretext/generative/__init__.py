@@ -1,0 +1,1 @@
+"""Generative / reconstruction pretexts: restore a masked or corrupted input."""

@@ -1,0 +1,1 @@
+"""Modality presets, view generators and corruptions, as batched tensor operations."""
