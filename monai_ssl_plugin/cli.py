@@ -1,0 +1,99 @@
+"""``monai-ssl``: the command line (fire). Thin: parse, call the library, print. Imported by nobody.
+
+Every command turns a :class:`~monai_ssl_plugin.errors.PluginError` into one line on stderr and
+exit code 2, so bad input never ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+class Commands:
+    """Self-supervised pretraining for nnU-Net and MONAI. Run `monai-ssl COMMAND --help` for details."""
+
+    def demo(self, output_dir: str = "demo_output", minutes: float = 15.0, device: str = "auto", seed: int = 0):
+        """The main job: demo cohort -> nnU-Net plans -> MAE pretraining -> export -> fine-tune (few labels) -> Dice."""
+        from monai_ssl_plugin.workflows.demo import run_demo
+
+        run_demo(output_dir=output_dir, device=device, seed=seed)
+
+    def make_demo_data(self, raw_dir: str, dataset_id: int = 501, n_labelled: int = 12, n_unlabelled: int = 24,
+                       spacing: float = 2.0, seed: int = 0):
+        """Write the MNI152-based brain tissue cohort as an nnU-Net raw dataset (no download)."""
+        from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
+
+        path = make_demo_dataset(raw_dir, dataset_id=dataset_id, n_labelled=n_labelled, n_unlabelled=n_unlabelled,
+                                 spacing=spacing, seed=seed)
+        print(f"wrote {path}")
+
+    def make_synthetic_data(self, raw_dir: str, dataset_id: int = 990, n_labelled: int = 6, n_unlabelled: int = 6,
+                            size: int = 32, modality: str = "MRI", n_channels: int = 1, seed: int = 0):
+        """Write a small synthetic nnU-Net raw dataset (ellipsoid 'organs'), for tests and smoke runs."""
+        from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
+
+        path = make_synthetic_dataset(raw_dir, dataset_id=dataset_id, n_labelled=n_labelled, n_unlabelled=n_unlabelled,
+                                      shape=(size,) * 3, modality=modality, n_channels=n_channels, seed=seed)
+        print(f"wrote {path}")
+
+    def pretrain(self, dataset_dir: str, output_dir: str, bundle: str = "mae_ssl_pretraining", resume: bool = False,
+                 **overrides):
+        """Run a pretraining bundle (same as `python -m monai.bundle run`); extra --key value pairs override config ids."""
+        from monai_ssl_plugin.engine.run import pretrain
+
+        ckpt = pretrain(bundle=bundle, dataset_dir=dataset_dir, output_dir=output_dir, resume=resume, **overrides)
+        print(f"checkpoint: {ckpt}")
+
+    def nnunet_plans(self, dataset: str, backbone: str | None = None, checkpoint: str | None = None,
+                     source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres",
+                     plans_identifier: str | None = None, patch_size: tuple | None = None, batch_size: int | None = None):
+        """Write a plans variant whose architecture equals a preset or a pretrained checkpoint (-p for nnUNetv2_train)."""
+        from monai_ssl_plugin.nnunet.plans import write_plans_variant
+
+        path = write_plans_variant(dataset, backbone=backbone, checkpoint=checkpoint, source_plans=source_plans,
+                                   configuration=configuration, plans_identifier=plans_identifier,
+                                   patch_size=list(patch_size) if patch_size else None, batch_size=batch_size)
+        print(f"wrote {path}\nuse: -p {path.stem}")
+
+    def export_nnunet(self, checkpoint: str, output: str | None = None, dataset: str | None = None,
+                      configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans"):
+        """Export pretrained weights for nnU-Net (accepted by -pretrained_weights and the plugin's trainers)."""
+        from monai_ssl_plugin.export.nnunet import export_nnunet
+
+        path = export_nnunet(checkpoint, output, dataset=dataset, configuration=configuration,
+                             plans_identifier=plans_identifier)
+        print(f"wrote {path}")
+
+    def nnunet_env(self):
+        """Print the line that makes nnU-Net find the plugin's trainers (-tr nnUNetTrainerSSL ...)."""
+        from monai_ssl_plugin.nnunet import env_line
+
+        print(env_line())
+
+    def list(self):
+        """List the registered backbones, pretexts and bundles."""
+        from monai_ssl_plugin.backbones import list_backbones
+        from monai_ssl_plugin.pretext import list_pretexts
+
+        print("backbones:", ", ".join(list_backbones()))
+        print("pretexts:", ", ".join(f"{k} ({v})" for k, v in list_pretexts().items()))
+        bundles = Path(__file__).resolve().parent.parent / "bundles"
+        if bundles.is_dir():
+            print("bundles:", ", ".join(sorted(p.name for p in bundles.iterdir() if (p / "configs").is_dir())))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import fire
+
+    from monai_ssl_plugin.errors import PluginError
+
+    try:
+        fire.Fire(Commands, command=argv, name="monai-ssl")
+    except PluginError as e:
+        print(f"monai-ssl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+import torch
+from ignite.engine import Events
+
+from monai_ssl_plugin.backbones import create_backbone
+from monai_ssl_plugin.engine import SSLTrainer
+from monai_ssl_plugin.pretext import create_pretext
+
+
+def test_trainer_runs_pretext_and_lowers_loss():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    mae = create_pretext("mae", backbone=create_backbone("nnunet_plain_tiny"), block_size=4, mask_ratio=0.5)
+    x = torch.linspace(0, 1, 16).view(1, 1, 16, 1, 1).expand(2, 1, 16, 16, 16).contiguous()
+    data = [{"image": x}] * 10
+    losses = []
+    trainer = SSLTrainer("cpu", 3, data, mae, torch.optim.Adam(mae.parameters(), 3e-3))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"]))
+    trainer.run()
+    assert len(losses) == 30 and set(trainer.state.output) == {"loss", "reconstruction"}
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
