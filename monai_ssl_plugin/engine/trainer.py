@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from monai.engines import Trainer
+from monai.engines.workflow import Workflow
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -60,6 +61,11 @@ class SSLTrainer(Trainer):
         self.amp_dtype = getattr(torch, amp_dtype)
         use_scaler = amp and device.type == "cuda" and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run, or continue, training. Skips ``monai.engines.Trainer.run``, which would replace the
+        gradient scaler chosen above with a CUDA float16 scaler whenever ``amp`` is on."""
+        Workflow.run(self)
 
     def _iteration(self, engine: "SSLTrainer", batchdata: Any) -> dict[str, float]:
         batch = _to_device(batchdata, engine.state.device, engine.non_blocking)

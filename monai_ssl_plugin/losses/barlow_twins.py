@@ -44,7 +44,7 @@ class BarlowTwinsLoss(_MonaiBarlowTwinsLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.ndim != 2 or input.shape != target.shape:
-            raise ValueError(f"input and target must both be (B, D), got {tuple(input.shape)} and {tuple(target.shape)}")
+            raise ValueError(f"input and target must be (B, D) alike, got {tuple(input.shape)}, {tuple(target.shape)}")
         if self.gather_distributed:
             input, target = gather_with_grad(input), gather_with_grad(target)
         n = input.shape[0]

@@ -78,11 +78,15 @@ class DINOLoss(_Loss):
     ) -> torch.Tensor:
         teacher = teacher_output if torch.is_tensor(teacher_output) else torch.cat(list(teacher_output))
         if teacher.shape[0] % self.n_global_crops:
-            raise ValueError(f"teacher_output rows {teacher.shape[0]} are not a multiple of n_global_crops={self.n_global_crops}")
+            raise ValueError(
+                f"teacher_output rows {teacher.shape[0]} are not a multiple of n_global_crops={self.n_global_crops}"
+            )
         batch = teacher.shape[0] // self.n_global_crops
         student = student_output.split(batch) if torch.is_tensor(student_output) else tuple(student_output)
         if len(student) < self.n_global_crops or any(s.shape != (batch, teacher.shape[1]) for s in student):
-            raise ValueError(f"student_output must hold >= {self.n_global_crops} crops of shape {(batch, teacher.shape[1])}")
+            raise ValueError(
+                f"student_output must hold >= {self.n_global_crops} crops of shape {(batch, teacher.shape[1])}"
+            )
 
         t_probs = self.teacher_probs(teacher, epoch).split(batch)
         s_logp = [F.log_softmax(s / self.student_temp, dim=-1) for s in student]

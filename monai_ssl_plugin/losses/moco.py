@@ -47,7 +47,7 @@ class MoCoQueue(nn.Module):
         if keys.shape[0] > self.size:  # only the newest K fit
             keys = keys[-self.size :]
         idx = (self.ptr + torch.arange(keys.shape[0], device=self.ptr.device)) % self.size
-        self.queue[idx.to(self.queue.device)] = keys.to(self.queue.dtype)
+        self.queue[idx] = keys.to(device=self.queue.device, dtype=self.queue.dtype)
         self.ptr.copy_((self.ptr + keys.shape[0]) % self.size)
 
 

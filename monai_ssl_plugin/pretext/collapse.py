@@ -124,7 +124,9 @@ class CollapseMonitor:
         merged = new if old is None or old.shape[1] != new.shape[1] else torch.cat([old, new])
         return merged[-self.window :]
 
-    def update(self, embeddings: torch.Tensor | None = None, teacher_probs: torch.Tensor | None = None) -> CollapseReport:
+    def update(
+        self, embeddings: torch.Tensor | None = None, teacher_probs: torch.Tensor | None = None
+    ) -> CollapseReport:
         """Add (B, D) embeddings and/or (B, K) teacher probabilities; return metrics over the window."""
         if embeddings is not None:
             self._embeddings = self._push(self._embeddings, embeddings)
@@ -156,7 +158,8 @@ class CollapseMonitor:
             m["teacher_mean_entropy"] = float(mean_distribution_entropy(p))
             # with N sharp distributions at most N prototypes can be in use
             m["teacher_usage_ratio"] = min(m["teacher_mean_entropy"] / math.log(max(min(n, k), 2)), 1.0)
-            if self.max_teacher_entropy_ratio is not None and m["teacher_entropy_ratio"] > self.max_teacher_entropy_ratio:
+            max_ratio = self.max_teacher_entropy_ratio
+            if max_ratio is not None and m["teacher_entropy_ratio"] > max_ratio:
                 report.messages.append(
                     f"uniform teacher collapse: entropy {m['teacher_entropy']:.3g} nats is "
                     f"{m['teacher_entropy_ratio']:.3g} x log K (centring dominates: lower teacher_temp)"

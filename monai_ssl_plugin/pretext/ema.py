@@ -44,7 +44,8 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float, buffers: s
     for is_buffer, (tgt, onl) in enumerate(pairs):
         if tgt.keys() != onl.keys():
             diff = sorted(set(tgt) ^ set(onl))
-            raise ValueError(f"target and online modules differ in {'buffers' if is_buffer else 'parameters'}: {diff[:5]}")
+            kind = "buffers" if is_buffer else "parameters"
+            raise ValueError(f"target and online modules differ in {kind}: {diff[:5]}")
         for name, t in tgt.items():
             o = onl[name]
             if t.shape != o.shape:

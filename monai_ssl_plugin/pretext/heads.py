@@ -28,7 +28,9 @@ class _RowBatchNorm(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] < 2:
-            raise ValueError("norm='batch' normalises over the batch and needs at least 2 rows; use norm='layer' at batch size 1")
+            raise ValueError(
+                "norm='batch' normalises over the batch and needs at least 2 rows; use norm='layer' at batch size 1"
+            )
         return super().forward(flat).reshape(x.shape)
 
 
@@ -50,7 +52,9 @@ def _activation(kind: str) -> nn.Module:
     raise ValueError(f"activation must be 'relu' or 'gelu', got {kind!r}")
 
 
-def _mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, norm: str | None, activation: str) -> nn.Sequential:
+def _mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, norm: str | None, activation: str
+) -> nn.Sequential:
     """``num_layers`` Linear layers; norm + activation after every one but the last."""
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")

@@ -17,6 +17,7 @@ pathology the downstream model must see (finding 6, and finding 7's "pathology-a
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -128,10 +129,12 @@ def protect_foreground_mask(
 ) -> torch.Tensor:
     """Cap the destroyed share of the foreground; return the capped destroyed mask (B, 1, *spatial).
 
-    ``destroyed`` and ``foreground`` are (B, C, *spatial) masks; a voxel counts if any channel is set. Per sample, if more than ``floor(max_fraction * n_foreground)`` foreground voxels are
+    ``destroyed`` and ``foreground`` are (B, C, *spatial) masks; a voxel counts if any channel is
+    set. Per sample, if more than ``floor(max_fraction * n_foreground)`` foreground voxels are
     destroyed, a uniformly random subset of the excess is marked as not destroyed. Random (not,
     say, the lesion border first) so the cap biases no region of the lesion. Voxels outside the
-    foreground are never changed. Masked pretexts should recompute their loss mask from this.
+    foreground are never changed. Masked pretexts recompute their inputs and loss mask from this:
+    with a keep-mask from ``masking.random_block_mask``, ``keep = ~protect_foreground_mask(keep == 0, fg, f)``.
     """
     if not 0.0 <= max_fraction <= 1.0:
         raise ValueError(f"max_fraction must be in [0, 1], got {max_fraction}")
@@ -377,8 +380,6 @@ def get_preset(
             f"Preset {key!r} supports dims {list(supported_dims)}, got dims={dims}"
             + (" (X-ray images are 2D projections)" if key == "xray" else "")
         )
-    import inspect
-
     valid = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(valid))
     if unknown:

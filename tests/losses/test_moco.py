@@ -19,7 +19,7 @@ def naive_info_nce(q, k, negs, t):
 
 def test_info_nce_matches_loop():
     torch.manual_seed(0)
-    q, k, negs = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    q, k, negs = (torch.randn(n, 4, dtype=torch.float64) for n in (3, 3, 5))
     torch.testing.assert_close(info_nce(q, k, negs, 0.2), naive_info_nce(q, k, negs, 0.2))
 
 

@@ -10,7 +10,8 @@ def naive_vicreg(a, b, gamma=1.0, eps=1e-4):
     var = cov = 0.0
     for z in (a, b):
         mu = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
-        c = [[sum((z[k, i] - mu[i]) * (z[k, j] - mu[j]) for k in range(n)) / (n - 1) for j in range(d)] for i in range(d)]
+        c = [[sum((z[k, i] - mu[i]) * (z[k, j] - mu[j]) for k in range(n)) / (n - 1) for j in range(d)]
+             for i in range(d)]
         var = var + sum(max(0.0, gamma - (c[j][j] + eps) ** 0.5) for j in range(d)) / d / 2
         cov = cov + sum(c[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
     return 25 * inv + 25 * var + cov

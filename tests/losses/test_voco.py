@@ -11,12 +11,15 @@ def naive_terms(crops, bases, targets, eps=1e-6):
     b, m, k = targets.shape
     pos = neg = reg = 0.0
     for s in range(b):
-        logits = torch.stack([torch.stack([F.relu(F.cosine_similarity(crops[s, i], bases[s, j], dim=0)) for j in range(k)]) for i in range(m)])
+        cos = [[F.cosine_similarity(crops[s, i], bases[s, j], dim=0) for j in range(k)] for i in range(m)]
+        logits = F.relu(torch.stack([torch.stack(row) for row in cos]))
         y = targets[s]
         pos = pos + (-y * torch.log(1 - (y - logits).abs() + eps)).sum() / (y.sum() + eps) / b
         mask = (y == 0).to(logits.dtype)
         neg = neg + (mask * logits**2).sum() / (mask.sum() + eps) / b
-        pairs = [F.relu(F.cosine_similarity(bases[s, i], bases[s, j], dim=0)) ** 2 for i in range(k) for j in range(i + 1, k)]
+        pairs = [
+            F.relu(F.cosine_similarity(bases[s, i], bases[s, j], dim=0)) ** 2 for i in range(k) for j in range(i + 1, k)
+        ]
         reg = reg + sum(pairs) / len(pairs) / b
     return pos, neg, reg
 
@@ -56,7 +59,8 @@ def test_matches_naive_loop():
     ref = naive_terms(crops, bases, targets)
     for got, want in zip((pos, neg, reg), ref):
         torch.testing.assert_close(got, want)
-    torch.testing.assert_close(VoCoLoss(pred_weight=2.0, reg_weight=0.5)(crops, bases, targets), 2 * (ref[0] + ref[1]) + 0.5 * ref[2])
+    weighted = VoCoLoss(pred_weight=2.0, reg_weight=0.5)(crops, bases, targets)
+    torch.testing.assert_close(weighted, 2 * (ref[0] + ref[1]) + 0.5 * ref[2])
 
 
 def test_teacher_symmetrisation():

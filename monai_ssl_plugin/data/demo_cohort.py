@@ -1,0 +1,219 @@
+"""A brain-MRI demo cohort made offline from nilearn's bundled MNI152 template.
+
+Every "subject" is the MNI152 (2009a, symmetric) T1 template and its grey/white-matter
+probability maps warped by the same random smooth deformation (coarse displacement field +
+small rotation and head-size scaling), then given a multiplicative bias field, a gamma contrast
+change, an arbitrary intensity scale and Rician noise. Labels are the tissue classes of the
+warped probability maps: 0 background (incl. CSF), 1 grey matter, 2 white matter.
+Optional per-subject attributes (grey-matter atrophy, small white-matter lesions with label 3)
+are recorded in ``attributes.json`` for later probes.
+
+The volume is the brain bounding box (+4 mm) resampled to ``spacing`` and rounded up to a
+multiple of 8 voxels: 80 x 96 x 88 (x, y, z) at 2 mm, i.e. (88, 96, 80) in nnU-Net's (z, y, x).
+Everything is vectorised (one ``grid_sample`` per subject); no download happens at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from monai_ssl_plugin.data.nnunet_raw import RawDatasetWriter
+from monai_ssl_plugin.errors import PluginError
+
+LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}
+LESION_LABEL = 3
+_TEMPLATE_SPACING = 2.0  # nilearn's resolution=2 templates, mm
+_MARGIN_MM = 4.0
+_MULTIPLE = 8  # output shape rounded up to this many voxels per axis
+
+
+def load_mni_templates() -> tuple[np.ndarray, np.ndarray]:
+    """(t1, gm, wm) stacked as (3, x, y, z) float32 at 2 mm, and the template's affine.
+
+    nilearn ships these files inside its package, so this works offline.
+    """
+    try:
+        from nilearn import datasets
+
+        imgs = [datasets.load_mni152_template(resolution=2), datasets.load_mni152_gm_template(resolution=2),
+                datasets.load_mni152_wm_template(resolution=2)]
+    except Exception as e:  # an old/incomplete nilearn, or a build without the bundled data
+        raise PluginError(f"Cannot load nilearn's bundled MNI152 templates ({type(e).__name__}: {e}).",
+                          "Install nilearn>=0.10 (`pip install nilearn`); the templates ship with it.") from None
+    vols = np.stack([np.asarray(i.get_fdata(), dtype=np.float32) for i in imgs])
+    vols[0] /= max(float(vols[0].max()), 1e-6)  # T1 to [0, 1]
+    vols[1:] = np.clip(vols[1:], 0.0, 1.0)
+    return vols, np.asarray(imgs[0].affine, dtype=np.float64)
+
+
+def output_geometry(templates: np.ndarray, template_affine: np.ndarray, spacing: float
+                    ) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """Centre (template voxels), output shape and output affine of the brain box at ``spacing``."""
+    brain = (templates[1] + templates[2]) > 0.1
+    idx = np.argwhere(brain)
+    lo, hi = idx.min(0), idx.max(0)
+    center = (lo + hi) / 2.0
+    extent_mm = (hi - lo + 1) * _TEMPLATE_SPACING + 2 * _MARGIN_MM
+    shape = tuple(int(math.ceil(e / spacing / _MULTIPLE) * _MULTIPLE) for e in extent_mm)
+    step = spacing / _TEMPLATE_SPACING  # output voxel size in template voxels
+    # Output voxel j sits at template voxel center + (j - (n - 1) / 2) * step.
+    to_template = np.eye(4)
+    to_template[:3, :3] *= step
+    to_template[:3, 3] = center - (np.asarray(shape) - 1) / 2.0 * step
+    return center, shape, template_affine @ to_template
+
+
+def _upsample(coarse: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """(C, *coarse) -> (C, *shape), trilinear: a smooth field from a few random control points."""
+    t = torch.from_numpy(coarse.astype(np.float32))[None]
+    return F.interpolate(t, size=shape, mode="trilinear", align_corners=True)[0]
+
+
+def base_grid(shape: tuple[int, int, int], spacing: float) -> torch.Tensor:
+    """Output voxel centres in template voxel units relative to the brain centre: (x, y, z, 3)."""
+    step = spacing / _TEMPLATE_SPACING
+    axes = [(torch.arange(s, dtype=torch.float32) - (s - 1) / 2.0) * step for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    return (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+
+
+def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, spacing: float,
+             rng: np.random.Generator, atrophy: bool, n_lesions: int, tissue_means: dict[str, float]
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One warped subject: image (x, y, z) int16, label (x, y, z) uint8 and its attributes.
+
+    ``grid`` comes from :func:`base_grid`; ``templates`` is (3, x, y, z): T1, GM, WM.
+    """
+    shape = tuple(grid.shape[:3])
+    # grid_sample wants coordinates in [-1, 1] (align_corners=True) with the last axis ordered
+    # (W, H, D) = our (z, y, x): fold that scaling and axis flip into one affine map.
+    size = np.asarray(templates.shape[1:], dtype=np.float64)
+    to_norm = np.diag(2.0 / (size - 1))[::-1]  # rows (z, y, x)
+    # Random similarity transform (head size and pose) about the brain centre: sampling the
+    # template at scale * R * x makes the subject's head 1/scale times as large.
+    scale = float(np.clip(rng.normal(1.0, 0.03), 0.93, 1.07))
+    rot = _rotation(np.deg2rad(rng.normal(0.0, 3.0, 3).clip(-7, 7)))
+    matrix = torch.from_numpy((to_norm @ (scale * rot)).T.astype(np.float32))
+    offset = torch.from_numpy((to_norm @ center - 1.0).astype(np.float32))
+    # Smooth non-linear warp: ~2 mm std displacement on a control grid every ~30 mm.
+    ctrl = tuple(max(2, int(round(s * spacing / 30.0)) + 1) for s in shape)
+    coarse = np.einsum("ij,j...->i...", to_norm, rng.normal(0.0, 2.0 / _TEMPLATE_SPACING, (3, *ctrl)))
+    sample_grid = grid @ matrix + offset + _upsample(coarse, shape).permute(1, 2, 3, 0)
+    t1, gm, wm = F.grid_sample(templates[None], sample_grid[None], mode="bilinear", padding_mode="zeros",
+                               align_corners=True)[0]
+
+    attrs: dict[str, Any] = {"head_scale": round(1.0 / scale, 4), "atrophy": bool(atrophy), "atrophy_strength": 0.0}
+    if atrophy:  # thinner cortex: grey matter partly replaced by CSF, in the maps and in the image
+        a = float(rng.uniform(0.2, 0.4))
+        t1 = t1 - a * gm * (tissue_means["gm"] - tissue_means["csf"])
+        gm = gm * (1.0 - a)
+        attrs["atrophy_strength"] = round(a, 4)
+    # argmax over (background = 1 - gm - wm, gm, wm), written as comparisons (much faster).
+    label = torch.where(wm >= gm, torch.where(2 * wm + gm >= 1, 2, 0), torch.where(2 * gm + wm >= 1, 1, 0))
+    label = label.to(torch.uint8)
+
+    lesion_voxels = 0
+    if n_lesions:  # small T1-hypointense spheres inside white matter
+        wm_idx = torch.nonzero(label == 2)
+        if len(wm_idx):
+            pos = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
+            for _ in range(n_lesions):
+                c = wm_idx[int(rng.integers(len(wm_idx)))].float().view(3, 1, 1, 1)
+                r = float(rng.uniform(2.5, 5.0)) / spacing  # radius in voxels
+                dist = ((pos - c) ** 2).sum(0).sqrt()
+                m = ((r - dist) + 0.5).clamp(0.0, 1.0)  # one-voxel soft edge
+                t1 = t1 * (1 - m) + m * tissue_means["csf"]
+                label[m > 0.5] = LESION_LABEL
+            lesion_voxels = int((label == LESION_LABEL).sum())
+
+    # Acquisition: contrast (gamma), smooth multiplicative bias, arbitrary scale, Rician noise.
+    gamma = float(np.exp(rng.normal(0.0, 0.15)).clip(0.7, 1.4))
+    bias = torch.exp(0.15 * _upsample(rng.normal(0.0, 1.0, (1, 4, 4, 4)), shape)[0])
+    scale_i = float(rng.uniform(300.0, 1000.0))
+    img = t1.clamp(min=0.0) ** gamma * bias * scale_i
+    sigma = float(rng.uniform(0.01, 0.04)) * scale_i
+    n1 = torch.from_numpy(rng.normal(0.0, sigma, shape).astype(np.float32))
+    n2 = torch.from_numpy(rng.normal(0.0, sigma, shape).astype(np.float32))
+    img = torch.sqrt((img + n1) ** 2 + n2 ** 2)  # magnitude of complex Gaussian noise = Rician
+
+    voxel_ml = spacing ** 3 / 1000.0
+    gm_v, wm_v = int((label == 1).sum()), int((label == 2).sum())
+    attrs.update(gamma=round(gamma, 4), intensity_scale=round(scale_i, 2), noise_sigma_rel=round(sigma / scale_i, 4),
+                 gm_volume_ml=round(gm_v * voxel_ml, 2), wm_volume_ml=round(wm_v * voxel_ml, 2),
+                 brain_volume_ml=round((gm_v + wm_v + lesion_voxels) * voxel_ml, 2), n_lesions=int(n_lesions),
+                 lesion_volume_ml=round(lesion_voxels * voxel_ml, 3))
+    # Stored as int16 like scanner output: half the bytes to gzip, and noise >> rounding error.
+    return img.round().numpy().astype(np.int16), label.numpy(), attrs
+
+
+def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: str = "MNIBrainTissue",
+                      n_labelled: int = 12, n_unlabelled: int = 24, spacing: float = 2.0, seed: int = 0,
+                      n_test: int = 4, atrophy_fraction: float = 0.3, lesion_fraction: float = 0.0,
+                      overwrite: bool = False) -> Path:
+    """Write the demo cohort as nnU-Net raw dataset ``raw_root/DatasetXXX_Name``; returns its folder.
+
+    Args:
+        n_labelled / n_unlabelled / n_test: subjects in imagesTr(+labelsTr) / imagesUnlabelled /
+            imagesTs(+labelsTs).
+        spacing: isotropic voxel size in mm (2 mm: 80 x 96 x 88 voxels; 4 mm: 40 x 48 x 48).
+        atrophy_fraction: share of subjects with grey-matter atrophy (attribute ``atrophy``).
+        lesion_fraction: share of subjects with 1-3 white-matter lesions; when > 0 the label
+            ``lesion`` (3) is added.
+        overwrite: replace an existing different dataset; the same call twice is a no-op.
+    """
+    if spacing <= 0 or not math.isfinite(spacing):
+        raise PluginError(f"spacing {spacing} is not a positive number of mm.", "Use e.g. spacing=2.0.")
+    for key, frac in (("atrophy_fraction", atrophy_fraction), ("lesion_fraction", lesion_fraction)):
+        if not 0.0 <= frac <= 1.0:
+            raise PluginError(f"{key}={frac} is not in [0, 1].", f"Give {key} as a fraction of subjects.")
+    params = dict(dataset_id=dataset_id, name=name, n_labelled=n_labelled, n_unlabelled=n_unlabelled,
+                  spacing=float(spacing), seed=seed, n_test=n_test, atrophy_fraction=atrophy_fraction,
+                  lesion_fraction=lesion_fraction)
+    labels = dict(LABELS, **({"lesion": LESION_LABEL} if lesion_fraction > 0 else {}))
+    writer = RawDatasetWriter(
+        raw_root, dataset_id, name, ["T1"], labels, overwrite=overwrite,
+        provenance={"generator": "make_demo_dataset", **params},
+        description="Synthetic brain T1 cohort: random smooth deformations of the MNI152 2009a template (via "
+                    "nilearn) with bias field, gamma and Rician noise; labels 1 grey matter, 2 white matter "
+                    "(monai_ssl_plugin.data.demo_cohort).")
+    if writer.up_to_date:
+        return writer.target
+
+    vols, affine = load_mni_templates()
+    center, shape, out_affine = output_geometry(vols, affine, float(spacing))
+    t1, gm, wm = vols
+    # Template intensities of pure tissues, used to keep the image consistent with edited maps.
+    tissue_means = {"gm": float(np.median(t1[gm > 0.7])),
+                    "csf": float(np.median(t1[((gm + wm) < 0.2) & (t1 > 0.02)]))}
+    templates = torch.from_numpy(vols)
+    grid = base_grid(shape, float(spacing))
+    attributes: dict[str, dict[str, Any]] = {}
+    with torch.no_grad(), writer:
+        for split, count, prefix, code in (("train", n_labelled, "brain_", 0), ("unlabelled", n_unlabelled,
+                                           "brain_u", 1), ("test", n_test, "brain_t", 2)):
+            for i in range(count):
+                # One stream per (seed, split, subject): adding subjects never changes the others.
+                rng = np.random.default_rng([seed, code, i])
+                atrophy = bool(rng.random() < atrophy_fraction)
+                n_les = int(rng.integers(1, 4)) if rng.random() < lesion_fraction else 0
+                image, label, attrs = _subject(templates, grid, center, float(spacing), rng, atrophy, n_les,
+                                               tissue_means)
+                case_id = f"{prefix}{i:03d}"
+                writer.add_case(split, case_id, image, None if split == "unlabelled" else label, affine=out_affine)
+                attributes[case_id] = {"split": split, **attrs}
+        writer.add_file("attributes.json", json.dumps(attributes, indent=1))
+        return writer.commit()

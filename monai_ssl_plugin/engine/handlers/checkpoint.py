@@ -1,0 +1,216 @@
+"""Pretraining checkpoints: ``latest.pt`` every N iterations and at the end, ``final.pt`` at the end, and resume.
+
+The file holds :data:`monai_ssl_plugin.checkpoint.CHECKPOINT_KEYS` (network, pretext, optimizer,
+scheduler, engine position, RNG states, record), all plain tensors and containers, so it loads
+with ``weights_only=True``. Writes are atomic (temporary file + rename): a crash mid-save leaves
+the previous ``latest.pt`` intact.
+
+Resume semantics (``resume=True``), checked against ignite 0.5's run loop: at ``Events.STARTED``
+the handler restores every state and sets ``engine.state.iteration`` (and ``epoch = iteration //
+epoch_length``). Ignite then starts epoch ``epoch + 1`` with its in-epoch counter at
+``iteration % epoch_length``, so a checkpoint taken mid-epoch runs only the rest of that epoch and
+the run ends at exactly ``max_epochs * epoch_length`` iterations. The learning-rate schedule,
+optimiser moments, EMA teachers and RNG streams continue where they stopped. The data iterator is
+re-created: at an epoch boundary (with ``epoch_length == len(loader)``) and with the RNG restored
+the resumed run sees the same batches as an uninterrupted one, bit for bit; mid-epoch it draws
+fresh random patches for the rest of the epoch (statistically the same stream, not the same
+samples), because a random-patch loader has no position to seek to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, safe_load
+from monai_ssl_plugin.distributed import is_main_process
+from monai_ssl_plugin.errors import PluginError
+
+logger = logging.getLogger(__name__)
+
+RecordFn = Callable[[int], "CheckpointRecord | dict[str, Any]"]
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step draws from, as tensors and plain types (``weights_only``-loadable)."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": str(np_kind), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel wrappers."""
+    return getattr(module, "module", module)
+
+
+class SSLCheckpointHandler:
+    """Atomic ``latest.pt`` / ``final.pt`` writer and ``--resume`` loader for the SSL trainer.
+
+    Args:
+        output_dir: run folder; files go to ``output_dir/checkpoints/``.
+        pretext: the pretext module (``pretext.backbone.network`` is the downstream network).
+        optimizer: its state is saved and restored.
+        lr_scheduler: an iteration-level scheduler (or ``None``).
+        record_fn: ``steps -> CheckpointRecord | dict`` (see :func:`monai_ssl_plugin.checkpoint.build_record`).
+        save_every_n_iters: period of ``latest.pt`` writes; ``0``/``None`` writes only at the end.
+        resume: load ``latest.pt`` at start and continue; without a file the run starts fresh.
+
+    Only rank 0 writes under DDP; every rank reads on resume. The save handlers are registered
+    when the run starts, i.e. after every handler attached before it, so a checkpoint always
+    holds the state after this iteration's scheduler step, EMA update and NaN check.
+    """
+
+    def __init__(self, output_dir: str | Path, pretext: nn.Module, optimizer: torch.optim.Optimizer,
+                 lr_scheduler: Any | None, record_fn: RecordFn, save_every_n_iters: int | None = 500,
+                 resume: bool = False):
+        self.checkpoint_dir = Path(output_dir) / "checkpoints"
+        self.pretext = pretext
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.record_fn = record_fn
+        self.save_every = int(save_every_n_iters or 0)
+        self.resume = bool(resume)
+        self._last_saved_iteration = -1
+        self._registered = False
+
+    @property
+    def latest_path(self) -> Path:
+        return self.checkpoint_dir / "latest.pt"
+
+    @property
+    def final_path(self) -> Path:
+        return self.checkpoint_dir / "final.pt"
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+
+    # -- events ---------------------------------------------------------------------------
+    def _started(self, engine: Engine) -> None:
+        if self.resume:
+            self.load(engine)
+        if not self._registered:  # registered now, so they run after every handler attached earlier
+            if self.save_every > 0:
+                engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every), self._save_latest)
+            engine.add_event_handler(Events.COMPLETED, self._completed)
+            self._registered = True
+
+    def _save_latest(self, engine: Engine) -> None:
+        if engine.state.iteration != self._last_saved_iteration:
+            self.save(engine, final=False)
+
+    def _completed(self, engine: Engine) -> None:
+        self.save(engine, final=True)
+
+    # -- state ----------------------------------------------------------------------------
+    def state(self, engine: Engine) -> dict[str, Any]:
+        """The checkpoint dict (CHECKPOINT_KEYS) for the engine's current position."""
+        pretext = _unwrap(self.pretext)
+        record = self.record_fn(int(engine.state.iteration))
+        record = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+        # plain JSON types only: e.g. torch.__version__ is a TorchVersion, which weights_only refuses
+        record = json.loads(json.dumps(record, default=str))
+        state = {
+            "network": pretext.backbone.network.state_dict(),
+            "pretext": pretext.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "engine": {"iteration": int(engine.state.iteration), "epoch": int(engine.state.epoch),
+                       "epoch_length": engine.state.epoch_length, "max_epochs": engine.state.max_epochs},
+            "rng": rng_state(),
+            "record": record,
+        }
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None and hasattr(scaler, "state_dict"):
+            state["grad_scaler"] = scaler.state_dict()
+        return state
+
+    def save(self, engine: Engine, final: bool = False) -> Path | None:
+        """Write ``latest.pt`` (and ``final.pt`` when ``final``); rank 0 only. Returns the latest path."""
+        if not is_main_process():
+            return None
+        output = engine.state.output
+        if isinstance(output, dict) and not all(math.isfinite(float(v)) for v in output.values()
+                                                if isinstance(v, (int, float))):
+            logger.warning("Not saving a checkpoint at iteration %d: the loss is not finite.", engine.state.iteration)
+            return None
+        state = self.state(engine)
+        atomic_save(state, self.latest_path)
+        self._last_saved_iteration = engine.state.iteration
+        if final:
+            atomic_save(state, self.final_path)
+            logger.info("Saved %s (iteration %d).", self.final_path, engine.state.iteration)
+        else:
+            logger.debug("Saved %s (iteration %d).", self.latest_path, engine.state.iteration)
+        return self.latest_path
+
+    def load(self, engine: Engine) -> bool:
+        """Restore everything from ``latest.pt``; ``False`` (and a log line) when there is none."""
+        if not self.latest_path.is_file():
+            logger.info("Resume requested but %s does not exist: starting a fresh run.", self.latest_path)
+            return False
+        ckpt = safe_load(self.latest_path, map_location="cpu")
+        missing = [k for k in ("pretext", "optimizer", "engine", "rng") if k not in ckpt]
+        if missing:
+            raise PluginError(f"{self.latest_path} lacks {', '.join(missing)} and cannot resume a run.",
+                              "Resume only from <output_dir>/checkpoints/latest.pt written by monai-ssl pretrain.")
+        pretext = _unwrap(self.pretext)
+        try:
+            pretext.load_state_dict(ckpt["pretext"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise PluginError(f"{self.latest_path} was written by a different network or pretext ({first[:200]}).",
+                              "Resume with the same backbone and pretext settings, or use a new --output_dir.") from None
+        if self.lr_scheduler is not None and ckpt.get("scheduler") is not None:
+            self.lr_scheduler.load_state_dict(ckpt["scheduler"])
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None and ckpt.get("grad_scaler") is not None:
+            scaler.load_state_dict(ckpt["grad_scaler"])
+        set_rng_state(ckpt["rng"])
+        saved = ckpt["engine"]
+        iteration = int(saved["iteration"])
+        length = engine.state.epoch_length
+        if length:
+            if saved.get("epoch_length") not in (None, length):
+                logger.warning("epoch_length changed from %s to %s: epochs are renumbered from iteration %d.",
+                               saved.get("epoch_length"), length, iteration)
+            epoch = iteration // length
+        else:
+            epoch = int(saved["epoch"])
+        engine.state.iteration, engine.state.epoch = iteration, epoch
+        self._last_saved_iteration = iteration
+        total = (engine.state.max_epochs or 0) * (length or 0)
+        if total and iteration >= total:
+            logger.info("Resumed from %s at iteration %d: the run (%d iterations) is already complete.",
+                        self.latest_path, iteration, total)
+        else:
+            logger.info("Resumed from %s at iteration %d (epoch %d).", self.latest_path, iteration, epoch)
+        return True

@@ -1,0 +1,348 @@
+"""Export pretrained weights to nnU-Net, and the architecture check every nnU-Net transfer runs.
+
+The exported ``.pth`` holds:
+
+- ``network_weights``: the *full* pretrained network state dict. nnU-Net's stock
+  ``nnUNetv2_train ... -pretrained_weights FILE`` (``load_pretrained_weights``) asserts that every
+  key of the target network outside ``.seg_layers.`` is present with the same shape, so an
+  encoder-only file cannot pass; a full network from the same plans does (seg layers are skipped,
+  so an MAE reconstruction head with ``C_in`` outputs is fine).
+- ``nnssl_adaptation_plan``: nnssl's layout (see :mod:`monai_ssl_plugin.export.nnssl`), also
+  written as ``adaptation_plan.json`` beside the file.
+- ``ssl_record``: our :class:`~monai_ssl_plugin.checkpoint.CheckpointRecord` as a dict.
+
+With ``dataset`` the file goes where the plugin's trainers look:
+``$nnUNet_preprocessed/<DatasetName>/ssl_pretrained/<plans_identifier>__<configuration>.pth``,
+after checking that the dataset's plans build exactly the pretrained architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, atomic_write_text, safe_load
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.export.keymap import strip_wrapper_prefixes
+from monai_ssl_plugin.export.nnssl import nnssl_adaptation_plan
+
+SEG_LAYERS = ".seg_layers."  # nnU-Net's load_pretrained_weights skips keys containing this
+PRETRAINED_DIR = "ssl_pretrained"  # folder under $nnUNet_preprocessed/<Dataset>/ the trainers read
+ADAPTATION_PLAN_FILE = "adaptation_plan.json"
+EXPORT_COMMAND = "monai-ssl export-nnunet"
+
+
+def is_seg_layer(key: str) -> bool:
+    """True for nnU-Net's segmentation output layers (never transferred)."""
+    return SEG_LAYERS in key or key.startswith(SEG_LAYERS[1:])
+
+
+def pretrained_file_path(dataset_name: str, configuration: str = "3d_fullres",
+                         plans_identifier: str = "nnUNetPlans") -> Path:
+    """The conventional place of a dataset's pretrained weights, where the plugin's trainers look."""
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        raise PluginError("nnUNet_preprocessed is not set.", "export nnUNet_preprocessed=/path/to/nnUNet_preprocessed")
+    return Path(root) / dataset_name / PRETRAINED_DIR / f"{plans_identifier}__{configuration}.pth"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading pretrained files
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PretrainedWeights:
+    """The network weights of a pretrained file and what it says about them.
+
+    ``record`` is None for foreign nnU-Net / nnssl files (no ``ssl_record``); ``adaptation_plan``
+    is nnssl's plan when the file carries one.
+    """
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    record: CheckpointRecord | None
+    adaptation_plan: dict[str, Any] | None
+
+
+def read_pretrained(path: str | os.PathLike, require_record: bool = True) -> PretrainedWeights:
+    """Read a pretraining checkpoint (``network`` + ``record``) or an nnU-Net export (``network_weights``).
+
+    Loads with ``weights_only=True``. Raises a one-line :class:`PluginError` for missing, corrupt or
+    foreign files (and for files without a record when ``require_record``).
+    """
+    path = Path(path)
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict):
+        raise PluginError(f"{path} is not a checkpoint dict.", "Pass a monai-ssl pretraining checkpoint (.pt).")
+    if "network" in ckpt:
+        state, record = ckpt["network"], ckpt.get("record")
+    elif "network_weights" in ckpt:
+        state, record = ckpt["network_weights"], ckpt.get("ssl_record")
+    else:
+        raise PluginError(f"{path} holds no network weights (keys: {', '.join(map(str, list(ckpt)[:8]))}).",
+                          "Pass a monai-ssl pretraining checkpoint (checkpoints/final.pt) or its nnU-Net export.")
+    if not isinstance(state, Mapping) or not state:
+        raise PluginError(f"{path} has an empty or malformed state dict.", "Re-export or re-run the pretraining.")
+    if record is None and require_record:
+        raise PluginError(f"{path} carries no pretraining record (ssl_record).",
+                          "Export from a monai-ssl pretraining checkpoint, which records architecture, axis order "
+                          "and normalisation.")
+    try:
+        rec = CheckpointRecord.from_dict(record) if record is not None else None
+    except (TypeError, PluginError) as e:
+        raise PluginError(f"{path} has an unreadable record ({str(e).splitlines()[0]}).",
+                          "Re-run the export from the original pretraining checkpoint.") from None
+    return PretrainedWeights(path, strip_wrapper_prefixes(state), rec, ckpt.get("nnssl_adaptation_plan"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks to compare against (built on the meta device: shapes only, no memory, no init)
+# ---------------------------------------------------------------------------------------------
+def _build(arch_class_name: str, arch_kwargs: dict, req_import: list[str], in_channels: int,
+           out_channels: int) -> nn.Module:
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    with torch.device("meta"):
+        return get_network_from_plans(arch_class_name, arch_kwargs, req_import, in_channels, out_channels,
+                                      allow_init=False, deep_supervision=True)
+
+
+def record_network(record: CheckpointRecord) -> nn.Module:
+    """The network the record says was pretrained (meta device)."""
+    c = record.backbone_kwargs
+    return _build(c["arch_class_name"], c["arch_kwargs"], c["arch_kwargs_req_import"], int(record.in_channels),
+                  int(c.get("out_channels") or record.in_channels))
+
+
+@dataclass
+class DatasetTarget:
+    """A dataset's configuration as nnU-Net's trainer sees it."""
+
+    dataset_name: str
+    configuration: str
+    plans_identifier: str
+    configuration_dict: dict[str, Any]  # resolved (inherits_from applied)
+    num_input_channels: int
+    num_output_channels: int
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return self.configuration_dict["architecture"]
+
+    def network(self) -> nn.Module:
+        """The network ``nnUNetv2_train`` builds for this configuration (meta device)."""
+        a = self.architecture
+        return _build(a["network_class_name"], a["arch_kwargs"], a["_kw_requires_import"], self.num_input_channels,
+                      self.num_output_channels)
+
+
+def dataset_target(dataset: int | str, configuration: str = "3d_fullres",
+                   plans_identifier: str = "nnUNetPlans") -> DatasetTarget:
+    """Read ``$nnUNet_preprocessed/<Dataset>/<plans_identifier>.json`` + ``dataset.json`` as nnU-Net does."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from monai_ssl_plugin.backbones.nnunet import load_plans, resolve_configuration
+    # one implementation of "dataset id or name -> preprocessed folder" (lazy: nnunet/ sits above export/)
+    from monai_ssl_plugin.nnunet.plans import preprocessed_dataset_dir
+
+    folder = preprocessed_dataset_dir(dataset)
+    plans = load_plans(folder / f"{plans_identifier}.json")
+    conf = resolve_configuration(plans, configuration)
+    ds_file = folder / "dataset.json"
+    if not ds_file.is_file():
+        raise PluginError(f"{ds_file} does not exist.", f"Run nnUNetv2_plan_and_preprocess -d {dataset} first.")
+    dataset_json = json.loads(ds_file.read_text())
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    return DatasetTarget(folder.name, configuration, plans_identifier, conf,
+                         determine_num_input_channels(pm, cm, dataset_json),
+                         pm.get_label_manager(dataset_json).num_segmentation_heads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture comparison: name the first layer that differs
+# ---------------------------------------------------------------------------------------------
+_PART_PATTERNS = (
+    (re.compile(r"^(?:decoder\.)?encoder\.stem\."), lambda m: "stem"),
+    (re.compile(r"^(?:decoder\.)?encoder\.stages\.(\d+)\."), lambda m: f"encoder stage {m.group(1)}"),
+    (re.compile(r"^decoder\.stages\.(\d+)\."), lambda m: f"decoder stage {m.group(1)}"),
+    (re.compile(r"^decoder\.transpconvs\.(\d+)\."), lambda m: f"decoder upsampling {m.group(1)}"),
+    (re.compile(r"^decoder\.seg_layers\.(\d+)\."), lambda m: f"segmentation layer {m.group(1)}"),
+)
+
+
+def describe_layer(key: str) -> str:
+    """Where a state-dict key lives in an nnU-Net U-Net: ``"encoder stage 2"``, ``"stem"``..."""
+    for pattern, name in _PART_PATTERNS:
+        m = pattern.match(key)
+        if m:
+            return name(m)
+    return key.rsplit(".", 1)[0]
+
+
+def describe_shape(key: str, shape: tuple[int, ...]) -> str:
+    """A tensor shape in layer terms: channels and kernel for convolutions."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) >= 3:
+        kernel = "x".join(map(str, shape[2:]))
+        if "transpconvs" in key:  # ConvTranspose weights are (in, out, *kernel)
+            return f"{shape[0]} in / {shape[1]} out channels, kernel {kernel}"
+        return f"{shape[0]} out / {shape[1]} in channels, kernel {kernel}"
+    if len(shape) == 1:
+        return f"{shape[0]} channels"
+    return f"shape {shape}"
+
+
+def first_mismatch(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                   include: Callable[[str], bool] | None = None,
+                   exclude: Callable[[str], bool] | None = is_seg_layer) -> str | None:
+    """Describe the first target layer (in network order) that the source lacks or shapes differently.
+
+    Only keys selected by ``include`` and not ``exclude`` count. After the target's keys, source
+    keys the target lacks are reported (the checkpoint has more stages/blocks). None: they match.
+    """
+    include = include or (lambda k: True)
+    exclude = exclude or (lambda k: False)
+    for key, dst in target.items():
+        if exclude(key) or not include(key):
+            continue
+        where = describe_layer(key)
+        if key not in source:
+            return f"{key} ({where}) is in the network but not in the checkpoint"
+        src = source[key]
+        if tuple(src.shape) != tuple(dst.shape):
+            return (f"{key} ({where}): checkpoint {describe_shape(key, tuple(src.shape))} vs network "
+                    f"{describe_shape(key, tuple(dst.shape))}")
+    for key in source:
+        if key not in target and include(key) and not exclude(key):
+            return f"{key} ({describe_layer(key)}) is in the checkpoint but not in the network"
+    return None
+
+
+def architecture_differences(a_class: str, a_kwargs: Mapping[str, Any], b_class: str,
+                             b_kwargs: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two nnU-Net architectures (``a`` = checkpoint, ``b`` = plans)."""
+    a_kwargs, b_kwargs = json.loads(json.dumps(a_kwargs)), json.loads(json.dumps(b_kwargs))  # tuples -> lists
+    out = []
+    if a_class.rsplit(".", 1)[-1] != b_class.rsplit(".", 1)[-1]:
+        out.append(f"network class {a_class.rsplit('.', 1)[-1]} vs {b_class.rsplit('.', 1)[-1]}")
+    if a_kwargs.get("n_stages") != b_kwargs.get("n_stages"):
+        out.append(f"n_stages {a_kwargs.get('n_stages')} vs {b_kwargs.get('n_stages')}")
+    per_stage = ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage",
+                 "n_conv_per_stage_decoder")
+    for name in per_stage:
+        a, b = a_kwargs.get(name), b_kwargs.get(name)
+        if a == b:
+            continue
+        if isinstance(a, list) and isinstance(b, list):
+            for i, (x, y) in enumerate(zip(a, b)):
+                if x != y:
+                    out.append(f"{name} at stage {i}: {x} vs {y}")
+                    break
+            else:
+                out.append(f"{name} has {len(a)} vs {len(b)} entries")
+        else:
+            out.append(f"{name} {a} vs {b}")
+    for name in sorted(set(a_kwargs) | set(b_kwargs)):
+        if name not in per_stage and name != "n_stages" and a_kwargs.get(name) != b_kwargs.get(name):
+            out.append(f"{name} {a_kwargs.get(name)} vs {b_kwargs.get(name)}")
+    return out
+
+
+def architecture_mismatch_error(mismatch: str, what: str, fix: str, differences: list[str] | None = None) -> PluginError:
+    """The one-line error for an architecture mismatch (first layer, then up to three plan differences)."""
+    extra = f" (architectures differ: {'; '.join(differences[:3])})" if differences else ""
+    return PluginError(f"The pretrained architecture does not match {what}: first mismatching layer {mismatch}{extra}.",
+                       fix)
+
+
+def plans_fix(dataset: str, configuration: str) -> str:
+    """How to make a dataset's plans build the pretrained architecture."""
+    return (f"Pretrain with this dataset's plans (NnUNetBackbone.from_plans on {dataset}'s nnUNetPlans.json, "
+            f"configuration {configuration}), or write plans with the pretrained architecture "
+            f"(monai-ssl nnunet-plans {dataset} --checkpoint CHECKPOINT) and train with -p <that identifier>.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+def _require_nnunet_record(weights: PretrainedWeights) -> CheckpointRecord:
+    record = weights.record
+    assert record is not None
+    if not record.backbone_family.startswith("nnunet."):
+        raise PluginError(f"{weights.path} holds a {record.backbone_family} backbone, not an nnU-Net network.",
+                          "Export to nnU-Net needs a checkpoint pretrained on an nnU-Net backbone "
+                          "(nnunet_* presets or NnUNetBackbone.from_plans).")
+    if record.axis_order != "nnunet":
+        raise PluginError(f"{weights.path} was pretrained on {record.axis_order}-ordered volumes (x, y, z); nnU-Net "
+                          f"feeds its networks (z, y, x).",
+                          "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet'); reordered weights "
+                          "would be silently wrong for anisotropic kernels.")
+    return record
+
+
+def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.PathLike | None = None,
+                  dataset: int | str | None = None, configuration: str = "3d_fullres",
+                  plans_identifier: str = "nnUNetPlans") -> Path:
+    """Write an nnU-Net pretrained-weights file (and ``adaptation_plan.json`` beside it).
+
+    Args:
+        checkpoint_path: a monai-ssl pretraining checkpoint (or an earlier export of one).
+        output_file: where to write; default: the conventional place for ``dataset`` (see
+            :func:`pretrained_file_path`), else ``<checkpoint stem>_nnunet.pth`` beside the checkpoint.
+        dataset: nnU-Net dataset id or name. When given, the dataset's plans must build the
+            pretrained architecture (every non-seg layer, same shape), checked before writing.
+        configuration, plans_identifier: which plans configuration the weights are for.
+
+    Returns the written file. Every check runs before anything is written; both files are written
+    atomically (the ``.pth`` last, so its presence means a complete export).
+    """
+    weights = read_pretrained(checkpoint_path)
+    record = _require_nnunet_record(weights)
+    ctor = record.backbone_kwargs
+    mismatch = first_mismatch(weights.state, record_network(record).state_dict(), exclude=None)
+    if mismatch is not None:
+        raise PluginError(f"{weights.path}: the weights do not match the architecture its record describes "
+                          f"(first mismatching layer {mismatch}).", "The checkpoint is inconsistent; re-run the "
+                          "pretraining or export from its final checkpoint.")
+    if dataset is not None:
+        target = dataset_target(dataset, configuration, plans_identifier)
+        arch = target.architecture
+        mismatch = first_mismatch(weights.state, target.network().state_dict())
+        if mismatch is not None:
+            diffs = architecture_differences(ctor["arch_class_name"], ctor["arch_kwargs"], arch["network_class_name"],
+                                             arch["arch_kwargs"])
+            if record.in_channels != target.num_input_channels:
+                diffs.insert(0, f"input channels {record.in_channels} vs {target.num_input_channels}")
+            raise architecture_mismatch_error(
+                mismatch, f"{target.dataset_name} {plans_identifier} {configuration}",
+                plans_fix(target.dataset_name, configuration), diffs)
+        norm = list(target.configuration_dict.get("normalization_schemes", []))
+        if record.normalization and norm and list(record.normalization) != norm:
+            warnings.warn(f"{weights.path} was pretrained with normalisation {record.normalization}, "
+                          f"{target.dataset_name} {configuration} uses {norm}; nnUNetTrainerSSL will refuse it "
+                          "unless nnUNet_SSL_allow_normalization_mismatch=1.", stacklevel=2)
+        if output_file is None:
+            output_file = pretrained_file_path(target.dataset_name, configuration, plans_identifier)
+    elif output_file is None:
+        src = Path(checkpoint_path)
+        output_file = src.with_name(f"{src.stem}_nnunet.pth")
+    output_file = Path(output_file)
+    if output_file.resolve() == weights.path.resolve():
+        raise PluginError(f"The export would overwrite its own input {output_file}.", "Pass another output file.")
+    plan = nnssl_adaptation_plan(record, configuration)
+    payload = {"network_weights": {k: v.detach().cpu().contiguous() for k, v in weights.state.items()},
+               # JSON round trip: plain str/list/dict only, so weights_only loading never meets a foreign type
+               "nnssl_adaptation_plan": plan, "ssl_record": json.loads(json.dumps(record.to_dict()))}
+    atomic_write_text(json.dumps(plan, indent=2), output_file.parent / ADAPTATION_PLAN_FILE)
+    atomic_save(payload, output_file)
+    return output_file

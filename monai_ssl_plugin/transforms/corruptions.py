@@ -1,0 +1,874 @@
+"""Restorative pretext corruptions as batched tensor operations on the data's device.
+
+Every function takes a batch ``x`` of shape ``(B, C, *spatial)`` with two or three spatial dims,
+a ``generator`` (``torch.Generator``, int seed or ``None``; see :mod:`._random`), draws one set of
+random parameters for the whole batch as tensors, and returns new tensors (``x`` is never
+modified). No Python loop runs over voxels, blocks or samples; the only loops are over the
+spatial axes (<= 3), over at most a few tens of hole indices (``coarse_shuffle``, whose holes
+compose sequentially) and over rejection rounds (``swin_unetr_cutout``, usually 1-2).
+
+Published settings implemented here:
+
+* Models Genesis -- Zhou et al., "Models Genesis", Medical Image Analysis 67, 2021: flip (input
+  and target alike), local pixel shuffling (p 0.5), non-linear Bezier intensity mapping (p 0.9)
+  and painting (p 0.9; out-painting 0.8 / in-painting 0.2), in that order (:func:`models_genesis`).
+* MONAI ``RandCoarseDropout`` / ``RandCoarseShuffle`` as batched ops (:func:`coarse_dropout`,
+  :func:`coarse_shuffle`) and the view corruption of MONAI's ViTAutoEnc self-supervised tutorial
+  (:func:`monai_ssl_view`).
+* Swin UNETR pretraining -- Tang et al., "Self-Supervised Pre-Training of Swin Transformers for 3D
+  Medical Image Analysis", CVPR 2022: 4-way rotation + cut-out of up to 30 % of the voxels
+  (:func:`swin_unetr_cutout`, :func:`swin_unetr_augment`).
+
+Block masking for MAE-style pretexts lives in :mod:`.masking` (``random_block_mask``), not here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._random import GeneratorLike, bernoulli, integers, normal, random_bits, resolve_generator, uniform
+from .views import random_rotation90
+
+__all__ = [
+    "random_flip",
+    "local_pixel_shuffle",
+    "bezier_lut",
+    "apply_bezier",
+    "bezier_intensity",
+    "in_painting",
+    "out_painting",
+    "models_genesis",
+    "coarse_dropout",
+    "coarse_shuffle",
+    "monai_ssl_view",
+    "swin_unetr_cutout",
+    "swin_unetr_augment",
+    "SwinUNETRViews",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _spatial_shape(x: Tensor) -> tuple[int, ...]:
+    if x.dim() not in (4, 5):
+        raise ValueError(f"expected a batch (B, C, *spatial) with 2 or 3 spatial dims, got shape {tuple(x.shape)}")
+    return tuple(x.shape[2:])
+
+
+def _per_dim(value: int | Sequence[int], spatial: Sequence[int], name: str) -> tuple[int, ...]:
+    """Broadcast an int to every spatial dim; non-positive entries mean "the full dim" (MONAI)."""
+    vals = [int(value)] * len(spatial) if isinstance(value, int) else [int(v) for v in value]
+    if len(vals) != len(spatial):
+        raise ValueError(f"{name} needs {len(spatial)} values, got {vals}")
+    return tuple(s if v <= 0 else v for v, s in zip(vals, spatial))
+
+
+def _samples_to_corrupt(
+    prob: float, apply: Tensor | None, batch: int, gen: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """(B,) bool: which samples a corruption touches. Drawn even when ``apply`` is given, so the
+    generator advances the same way whichever way the caller chooses samples."""
+    drawn = bernoulli(prob, (batch,), gen, device)
+    if apply is None:
+        return drawn
+    apply = torch.as_tensor(apply, device=device, dtype=torch.bool)
+    if apply.shape != (batch,):
+        raise ValueError(f"apply must have shape ({batch},), got {tuple(apply.shape)}")
+    return apply
+
+
+def _chain_active(n_max: int, continue_prob: float, batch: int, gen: torch.Generator | None, device: torch.device, first_always: bool) -> Tensor:
+    """(B, n_max) bool: windows drawn by ``while count < n_max and random() < continue_prob``.
+
+    The cumulative product turns the sequential "keep going" draws into one tensor op.
+    """
+    keep = uniform((batch, n_max), gen, device) < continue_prob
+    if first_always:
+        keep[:, 0] = True
+    return torch.cumprod(keep.to(torch.int8), dim=1).bool()
+
+
+def _box_mask(spatial: Sequence[int], starts: Tensor, ends: Tensor, active: Tensor | None = None) -> Tensor:
+    """Union of axis-aligned boxes, ``(B, *spatial)`` bool.
+
+    ``starts``/``ends``: (B, K, D) int, half-open ``[start, end)`` per axis; ``active``: (B, K)
+    bool. Each box is the outer product of one 1-D indicator per axis, so the union count is a
+    batched matrix product over K (exact in float32 for K < 2**24) instead of K dense paintings.
+    """
+    batch, n_box, dims = starts.shape
+    dev = starts.device
+    ind = []
+    for d, size in enumerate(spatial):
+        coord = torch.arange(size, device=dev)
+        ind.append(((coord >= starts[..., d, None]) & (coord < ends[..., d, None])).to(torch.float32))  # (B, K, S_d)
+    if active is not None:
+        ind[0] = ind[0] * active[..., None].to(torch.float32)
+    if dims == 2:
+        counts = torch.bmm(ind[0].transpose(1, 2), ind[1])  # (B, S0, S1)
+    else:
+        plane = (ind[0][:, :, :, None] * ind[1][:, :, None, :]).reshape(batch, n_box, -1)  # (B, K, S0*S1)
+        counts = torch.bmm(plane.transpose(1, 2), ind[2])  # (B, S0*S1, S2)
+    return (counts > 0.5).view(batch, *spatial)
+
+
+def _window_starts(
+    spatial: Sequence[int], sizes: Tensor, margin: int, gen: torch.Generator | None
+) -> Tensor:
+    """Uniform start of each window in ``[margin, S - size - margin]`` (falls back to
+    ``[0, S - size]`` where the margin does not fit). ``sizes``: (B, K, D) -> starts (B, K, D)."""
+    s = torch.tensor(spatial, device=sizes.device)
+    room = s - sizes
+    fits = room - 2 * margin >= 0
+    low = torch.where(fits, torch.full_like(room, margin), torch.zeros_like(room))
+    high = torch.where(fits, room - margin, room)
+    return integers(low, high, sizes.shape, gen, sizes.device)
+
+
+def _fill_noise(
+    x: Tensor,
+    region: Tensor,
+    low: float | Tensor,
+    high: float | Tensor,
+    gen: torch.Generator | None,
+) -> Tensor:
+    """Copy of ``x`` with uniform noise in ``[low, high)`` where ``region`` ((B, *spatial) bool).
+
+    Only the covered voxels get random numbers (``masked_scatter``), which matters on CPU where
+    random-number generation costs about as much as a pass over the volume. ``low``/``high`` may
+    be (B,) per-sample bounds.
+    """
+    batch, ch = x.shape[:2]
+    mask = region[:, None].expand(x.shape)
+    per_sample = region.reshape(batch, -1).sum(1) * ch  # (B,)
+    total = int(per_sample.sum())
+    noise = uniform((total,), gen, x.device)
+    if isinstance(low, Tensor) or isinstance(high, Tensor):
+        low_t = torch.as_tensor(low, device=x.device, dtype=torch.float32).expand(batch)
+        high_t = torch.as_tensor(high, device=x.device, dtype=torch.float32).expand(batch)
+        low_e = torch.repeat_interleave(low_t, per_sample, output_size=total)
+        noise = low_e + noise * (torch.repeat_interleave(high_t, per_sample, output_size=total) - low_e)
+    elif low != 0.0 or high != 1.0:
+        noise = low + noise * (high - low)
+    return x.masked_scatter(mask, noise.to(x.dtype))
+
+
+def _on_samples(x: Tensor, selected: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Apply ``fn(x_subset, sample_index)`` to the selected samples only; copy the others.
+
+    Skips the expensive work for samples a probability test left out (Bezier LUTs, shuffles).
+    """
+    if bool(selected.all()):
+        return fn(x, torch.arange(x.shape[0], device=x.device))
+    out = x.clone()
+    if bool(selected.any()):
+        idx = selected.nonzero().squeeze(1)
+        out[idx] = fn(x[idx], idx)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Models Genesis (Zhou et al., MedIA 2021)
+# --------------------------------------------------------------------------------------------
+
+
+def random_flip(
+    x: Tensor,
+    y: Tensor | None = None,
+    generator: GeneratorLike = None,
+    *,
+    prob: float = 0.4,
+    max_flips: int = 3,
+) -> tuple[Tensor, Tensor]:
+    """Models Genesis flip: up to ``max_flips`` times while ``random() < prob``, flip a random
+    spatial axis -- applied to the input and the restoration target alike.
+
+    Zhou et al., "Models Genesis", MedIA 2021 (flip rate 0.4, at most 3 flips).
+
+    Args:
+        x: (B, C, *spatial) input batch.
+        y: (B, C', *spatial) target flipped with ``x`` (default: ``x`` itself).
+        generator: generator or seed.
+        prob: probability of each further flip.
+        max_flips: maximum number of flips per sample.
+
+    Returns:
+        ``(x_flipped, y_flipped)``, same shapes as ``x`` and ``y``. Flipping an axis twice is the
+        identity, so only the parity of the flips per axis is applied.
+    """
+    spatial = _spatial_shape(x)
+    y = x if y is None else y
+    if y.shape[0] != x.shape[0] or tuple(y.shape[2:]) != spatial:
+        raise ValueError("y must share the batch size and spatial shape of x")
+    gen = resolve_generator(generator, x.device)
+    batch, dims = x.shape[0], len(spatial)
+    active = _chain_active(max_flips, prob, batch, gen, x.device, first_always=False)  # (B, F)
+    axes = integers(0, dims - 1, (batch, max_flips), gen, x.device)  # (B, F)
+    hits = (axes[..., None] == torch.arange(dims, device=x.device)) & active[..., None]  # (B, F, D)
+    parity = hits.sum(1) % 2 == 1  # (B, D)
+    x_out, y_out = x.clone(), y.clone()
+    for d in range(dims):
+        idx = parity[:, d].nonzero().squeeze(1)
+        if idx.numel():
+            x_out[idx] = x_out[idx].flip(2 + d)
+            y_out[idx] = y_out[idx].flip(2 + d)
+    return x_out, y_out
+
+
+def _box_elements(
+    spatial: Sequence[int], volume: Tensor, starts: Tensor, sizes: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Enumerate the voxels of K boxes (a ragged batch, no padding).
+
+    Args:
+        spatial: spatial shape (S_0, ..., S_{D-1}).
+        volume: (K,) int64 index of the volume each box lies in.
+        starts, sizes: (K, D) int64 box corners and side lengths (sizes >= 1).
+
+    Returns:
+        ``dest`` (M,) int64 flat index ``volume * prod(spatial) + linear voxel index`` of every
+        box voxel, boxes one after another, each in row-major order; ``counts`` (K,) voxels per box.
+    """
+    dev = starts.device
+    dims = len(spatial)
+    n_vox = math.prod(spatial)
+    strides = [math.prod(spatial[d + 1 :]) for d in range(dims)]
+    counts = sizes.prod(1)
+    n_box = counts.numel()
+    # Rows = runs along the last axis, contiguous in memory. Work per row first (rows are
+    # ~mean(side) times fewer than voxels), then expand rows to voxels with one cumsum.
+    rows_per_box = sizes[:, :-1].prod(1)
+    n_rows = int(rows_per_box.sum())
+    row_box = torch.repeat_interleave(torch.arange(n_box, device=dev), rows_per_box, output_size=n_rows)
+    local = torch.arange(n_rows, device=dev) - (torch.cumsum(rows_per_box, 0) - rows_per_box)[row_box]
+    base = volume * n_vox + (starts * torch.tensor(strides, device=dev)).sum(1)  # (K,)
+    row_start = base[row_box]
+    for d in range(dims - 2, -1, -1):  # row-major: axis dims-2 varies fastest among rows
+        side = sizes[row_box, d]
+        row_start = row_start + (local % side) * strides[d]
+        local = local // side
+    row_len = sizes[row_box, -1]
+    n_el = int(counts.sum())
+    # dest increases by one inside a row and jumps at each row start.
+    inc = torch.ones(n_el, dtype=torch.int64, device=dev)
+    first_el = torch.cumsum(row_len, 0) - row_len
+    inc[first_el[1:]] = row_start[1:] - (row_start[:-1] + row_len[:-1] - 1)
+    inc[0] = row_start[0]
+    return torch.cumsum(inc, 0), counts
+
+
+def _gather_voxels(x: Tensor, source: Tensor) -> Tensor:
+    """``out[b, :, v] = x[b', :, v']`` for ``source[b * N + v] = b' * N + v'`` (all channels move
+    together); ``source``: (B * N,) int64 over the flattened batch of N-voxel volumes."""
+    if x.shape[1] == 1:
+        return x.reshape(-1)[source].view(x.shape)
+    rows = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B * N, C): one row per voxel
+    return rows[source].view(x.shape[0], *x.shape[2:], x.shape[1]).movedim(-1, 1).contiguous()
+
+
+def _segment_permutation(counts: Tensor, gen: torch.Generator | None) -> Tensor:
+    """(M,) int64: a uniform random permutation inside each consecutive segment of ``counts``.
+
+    Sorting ``segment_id * 2**b + random b-bit key`` keeps segments in place and shuffles within
+    them (random-key shuffle). 24-bit keys make ties -- kept in input order by the stable
+    sort -- rare enough (<0.5 per 4096-voxel block) to be irrelevant for augmentation.
+    """
+    n_el = int(counts.sum())
+    dev = counts.device
+    seg = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=n_el)
+    keys = (seg << 24) | random_bits(n_el, 24, gen, dev)
+    return torch.sort(keys, stable=True).indices
+
+
+def local_pixel_shuffle(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    prob: float = 1.0,
+    n_blocks: int = 10_000,
+    max_block_frac: float = 0.1,
+    apply: Tensor | None = None,
+) -> Tensor:
+    """Models Genesis local pixel shuffling: voxels permuted within many small random blocks.
+
+    Zhou et al., "Models Genesis", MedIA 2021: 10,000 blocks per sample with sides drawn from
+    ``1 .. dim // 10`` per axis (``max_block_frac``), each block's voxels read from the *original*
+    image, shuffled, and written to the output; later blocks overwrite earlier ones (so a block
+    that no later block overlaps holds exactly a permutation of its original voxels). All channels
+    of a voxel move together.
+
+    Vectorised as a ragged batch of all blocks of all samples: one sort of random keys gives
+    every block its own uniform permutation, a ``scatter_reduce(amax)`` on the block index
+    resolves overlaps to the last block, and one gather builds the output.
+
+    Args:
+        x: (B, C, *spatial) batch, 2 or 3 spatial dims.
+        generator: generator or seed.
+        prob: per-sample probability of shuffling (Models Genesis pipeline: 0.5).
+        n_blocks: blocks per sample.
+        max_block_frac: maximum block side as a fraction of each spatial dim.
+        apply: optional (B,) bool overriding the ``prob`` draw.
+
+    Returns:
+        (B, C, *spatial) shuffled copy.
+    """
+    spatial = _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch, dims, dev = x.shape[0], len(spatial), x.device
+    selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
+    max_side = torch.tensor([max(1, int(s * max_block_frac)) for s in spatial], device=dev)
+    sizes = integers(1, max_side, (batch, n_blocks, dims), gen, dev)
+    starts = integers(0, torch.tensor(spatial, device=dev) - sizes, (batch, n_blocks, dims), gen, dev)
+    if not bool(selected.any()):
+        return x.clone()
+    sel_idx = selected.nonzero().squeeze(1)
+    volume = sel_idx.repeat_interleave(n_blocks)
+    dest, counts = _box_elements(spatial, volume, starts[sel_idx].reshape(-1, dims), sizes[sel_idx].reshape(-1, dims))
+    src = dest[_segment_permutation(counts, gen)]
+    n_vox = math.prod(spatial)
+    # Last write wins: for every voxel, the highest element index (= latest block) that covers it.
+    last = torch.full((batch * n_vox,), -1, dtype=torch.int64, device=dev)
+    last.scatter_reduce_(0, dest, torch.arange(dest.numel(), device=dev), reduce="amax")
+    covered = last >= 0
+    source = torch.where(covered, src[last.clamp(min=0)], torch.arange(batch * n_vox, device=dev))
+    return _gather_voxels(x, source)
+
+
+def bezier_lut(control: Tensor, inverted: Tensor, size: int = 4096, n_curve: int = 16384) -> Tensor:
+    """Per-sample intensity lookup table of the Models Genesis cubic Bezier mapping.
+
+    The curve runs through P0 = (0, 0), P1 = (r1, r2), P2 = (r3, r4), P3 = (1, 1). With control
+    points in [0, 1]^2 both coordinates are non-decreasing in the curve parameter t, so y(x) is a
+    monotone map with y(0) = 0 and y(1) = 1. The inverted variant of Models Genesis pairs x(t) with
+    y(1 - t): monotone decreasing, y(0) = 1, y(1) = 0.
+
+    Args:
+        control: (B, 2, 2) control points ``[[r1, r2], [r3, r4]]`` (x, y order).
+        inverted: (B,) bool, use the inverted variant.
+        size: LUT entries on a uniform grid over [0, 1].
+        n_curve: samples of t used to invert x(t).
+
+    Returns:
+        (B, size) float32 table, ``lut[b, i] = f_b(i / (size - 1))``.
+    """
+    dev = control.device
+    t = torch.linspace(0.0, 1.0, n_curve, device=dev)
+    basis = torch.stack([3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])  # (3, T) for P1, P2, P3
+    px = torch.cat([control[:, :, 0], torch.ones_like(control[:, :1, 0])], 1).float()  # (B, 3)
+    py = torch.cat([control[:, :, 1], torch.ones_like(control[:, :1, 1])], 1).float()
+    cx = px @ basis  # (B, T) non-decreasing
+    cy = py @ basis
+    cy = torch.where(inverted[:, None].to(dev), cy.flip(1), cy)
+    grid = torch.linspace(0.0, 1.0, size, device=dev).expand(control.shape[0], size).contiguous()
+    hi = torch.searchsorted(cx.contiguous(), grid).clamp(1, n_curve - 1)
+    x0, x1 = cx.gather(1, hi - 1), cx.gather(1, hi)
+    y0, y1 = cy.gather(1, hi - 1), cy.gather(1, hi)
+    w = ((grid - x0) / (x1 - x0).clamp(min=1e-12)).clamp(0.0, 1.0)
+    lut = y0 + w * (y1 - y0)
+    lut[:, 0] = cy[:, 0]  # exact end points: f(0) = y(t=0), f(1) = y(t=1)
+    lut[:, -1] = cy[:, -1]
+    return lut
+
+
+def apply_bezier(x: Tensor, control: Tensor, inverted: Tensor, lut_size: int = 4096) -> Tensor:
+    """Map intensities of ``x`` (expected in [0, 1]) through per-sample Bezier curves.
+
+    Deterministic core of :func:`bezier_intensity`; values are clamped to [0, 1] first, as
+    ``np.interp`` does beyond the curve's ends in Models Genesis.
+
+    Args:
+        x: (B, C, *spatial).
+        control: (B, 2, 2) control points, see :func:`bezier_lut`.
+        inverted: (B,) bool.
+        lut_size: LUT resolution (linear interpolation between entries).
+
+    Returns:
+        (B, C, *spatial) mapped copy, dtype of ``x``.
+    """
+    batch = x.shape[0]
+    lut = bezier_lut(control, inverted, lut_size)  # (B, G)
+    slope = torch.diff(lut, dim=1, append=lut[:, -1:])  # (B, G); last entry unused for v < 1
+    pos = x.reshape(batch, -1).float().clamp(0.0, 1.0) * (lut_size - 1)
+    idx = pos.long()  # floor, since pos >= 0
+    frac = pos - idx
+    out = torch.gather(lut, 1, idx).addcmul_(torch.gather(slope, 1, idx), frac)
+    return out.to(x.dtype).view(x.shape)
+
+
+def bezier_intensity(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    prob: float = 1.0,
+    invert_prob: float = 0.5,
+    apply: Tensor | None = None,
+) -> Tensor:
+    """Models Genesis non-linear intensity transformation (random cubic Bezier curve).
+
+    Zhou et al., "Models Genesis", MedIA 2021: control points r1..r4 ~ U[0, 1], applied as a
+    lookup on intensities in [0, 1]; half the time the mapping is inverted (``invert_prob``).
+    Pipeline probability 0.9.
+
+    Args:
+        x: (B, C, *spatial) batch with intensities in [0, 1].
+        generator: generator or seed.
+        prob: per-sample probability of applying the mapping.
+        invert_prob: probability of the inverted (decreasing) variant.
+        apply: optional (B,) bool overriding the ``prob`` draw.
+
+    Returns:
+        (B, C, *spatial) mapped copy (unselected samples unchanged).
+    """
+    _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch = x.shape[0]
+    selected = _samples_to_corrupt(prob, apply, batch, gen, x.device)
+    control = uniform((batch, 2, 2), gen, x.device)
+    inverted = bernoulli(invert_prob, (batch,), gen, x.device)
+    return _on_samples(x, selected, lambda xs, idx: apply_bezier(xs, control[idx], inverted[idx]))
+
+
+def in_painting(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    prob: float = 1.0,
+    max_blocks: int = 5,
+    continue_prob: float = 0.95,
+    size_range: tuple[float, float] = (1 / 6, 1 / 3),
+    margin: int = 3,
+    noise_range: tuple[float, float] = (0.0, 1.0),
+    apply: Tensor | None = None,
+) -> Tensor:
+    """Models Genesis in-painting: up to 5 blocks replaced by uniform noise.
+
+    Zhou et al., "Models Genesis", MedIA 2021: while fewer than ``max_blocks`` blocks and
+    ``random() < continue_prob``, a block with sides ``dim // 6 .. dim // 3`` is placed at least
+    ``margin`` voxels from the border and filled with U[0, 1) noise (per voxel and channel).
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+        prob: per-sample probability of in-painting.
+        max_blocks: maximum blocks per sample.
+        continue_prob: probability of drawing each further block.
+        size_range: block side range as fractions of each dim.
+        margin: distance of the blocks from the border (dropped where it does not fit).
+        noise_range: uniform noise bounds.
+        apply: optional (B,) bool overriding the ``prob`` draw.
+
+    Returns:
+        (B, C, *spatial) corrupted copy.
+    """
+    spatial = _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch, dims, dev = x.shape[0], len(spatial), x.device
+    selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
+    active = _chain_active(max_blocks, continue_prob, batch, gen, dev, first_always=False) & selected[:, None]
+    low = torch.tensor([max(1, int(s * size_range[0])) for s in spatial], device=dev)
+    high = torch.tensor([max(1, int(s * size_range[1])) for s in spatial], device=dev)
+    sizes = integers(low, high, (batch, max_blocks, dims), gen, dev)
+    starts = _window_starts(spatial, sizes, margin, gen)
+    region = _box_mask(spatial, starts, starts + sizes, active)
+    return _fill_noise(x, region, noise_range[0], noise_range[1], gen)
+
+
+def out_painting(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    prob: float = 1.0,
+    max_windows: int = 5,
+    continue_prob: float = 0.95,
+    size_range: tuple[float, float] = (3 / 7, 4 / 7),
+    margin: int = 3,
+    noise_range: tuple[float, float] = (0.0, 1.0),
+    apply: Tensor | None = None,
+) -> Tensor:
+    """Models Genesis out-painting: the volume becomes uniform noise except 1-5 restored windows.
+
+    Zhou et al., "Models Genesis", MedIA 2021: one window, plus further windows while
+    ``random() < continue_prob`` (at most ``max_windows``), each with sides
+    ``dim - randint(3 * dim // 7, 4 * dim // 7)`` (about 3/7-4/7 of the side) placed at least
+    ``margin`` voxels from the border, keeps the original voxels; the rest is U[0, 1) noise.
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+        prob: per-sample probability of out-painting.
+        max_windows: maximum restored windows per sample.
+        continue_prob: probability of each further window.
+        size_range: window side range as fractions of each dim.
+        margin: distance of the windows from the border (dropped where it does not fit).
+        noise_range: uniform noise bounds.
+        apply: optional (B,) bool overriding the ``prob`` draw.
+
+    Returns:
+        (B, C, *spatial) corrupted copy.
+    """
+    spatial = _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch, dims, dev = x.shape[0], len(spatial), x.device
+    selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
+    active = _chain_active(max_windows, continue_prob, batch, gen, dev, first_always=True)
+    s = torch.tensor(spatial, device=dev)
+    # side = dim - randint(a*dim, b*dim) with (a, b) = (1 - hi, 1 - lo) of the side fractions
+    cut_low = torch.tensor([int(v * (1 - size_range[1])) for v in spatial], device=dev)
+    cut_high = torch.tensor([int(v * (1 - size_range[0])) for v in spatial], device=dev)
+    sizes = (s - integers(cut_low, cut_high, (batch, max_windows, dims), gen, dev)).clamp(min=1)
+    starts = _window_starts(spatial, sizes, margin, gen)
+    keep = _box_mask(spatial, starts, starts + sizes, active)
+    region = ~keep & selected.view(-1, *([1] * dims))
+    return _fill_noise(x, region, noise_range[0], noise_range[1], gen)
+
+
+def models_genesis(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    flip_prob: float = 0.4,
+    local_shuffle_prob: float = 0.5,
+    nonlinear_prob: float = 0.9,
+    paint_prob: float = 0.9,
+    inpaint_prob: float = 0.2,
+    n_blocks: int = 10_000,
+) -> tuple[Tensor, Tensor]:
+    """Models Genesis corruption pipeline in the published order.
+
+    Zhou et al., "Models Genesis", MedIA 2021: flip (input and target alike) -> local pixel
+    shuffle (p 0.5) -> non-linear Bezier intensity (p 0.9) -> painting (p 0.9; of which
+    in-painting 0.2, out-painting 0.8). The network restores the target from the input (MSE).
+    Every per-sample decision is a tensor draw from ``generator``.
+
+    Args:
+        x: (B, C, *spatial) batch with intensities in [0, 1] (CT: [-1000, 1000] HU -> [0, 1]).
+        generator: generator or seed.
+        flip_prob, local_shuffle_prob, nonlinear_prob, paint_prob, inpaint_prob: published rates.
+        n_blocks: local-shuffle blocks per sample.
+
+    Returns:
+        ``(corrupted, target)``, both (B, C, *spatial); ``target`` is the flipped original.
+    """
+    _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch = x.shape[0]
+    corrupted, target = random_flip(x, None, gen, prob=flip_prob)
+    corrupted = local_pixel_shuffle(corrupted, gen, prob=local_shuffle_prob, n_blocks=n_blocks)
+    corrupted = bezier_intensity(corrupted, gen, prob=nonlinear_prob)
+    paint = bernoulli(paint_prob, (batch,), gen, x.device)
+    inpaint = bernoulli(inpaint_prob, (batch,), gen, x.device)
+    corrupted = in_painting(corrupted, gen, apply=paint & inpaint)
+    corrupted = out_painting(corrupted, gen, apply=paint & ~inpaint)
+    return corrupted, target
+
+
+# --------------------------------------------------------------------------------------------
+# MONAI RandCoarseDropout / RandCoarseShuffle, batched
+# --------------------------------------------------------------------------------------------
+
+
+def _coarse_holes(
+    spatial: Sequence[int],
+    batch: int,
+    holes: int,
+    spatial_size: int | Sequence[int],
+    max_holes: int | None,
+    max_spatial_size: int | Sequence[int] | None,
+    gen: torch.Generator | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Hole boxes as MONAI's ``RandCoarseTransform`` draws them: ``holes .. max_holes`` holes per
+    sample, each side in ``spatial_size .. max_spatial_size`` (capped at the image), start uniform.
+
+    Returns starts, sizes (B, K, D) and active (B, K) with K = ``max_holes or holes``.
+    """
+    if holes < 1:
+        raise ValueError("holes must be >= 1")
+    dims = len(spatial)
+    n_max = holes if max_holes is None else max_holes
+    if n_max < holes:
+        raise ValueError("max_holes must be >= holes")
+    n_holes = integers(holes, n_max, (batch, 1), gen, device)
+    active = torch.arange(n_max, device=device) < n_holes  # (B, K)
+    s = torch.tensor(spatial, device=device)
+    low = torch.tensor(_per_dim(spatial_size, spatial, "spatial_size"), device=device).clamp(max=s)
+    if max_spatial_size is None:
+        high = low
+    else:
+        high = torch.tensor(_per_dim(max_spatial_size, spatial, "max_spatial_size"), device=device).clamp(max=s)
+    sizes = integers(low, torch.maximum(high, low), (batch, n_max, dims), gen, device)
+    starts = integers(0, s - sizes, (batch, n_max, dims), gen, device)
+    return starts, sizes, active
+
+
+def coarse_dropout(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    holes: int,
+    spatial_size: int | Sequence[int],
+    max_holes: int | None = None,
+    max_spatial_size: int | Sequence[int] | None = None,
+    dropout_holes: bool = True,
+    fill_value: float | tuple[float, float] | None = None,
+    prob: float = 1.0,
+    apply: Tensor | None = None,
+) -> Tensor:
+    """Batched MONAI ``RandCoarseDropout``: in-painting (fill the holes) or out-painting (keep the
+    holes, fill the rest).
+
+    DeVries & Taylor, "Improved Regularization of CNNs with Cutout", 2017; Pathak et al.,
+    "Context Encoders", CVPR 2016; semantics of MONAI's ``RandCoarseDropout``. Unlike MONAI, every
+    hole draws its size independently in ``[spatial_size, max_spatial_size]`` (MONAI lets each
+    hole's minimum grow to the previous hole's size).
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+        holes: number of holes (minimum when ``max_holes`` is set).
+        spatial_size: hole side (minimum when ``max_spatial_size`` is set); int or per dim,
+            non-positive = full dim.
+        max_holes: maximum number of holes.
+        max_spatial_size: maximum hole side.
+        dropout_holes: ``True`` fills the holes, ``False`` keeps the holes and fills the rest.
+        fill_value: constant, ``(low, high)`` for uniform noise per voxel, or ``None`` for uniform
+            noise in ``[min(x_b), max(x_b))`` of each sample (MONAI's default).
+        prob: per-sample probability of applying.
+        apply: optional (B,) bool overriding the ``prob`` draw.
+
+    Returns:
+        (B, C, *spatial) corrupted copy.
+    """
+    spatial = _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch, dims = x.shape[0], len(spatial)
+    selected = _samples_to_corrupt(prob, apply, batch, gen, x.device)
+    starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, x.device)
+    in_holes = _box_mask(spatial, starts, starts + sizes, active)
+    region = in_holes if dropout_holes else ~in_holes
+    region = region & selected.view(-1, *([1] * dims))
+    if fill_value is None:
+        flat = x.reshape(batch, -1)
+        return _fill_noise(x, region, flat.amin(1).float(), flat.amax(1).float(), gen)
+    if isinstance(fill_value, (tuple, list)):
+        return _fill_noise(x, region, float(fill_value[0]), float(fill_value[1]), gen)
+    return x.masked_fill(region[:, None], float(fill_value))
+
+
+def coarse_shuffle(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    holes: int,
+    spatial_size: int | Sequence[int],
+    max_holes: int | None = None,
+    max_spatial_size: int | Sequence[int] | None = None,
+    prob: float = 1.0,
+    apply: Tensor | None = None,
+) -> Tensor:
+    """Batched MONAI ``RandCoarseShuffle``: voxels shuffled within random boxes, each channel
+    with its own permutation.
+
+    Kang et al., "PatchShuffle Regularization", arXiv:1707.07103; semantics of MONAI's
+    ``RandCoarseShuffle``: holes are shuffled one after another on the current image, so the
+    output of each channel is a permutation of its input even where holes overlap. The loop runs
+    over hole indices (at most ``max_holes``), each step shuffling that hole in every sample and
+    channel at once.
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+        holes, spatial_size, max_holes, max_spatial_size: as in :func:`coarse_dropout`.
+        prob: per-sample probability of applying (MONAI tutorial: 0.8).
+        apply: optional (B,) bool overriding the ``prob`` draw.
+
+    Returns:
+        (B, C, *spatial) shuffled copy.
+    """
+    spatial = _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch, ch, dims, dev = x.shape[0], x.shape[1], len(spatial), x.device
+    selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
+    starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
+    active = active & selected[:, None]
+    n_vox = math.prod(spatial)
+    # Work on B*C single-channel volumes; holes are shared by the channels of a sample.
+    source = torch.arange(batch * ch * n_vox, device=dev)
+    vol = torch.arange(batch * ch, device=dev)
+    for k in range(starts.shape[1]):
+        use = active[:, k].repeat_interleave(ch)  # (B*C,)
+        if not bool(use.any()):
+            continue
+        dest, counts = _box_elements(
+            spatial,
+            vol[use],
+            starts[:, k].repeat_interleave(ch, 0)[use],
+            sizes[:, k].repeat_interleave(ch, 0)[use],
+        )
+        source[dest] = source[dest[_segment_permutation(counts, gen)]]
+    return x.reshape(-1)[source].view(x.shape)
+
+
+def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
+    """One corrupted view of MONAI's ViTAutoEnc self-supervised tutorial, batched.
+
+    Per sample: OneOf(in-painting dropout with 6 holes of side 5-32, out-painting dropout with 6
+    holes of side 20-64) -- fill uniform in the sample's [min, max) -- then coarse shuffle (p 0.8,
+    10 holes of side 8). Call twice for the two views of the tutorial's contrastive term.
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+
+    Returns:
+        (B, C, *spatial) corrupted view.
+    """
+    _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    use_in = bernoulli(0.5, (x.shape[0],), gen, x.device)
+    out = coarse_dropout(x, gen, holes=6, spatial_size=5, max_spatial_size=32, dropout_holes=True, apply=use_in)
+    out = coarse_dropout(out, gen, holes=6, spatial_size=20, max_spatial_size=64, dropout_holes=False, apply=~use_in)
+    return coarse_shuffle(out, gen, holes=10, spatial_size=8, prob=0.8)
+
+
+# --------------------------------------------------------------------------------------------
+# Swin UNETR pretraining (Tang et al., CVPR 2022)
+# --------------------------------------------------------------------------------------------
+
+
+def _swin_blocks(
+    spatial: Sequence[int],
+    batch: int,
+    max_drop: float,
+    max_block: float,
+    tolerance: float,
+    gen: torch.Generator | None,
+    device: torch.device,
+    chunk: int = 64,
+) -> Tensor:
+    """Union of Swin UNETR cut-out blocks, (B, *spatial) bool.
+
+    Reference loop: draw a target ``U(0, max_drop) * n_voxels``; add blocks (start in
+    ``[0, S - tol]``, side ``tol .. max_block * S`` cut at the border) while the summed block
+    volume is below the target. Vectorised: blocks come in chunks of ``chunk`` per sample, and a
+    block is kept when the volume summed *before* it is below the target; a new chunk is drawn
+    only while some sample is still short (usually one or two rounds).
+    """
+    dims = len(spatial)
+    s = torch.tensor(spatial, device=device)
+    tol = torch.tensor([max(1, int(tolerance * v)) for v in spatial], device=device)
+    big = torch.maximum(torch.tensor([int(max_block * v) for v in spatial], device=device), tol)
+    target = uniform((batch,), gen, device, 0.0, max_drop) * math.prod(spatial)
+    done = torch.zeros(batch, device=device)
+    all_starts, all_ends, all_active = [], [], []
+    while True:
+        starts = integers(0, s - tol, (batch, chunk, dims), gen, device)
+        ends = torch.minimum(starts + integers(tol, big, (batch, chunk, dims), gen, device), s)
+        vol = (ends - starts).prod(2).float()  # (B, chunk)
+        before = done[:, None] + torch.cumsum(vol, 1) - vol
+        active = before < target[:, None]
+        done = done + (vol * active).sum(1)
+        all_starts.append(starts)
+        all_ends.append(ends)
+        all_active.append(active)
+        if not bool((done < target).any()):
+            break
+    return _box_mask(spatial, torch.cat(all_starts, 1), torch.cat(all_ends, 1), torch.cat(all_active, 1))
+
+
+def swin_unetr_cutout(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    max_drop: float = 0.3,
+    max_block: float = 0.25,
+    tolerance: float = 0.05,
+    paste: bool = True,
+) -> Tensor:
+    """Swin UNETR cut-out: up to 30 % of the voxels in blocks up to 1/4 of a side, filled with
+    noise, then (for samples whose random partner is another sample) a second set of blocks
+    pasted from that partner.
+
+    Tang et al., "Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image
+    Analysis", CVPR 2022. The noise is standard normal min-max scaled to [0, 1] over all drawn
+    noise values (the reference scales per block). Partners paste from the noise-corrupted batch
+    (the reference's sequential loop pastes from partly processed samples).
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+        max_drop: maximum fraction of voxels per round (target ~ U(0, max_drop)).
+        max_block: maximum block side as a fraction of each dim.
+        tolerance: minimum block side as a fraction of each dim.
+        paste: run the paste-from-another-sample round.
+
+    Returns:
+        (B, C, *spatial) corrupted copy.
+    """
+    spatial = _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    batch, dev = x.shape[0], x.device
+    region = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
+    mask = region[:, None].expand(x.shape)
+    noise = normal((int(mask.sum()),), gen, dev)
+    if noise.numel():
+        lo, hi = noise.aminmax()
+        noise = (noise - lo) / (hi - lo).clamp(min=1e-12)
+    out = x.masked_scatter(mask, noise.to(x.dtype))
+    if not paste:
+        return out
+    partner = integers(0, batch - 1, (batch,), gen, dev)
+    region = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
+    region = region & (partner != torch.arange(batch, device=dev)).view(-1, *([1] * len(spatial)))
+    return torch.where(region[:, None], out.index_select(0, partner), out)
+
+
+class SwinUNETRViews(NamedTuple):
+    """Two Swin UNETR views. ``view*``: cut-out inputs (B, C, *spatial); ``target*``: rotated
+    originals to reconstruct (L1); ``rotation*``: (B,) int64 rotation classes 0-3 (CE)."""
+
+    view1: Tensor
+    view2: Tensor
+    target1: Tensor
+    target2: Tensor
+    rotation1: Tensor
+    rotation2: Tensor
+
+
+def swin_unetr_augment(
+    x: Tensor,
+    generator: GeneratorLike = None,
+    *,
+    plane: tuple[int, int] = (-2, -1),
+    max_drop: float = 0.3,
+    max_block: float = 0.25,
+) -> SwinUNETRViews:
+    """Swin UNETR pretraining augmentation: two views, each a random 4-way rotation followed by
+    cut-out.
+
+    Tang et al., CVPR 2022: losses = rotation CE + contrastive (between the two views) + L1
+    reconstruction of the rotated, un-cut volumes; 96^3 ROI.
+
+    Args:
+        x: (B, C, *spatial); the rotation plane's two dims must be equal.
+        generator: generator or seed.
+        plane: the two tensor dims to rotate in (Swin UNETR: the last two).
+        max_drop, max_block: cut-out settings, see :func:`swin_unetr_cutout`.
+
+    Returns:
+        :class:`SwinUNETRViews`.
+    """
+    _spatial_shape(x)
+    gen = resolve_generator(generator, x.device)
+    t1, r1 = random_rotation90(x, plane, gen)
+    t2, r2 = random_rotation90(x, plane, gen)
+    v1 = swin_unetr_cutout(t1, gen, max_drop=max_drop, max_block=max_block)
+    v2 = swin_unetr_cutout(t2, gen, max_drop=max_drop, max_block=max_block)
+    return SwinUNETRViews(v1, v2, t1, t2, r1, r2)

@@ -1,0 +1,1 @@
+"""End-to-end jobs composed from the layers below (the README's main job lives here)."""
