@@ -71,6 +71,15 @@ class Commands:
 
         print(env_line())
 
+    def recommend(self, modality: str, task: str, n_labelled: int, n_unlabelled: int, dims: int = 3,
+                  traits: str | tuple = (), device: str | None = None, top_k: int = 5, output: str = "table",
+                  verbose: bool = True):
+        """Rank pretext bundles for a modality, downstream task and label budget, with reasons and evidence."""
+        from monai_ssl_plugin.guide import recommend_command
+
+        print(recommend_command(modality, task, n_labelled, n_unlabelled, dims=dims, traits=traits, device=device,
+                                top_k=top_k, output=output, verbose=verbose))
+
     def list(self):
         """List the registered backbones, pretexts and bundles."""
         from monai_ssl_plugin.backbones import list_backbones
