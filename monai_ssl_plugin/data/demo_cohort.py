@@ -15,6 +15,7 @@ Everything is vectorised (one ``grid_sample`` per subject); no download happens 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -38,8 +39,15 @@ _MULTIPLE = 8  # output shape rounded up to this many voxels per axis
 def load_mni_templates() -> tuple[np.ndarray, np.ndarray]:
     """(t1, gm, wm) stacked as (3, x, y, z) float32 at 2 mm, and the template's affine.
 
-    nilearn ships these files inside its package, so this works offline.
+    nilearn ships these files inside its package, so this works offline. Loaded once per
+    process (importing nilearn and resampling take seconds); callers get copies.
     """
+    vols, affine = _load_mni_templates()
+    return vols.copy(), affine.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_mni_templates() -> tuple[np.ndarray, np.ndarray]:
     try:
         from nilearn import datasets
 
@@ -146,8 +154,8 @@ def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, sp
     scale_i = float(rng.uniform(300.0, 1000.0))
     img = t1.clamp(min=0.0) ** gamma * bias * scale_i
     sigma = float(rng.uniform(0.01, 0.04)) * scale_i
-    n1 = torch.from_numpy(rng.normal(0.0, sigma, shape).astype(np.float32))
-    n2 = torch.from_numpy(rng.normal(0.0, sigma, shape).astype(np.float32))
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # torch's sampler is ~5x faster
+    n1, n2 = torch.randn((2, *shape), generator=gen) * sigma
     img = torch.sqrt((img + n1) ** 2 + n2 ** 2)  # magnitude of complex Gaussian noise = Rician
 
     voxel_ml = spacing ** 3 / 1000.0

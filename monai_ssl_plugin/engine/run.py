@@ -27,6 +27,19 @@ DEFAULT_BACKBONE = "nnunet_plain_small"
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
 
+# -- command-line values ------------------------------------------------------------------------
+def as_bool(value: Any) -> bool:
+    """A flag from the command line: fire passes ``--resume true`` as the string ``"true"``."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", "", "none", "null"):
+            return False
+        raise PluginError(f"Cannot read {value!r} as true/false.", "Pass true or false.")
+    return bool(value)
+
+
 # -- device and bundle location ---------------------------------------------------------------
 def auto_device(device: str | None = None) -> torch.device:
     """``device`` if given (``"cpu"``, ``"cuda:1"``), else the first GPU when there is one, else the CPU."""
@@ -144,8 +157,20 @@ class LatentEncoder(nn.Module):
 
 
 def encoder_network(backbone: str = DEFAULT_BACKBONE, in_channels: int = 1, plans: str | None = None,
-                    configuration: str = "3d_fullres") -> LatentEncoder:
-    """``LatentEncoder`` over :func:`build_backbone` (an explicit name; no data needed)."""
+                    configuration: str = "3d_fullres", checkpoint: str | Path | None = None) -> LatentEncoder:
+    """``LatentEncoder`` over the pretrained architecture.
+
+    When ``checkpoint`` is an existing pretraining checkpoint, its record decides the architecture
+    (the record is the contract; nothing is guessed); otherwise ``backbone`` / ``plans`` do.
+    """
+    if checkpoint and Path(checkpoint).is_file():
+        from monai_ssl_plugin.backbones import NnUNetBackbone
+        from monai_ssl_plugin.checkpoint import safe_load
+
+        record = safe_load(checkpoint).get("record") or {}
+        if str(record.get("backbone_family", "")).startswith("nnunet."):
+            logger.info("Encoder architecture from the record of %s: %s.", checkpoint, record["backbone_family"])
+            return LatentEncoder(NnUNetBackbone(**record["backbone_kwargs"]))
     return LatentEncoder(build_backbone(backbone, {"in_channels": in_channels}, plans, configuration))
 
 
@@ -165,9 +190,11 @@ def load_encoder_weights(encoder: LatentEncoder, checkpoint: str | Path) -> Late
 
 @torch.no_grad()
 def encode_cases(encoder: nn.Module, source: Any, patch_size: Sequence[int], device: str | torch.device,
-                 output_file: str | Path) -> Path:
-    """Embed every case of a data source: centre patch (zero-padded if smaller) -> encoder -> mean over
-    space. Writes ``{"case_ids": [...], "embeddings": (N, D)}`` to ``output_file`` (atomically)."""
+                 output_file: str | Path, inferer: Callable[..., torch.Tensor] | None = None) -> Path:
+    """Embed every case of a data source: centre patch (zero-padded if smaller) -> encoder (through
+    ``inferer`` if given, e.g. ``monai.inferers.SimpleInferer()``) -> mean over space.
+
+    Writes ``{"case_ids": [...], "embeddings": (N, D)}`` to ``output_file`` (atomically)."""
     encoder = encoder.to(device).eval()
     patch = [int(p) for p in patch_size]
     rows = []
@@ -181,7 +208,8 @@ def encode_cases(encoder: nn.Module, source: Any, patch_size: Sequence[int], dev
         for size, want in reversed(list(zip(image.shape[1:], patch))):
             pads += [0, max(0, want - size)]
         image = torch.nn.functional.pad(image, pads)
-        features = encoder(image[None].to(device))
+        batch = image[None].to(device)
+        features = inferer(batch, encoder) if inferer is not None else encoder(batch)
         rows.append(features.flatten(2).mean(-1)[0].float().cpu())
     return atomic_save({"case_ids": list(source.case_ids), "embeddings": torch.stack(rows)}, output_file)
 

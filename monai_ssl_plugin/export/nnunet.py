@@ -154,7 +154,11 @@ def dataset_target(dataset: int | str, configuration: str = "3d_fullres",
     # one implementation of "dataset id or name -> preprocessed folder" (lazy: nnunet/ sits above export/)
     from monai_ssl_plugin.nnunet.plans import preprocessed_dataset_dir
 
-    folder = preprocessed_dataset_dir(dataset)
+    try:
+        folder = preprocessed_dataset_dir(dataset)
+    except ValueError:  # nnU-Net's id parser: neither "DatasetXXX_Name" nor an integer
+        raise PluginError(f"{dataset!r} is neither a dataset id nor a DatasetXXX_Name.",
+                          "Pass the number (e.g. 901) or the full name (e.g. Dataset901_Tiny).") from None
     plans = load_plans(folder / f"{plans_identifier}.json")
     conf = resolve_configuration(plans, configuration)
     ds_file = folder / "dataset.json"

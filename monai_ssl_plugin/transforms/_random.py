@@ -94,7 +94,7 @@ def bernoulli(p: float | Tensor, shape: Sequence[int], generator: torch.Generato
 
 
 def random_bits(n: int, bits: int, generator: torch.Generator | None, device: torch.device | str) -> Tensor:
-    """``n`` random non-negative int64 values below ``2**bits`` (``bits`` <= 31).
+    """``n`` random non-negative int32 values below ``2**bits`` (``bits`` <= 31).
 
     Draws half as many 64-bit words and splits them: random-number generation, not the
     arithmetic, dominates the cost of sort keys for millions of elements.
@@ -105,5 +105,4 @@ def random_bits(n: int, bits: int, generator: torch.Generator | None, device: to
     words = torch.randint(
         -(2**63), 2**63 - 1, ((n + 1) // 2,), generator=generator, device=dev, dtype=torch.int64
     )
-    halves = words.view(torch.int32)[:n].to(device)
-    return halves.to(torch.int64) & ((1 << bits) - 1)
+    return words.view(torch.int32)[:n].to(device) & ((1 << bits) - 1)

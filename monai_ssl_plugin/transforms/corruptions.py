@@ -37,6 +37,7 @@ from .views import random_rotation90
 __all__ = [
     "random_flip",
     "local_pixel_shuffle",
+    "shuffle_boxes",
     "bezier_lut",
     "apply_bezier",
     "bezier_intensity",
@@ -96,27 +97,57 @@ def _chain_active(n_max: int, continue_prob: float, batch: int, gen: torch.Gener
     return torch.cumprod(keep.to(torch.int8), dim=1).bool()
 
 
-def _box_mask(spatial: Sequence[int], starts: Tensor, ends: Tensor, active: Tensor | None = None) -> Tensor:
+def _box_mask(
+    spatial: Sequence[int], starts: Tensor, ends: Tensor, active: Tensor | None = None, method: str | None = None
+) -> Tensor:
     """Union of axis-aligned boxes, ``(B, *spatial)`` bool.
 
     ``starts``/``ends``: (B, K, D) int, half-open ``[start, end)`` per axis; ``active``: (B, K)
-    bool. Each box is the outer product of one 1-D indicator per axis, so the union count is a
-    batched matrix product over K (exact in float32 for K < 2**24) instead of K dense paintings.
+    bool. Two exact strategies, picked by estimated cost:
+
+    * few voxels in the boxes (cut-out, in-painting): enumerate the box voxels as one ragged
+      batch and set them (duplicates all write ``True``, so the result is deterministic);
+    * large boxes (out-painting): each box is the outer product of one 1-D indicator per axis,
+      so the union count is a batched matrix product over K instead of K dense paintings.
+
+    ``method`` ("paint" / "matmul") overrides the choice (tests check both agree).
     """
     batch, n_box, dims = starts.shape
     dev = starts.device
+    n_vox = math.prod(spatial)
+    if active is None:
+        active = torch.ones(batch, n_box, dtype=torch.bool, device=dev)
+    active = active & ((ends - starts) > 0).all(-1)
+    box_vox = int(((ends - starts).clamp(min=0).prod(-1) * active).sum())
+    rows = active.any(1).nonzero().squeeze(1)
+    cols = active.any(0).nonzero().squeeze(1)
+    mask = torch.zeros(batch, *spatial, dtype=torch.bool, device=dev)
+    if rows.numel() == 0:
+        return mask
+    # cost model from CPU timings: ~4 passes per enumerated voxel vs one pass per 8 boxes per voxel
+    paint = 4 * box_vox < rows.numel() * n_vox * max(1.0, cols.numel() / 8)
+    if method == "paint" or (method is None and paint):
+        which = active.nonzero()  # (P, 2): sample, box
+        box_start = starts[which[:, 0], which[:, 1]]
+        dest, _ = _box_elements(spatial, which[:, 0], box_start, ends[which[:, 0], which[:, 1]] - box_start)
+        mask.view(-1)[dest] = True
+        return mask
+    starts, ends, active = starts[rows][:, cols], ends[rows][:, cols], active[rows][:, cols]
+    n_rows, n_box = active.shape
     ind = []
     for d, size in enumerate(spatial):
         coord = torch.arange(size, device=dev)
-        ind.append(((coord >= starts[..., d, None]) & (coord < ends[..., d, None])).to(torch.float32))  # (B, K, S_d)
-    if active is not None:
-        ind[0] = ind[0] * active[..., None].to(torch.float32)
+        ind.append(((coord >= starts[..., d, None]) & (coord < ends[..., d, None])).to(torch.float32))  # (R, K, S_d)
+    ind[0] = ind[0] * active[..., None].to(torch.float32)
     if dims == 2:
-        counts = torch.bmm(ind[0].transpose(1, 2), ind[1])  # (B, S0, S1)
+        counts = torch.bmm(ind[0].transpose(1, 2), ind[1])  # (R, S0, S1)
     else:
-        plane = (ind[0][:, :, :, None] * ind[1][:, :, None, :]).reshape(batch, n_box, -1)  # (B, K, S0*S1)
-        counts = torch.bmm(plane.transpose(1, 2), ind[2])  # (B, S0*S1, S2)
-    return (counts > 0.5).view(batch, *spatial)
+        plane = (ind[0][:, :, :, None] * ind[1][:, :, None, :]).reshape(n_rows, n_box, -1)  # (R, K, S0*S1)
+        counts = torch.bmm(plane.transpose(1, 2), ind[2])  # (R, S0*S1, S2)
+    covered = (counts > 0.5).view(n_rows, *spatial)
+    if n_rows == batch:
+        return covered
+    return mask.index_copy_(0, rows, covered)
 
 
 def _window_starts(
@@ -132,32 +163,59 @@ def _window_starts(
     return integers(low, high, sizes.shape, gen, sizes.device)
 
 
-def _fill_noise(
+def _fill(
     x: Tensor,
     region: Tensor,
-    low: float | Tensor,
-    high: float | Tensor,
-    gen: torch.Generator | None,
+    draw: Callable[[int], Tensor],
+    low: float | Tensor = 0.0,
+    high: float | Tensor = 1.0,
 ) -> Tensor:
-    """Copy of ``x`` with uniform noise in ``[low, high)`` where ``region`` ((B, *spatial) bool).
+    """Copy of ``x`` with ``low + draw(n) * (high - low)`` written where ``region`` ((B, *spatial)
+    bool, all channels); ``low``/``high`` may be (B,) per-sample bounds.
 
-    Only the covered voxels get random numbers (``masked_scatter``), which matters on CPU where
-    random-number generation costs about as much as a pass over the volume. ``low``/``high`` may
-    be (B,) per-sample bounds.
+    Small regions get values only for their voxels (indices from ``nonzero``); large regions
+    draw for the whole batch and select with ``torch.where``, which on CPU beats both
+    ``masked_scatter`` (it counts the mask in int64) and index writes.
     """
     batch, ch = x.shape[:2]
-    mask = region[:, None].expand(x.shape)
-    per_sample = region.reshape(batch, -1).sum(1) * ch  # (B,)
-    total = int(per_sample.sum())
-    noise = uniform((total,), gen, x.device)
-    if isinstance(low, Tensor) or isinstance(high, Tensor):
-        low_t = torch.as_tensor(low, device=x.device, dtype=torch.float32).expand(batch)
-        high_t = torch.as_tensor(high, device=x.device, dtype=torch.float32).expand(batch)
-        low_e = torch.repeat_interleave(low_t, per_sample, output_size=total)
-        noise = low_e + noise * (torch.repeat_interleave(high_t, per_sample, output_size=total) - low_e)
+    n_vox = region[0].numel()
+    per_sample = isinstance(low, Tensor) or isinstance(high, Tensor)
+    if per_sample:
+        low = torch.as_tensor(low, device=x.device, dtype=torch.float32).expand(batch)
+        high = torch.as_tensor(high, device=x.device, dtype=torch.float32).expand(batch)
+    covered = int(torch.count_nonzero(region))
+    if 4 * covered > region.numel():
+        values = draw(x.numel()).view(x.shape)
+        if per_sample:
+            bshape = (-1,) + (1,) * (x.dim() - 1)
+            values.mul_((high - low).view(bshape)).add_(low.view(bshape))
+        elif low != 0.0 or high != 1.0:
+            values.mul_(high - low).add_(low)
+        return torch.where(region[:, None], values.to(x.dtype), x)
+    pos = region.reshape(-1).nonzero().squeeze(1)  # (P,) = sample * N + voxel
+    sample = pos // n_vox
+    index = (pos + sample * (ch - 1) * n_vox)[:, None] + torch.arange(ch, device=x.device) * n_vox  # (P, C)
+    values = draw(index.numel()).view(-1, ch)
+    if per_sample:
+        values.mul_((high - low)[sample, None]).add_(low[sample, None])
     elif low != 0.0 or high != 1.0:
-        noise = low + noise * (high - low)
-    return x.masked_scatter(mask, noise.to(x.dtype))
+        values.mul_(high - low).add_(low)
+    out = x.clone()
+    out.view(-1)[index.view(-1)] = values.view(-1).to(x.dtype)
+    return out
+
+
+def _fill_noise(
+    x: Tensor, region: Tensor, low: float | Tensor, high: float | Tensor, gen: torch.Generator | None
+) -> Tensor:
+    """Copy of ``x`` with uniform noise in ``[low, high)`` where ``region`` ((B, *spatial) bool)."""
+    return _fill(x, region, lambda n: uniform((n,), gen, x.device), low, high)
+
+
+def _drop_samples(region: Tensor, selected: Tensor) -> Tensor:
+    """Clear ``region`` ((B, *spatial) bool) in place for the samples not ``selected``."""
+    skip = (~selected).nonzero().squeeze(1)
+    return region.index_fill_(0, skip, False) if skip.numel() else region
 
 
 def _on_samples(x: Tensor, selected: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
@@ -223,18 +281,19 @@ def random_flip(
 
 
 def _box_elements(
-    spatial: Sequence[int], volume: Tensor, starts: Tensor, sizes: Tensor
+    spatial: Sequence[int], volume: Tensor, starts: Tensor, sizes: Tensor, dtype: torch.dtype = torch.int64
 ) -> tuple[Tensor, Tensor]:
     """Enumerate the voxels of K boxes (a ragged batch, no padding).
 
     Args:
         spatial: spatial shape (S_0, ..., S_{D-1}).
-        volume: (K,) int64 index of the volume each box lies in.
+        volume: (K,) index of the volume each box lies in.
         starts, sizes: (K, D) int64 box corners and side lengths (sizes >= 1).
+        dtype: integer dtype of ``dest`` (int32 halves memory traffic when indices fit).
 
     Returns:
-        ``dest`` (M,) int64 flat index ``volume * prod(spatial) + linear voxel index`` of every
-        box voxel, boxes one after another, each in row-major order; ``counts`` (K,) voxels per box.
+        ``dest`` (M,) flat index ``volume * prod(spatial) + linear voxel index`` of every box
+        voxel, boxes one after another, each in row-major order; ``counts`` (K,) voxels per box.
     """
     dev = starts.device
     dims = len(spatial)
@@ -248,7 +307,7 @@ def _box_elements(
     n_rows = int(rows_per_box.sum())
     row_box = torch.repeat_interleave(torch.arange(n_box, device=dev), rows_per_box, output_size=n_rows)
     local = torch.arange(n_rows, device=dev) - (torch.cumsum(rows_per_box, 0) - rows_per_box)[row_box]
-    base = volume * n_vox + (starts * torch.tensor(strides, device=dev)).sum(1)  # (K,)
+    base = volume.long() * n_vox + (starts * torch.tensor(strides, device=dev)).sum(1)  # (K,)
     row_start = base[row_box]
     for d in range(dims - 2, -1, -1):  # row-major: axis dims-2 varies fastest among rows
         side = sizes[row_box, d]
@@ -257,34 +316,80 @@ def _box_elements(
     row_len = sizes[row_box, -1]
     n_el = int(counts.sum())
     # dest increases by one inside a row and jumps at each row start.
-    inc = torch.ones(n_el, dtype=torch.int64, device=dev)
-    first_el = torch.cumsum(row_len, 0) - row_len
-    inc[first_el[1:]] = row_start[1:] - (row_start[:-1] + row_len[:-1] - 1)
-    inc[0] = row_start[0]
-    return torch.cumsum(inc, 0), counts
+    jumps = torch.empty_like(row_start)
+    jumps[1:] = row_start[1:] - (row_start[:-1] + row_len[:-1] - 1)
+    jumps[0] = row_start[0]
+    inc = torch.ones(n_el, dtype=dtype, device=dev)
+    inc[torch.cumsum(row_len, 0) - row_len] = jumps.to(dtype)
+    return torch.cumsum(inc, 0, dtype=dtype), counts
 
 
 def _gather_voxels(x: Tensor, source: Tensor) -> Tensor:
     """``out[b, :, v] = x[b', :, v']`` for ``source[b * N + v] = b' * N + v'`` (all channels move
-    together); ``source``: (B * N,) int64 over the flattened batch of N-voxel volumes."""
+    together); ``source``: (B * N,) integer index over the flattened batch of N-voxel volumes."""
     if x.shape[1] == 1:
-        return x.reshape(-1)[source].view(x.shape)
+        return x.reshape(-1).index_select(0, source).view(x.shape)
     rows = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B * N, C): one row per voxel
-    return rows[source].view(x.shape[0], *x.shape[2:], x.shape[1]).movedim(-1, 1).contiguous()
+    return rows.index_select(0, source).view(x.shape[0], *x.shape[2:], x.shape[1]).movedim(-1, 1).contiguous()
+
+
+# Segment ids below 2**14 leave 17 random bits in an int32 sort key (radix sort, 4 byte passes).
+_INT32_SEGMENTS = 1 << 14
 
 
 def _segment_permutation(counts: Tensor, gen: torch.Generator | None) -> Tensor:
     """(M,) int64: a uniform random permutation inside each consecutive segment of ``counts``.
 
     Sorting ``segment_id * 2**b + random b-bit key`` keeps segments in place and shuffles within
-    them (random-key shuffle). 24-bit keys make ties -- kept in input order by the stable
-    sort -- rare enough (<0.5 per 4096-voxel block) to be irrelevant for augmentation.
+    them (random-key shuffle). Ties -- kept in input order by the stable sort -- are rare
+    (17-bit keys: ~2 tied pairs in a 729-voxel block) and irrelevant for augmentation.
     """
     n_el = int(counts.sum())
     dev = counts.device
-    seg = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=n_el)
-    keys = (seg << 24) | random_bits(n_el, 24, gen, dev)
+    n_seg = counts.numel()
+    if n_seg <= _INT32_SEGMENTS:
+        seg = torch.repeat_interleave(torch.arange(n_seg, device=dev, dtype=torch.int32), counts, output_size=n_el)
+        keys = (seg << 17) | random_bits(n_el, 17, gen, dev)
+    else:
+        seg = torch.repeat_interleave(torch.arange(n_seg, device=dev), counts, output_size=n_el)
+        keys = (seg << 24) | random_bits(n_el, 24, gen, dev).long()
     return torch.sort(keys, stable=True).indices
+
+
+def shuffle_boxes(x: Tensor, starts: Tensor, sizes: Tensor, generator: GeneratorLike = None) -> Tensor:
+    """Shuffle the voxels inside given boxes, Models Genesis style (the core of
+    :func:`local_pixel_shuffle`).
+
+    Each box reads the *original* voxels, permutes them uniformly at random and writes them back
+    in place; where boxes overlap the later box (higher index) wins, as in the reference loop. A
+    box that no later box overlaps therefore holds exactly a permutation of its original voxels.
+    All channels of a voxel move together.
+
+    Vectorised over all boxes of all samples as one ragged batch: a sort of random keys gives
+    every box its own permutation, ``scatter_reduce(amax)`` on the element index resolves overlaps
+    to the latest box, and one gather builds the output.
+
+    Args:
+        x: (B, C, *spatial).
+        starts, sizes: (B, K, D) int box corners and sides (boxes inside the volume, sides >= 1).
+        generator: generator or seed.
+
+    Returns:
+        (B, C, *spatial) copy with the boxes shuffled.
+    """
+    spatial = _spatial_shape(x)
+    batch, n_box, dims = starts.shape
+    dev = x.device
+    n_vox = math.prod(spatial)
+    gen = resolve_generator(generator, dev)
+    dtype = torch.int32 if batch * n_vox < 2**31 else torch.int64
+    volume = torch.arange(batch, device=dev).repeat_interleave(n_box)
+    dest, counts = _box_elements(spatial, volume, starts.reshape(-1, dims).long(), sizes.reshape(-1, dims).long(), dtype)
+    src = dest.index_select(0, _segment_permutation(counts, gen))
+    last = torch.full((batch * n_vox,), -1, dtype=dtype, device=dev)  # latest element writing each voxel
+    last.scatter_reduce_(0, dest.long(), torch.arange(dest.numel(), device=dev, dtype=dtype), reduce="amax")
+    source = torch.where(last >= 0, src.index_select(0, last.clamp(min=0)), torch.arange(batch * n_vox, device=dev, dtype=dtype))
+    return _gather_voxels(x, source)
 
 
 def local_pixel_shuffle(
@@ -300,13 +405,12 @@ def local_pixel_shuffle(
 
     Zhou et al., "Models Genesis", MedIA 2021: 10,000 blocks per sample with sides drawn from
     ``1 .. dim // 10`` per axis (``max_block_frac``), each block's voxels read from the *original*
-    image, shuffled, and written to the output; later blocks overwrite earlier ones (so a block
-    that no later block overlaps holds exactly a permutation of its original voxels). All channels
-    of a voxel move together.
+    image, shuffled, and written to the output; later blocks overwrite earlier ones (see
+    :func:`shuffle_boxes`). All channels of a voxel move together.
 
-    Vectorised as a ragged batch of all blocks of all samples: one sort of random keys gives
-    every block its own uniform permutation, a ``scatter_reduce(amax)`` on the block index
-    resolves overlaps to the last block, and one gather builds the output.
+    The blocks of as many samples as fit 2**14 blocks (one sample at the default 10,000) are
+    shuffled per call of :func:`shuffle_boxes`: this keeps the sort keys in int32, which halves
+    the dominant sort cost on CPU.
 
     Args:
         x: (B, C, *spatial) batch, 2 or 3 spatial dims.
@@ -326,19 +430,13 @@ def local_pixel_shuffle(
     max_side = torch.tensor([max(1, int(s * max_block_frac)) for s in spatial], device=dev)
     sizes = integers(1, max_side, (batch, n_blocks, dims), gen, dev)
     starts = integers(0, torch.tensor(spatial, device=dev) - sizes, (batch, n_blocks, dims), gen, dev)
-    if not bool(selected.any()):
-        return x.clone()
-    sel_idx = selected.nonzero().squeeze(1)
-    volume = sel_idx.repeat_interleave(n_blocks)
-    dest, counts = _box_elements(spatial, volume, starts[sel_idx].reshape(-1, dims), sizes[sel_idx].reshape(-1, dims))
-    src = dest[_segment_permutation(counts, gen)]
-    n_vox = math.prod(spatial)
-    # Last write wins: for every voxel, the highest element index (= latest block) that covers it.
-    last = torch.full((batch * n_vox,), -1, dtype=torch.int64, device=dev)
-    last.scatter_reduce_(0, dest, torch.arange(dest.numel(), device=dev), reduce="amax")
-    covered = last >= 0
-    source = torch.where(covered, src[last.clamp(min=0)], torch.arange(batch * n_vox, device=dev))
-    return _gather_voxels(x, source)
+    chosen = selected.nonzero().squeeze(1).tolist()
+    out = x.clone() if len(chosen) < batch else torch.empty_like(x)
+    step = max(1, _INT32_SEGMENTS // max(1, n_blocks))
+    for i in range(0, len(chosen), step):
+        idx = torch.tensor(chosen[i : i + step], device=dev)
+        out.index_copy_(0, idx, shuffle_boxes(x.index_select(0, idx), starts[idx], sizes[idx], gen))
+    return out
 
 
 def bezier_lut(control: Tensor, inverted: Tensor, size: int = 4096, n_curve: int = 16384) -> Tensor:
@@ -394,11 +492,15 @@ def apply_bezier(x: Tensor, control: Tensor, inverted: Tensor, lut_size: int = 4
     """
     batch = x.shape[0]
     lut = bezier_lut(control, inverted, lut_size)  # (B, G)
-    slope = torch.diff(lut, dim=1, append=lut[:, -1:])  # (B, G); last entry unused for v < 1
-    pos = x.reshape(batch, -1).float().clamp(0.0, 1.0) * (lut_size - 1)
-    idx = pos.long()  # floor, since pos >= 0
-    frac = pos - idx
-    out = torch.gather(lut, 1, idx).addcmul_(torch.gather(slope, 1, idx), frac)
+    slope = torch.diff(lut, dim=1, append=lut[:, -1:])  # (B, G); the last entry is only hit at v = 1
+    pos = x.reshape(batch, -1).float().clamp(0.0, 1.0).mul_(lut_size - 1)
+    idx = pos.to(torch.int32)  # floor, since pos >= 0
+    frac = pos.sub_(idx)
+    # one flat table for the whole batch: int32 index_select is the fastest gather on CPU
+    idx += (torch.arange(batch, device=x.device, dtype=torch.int32) * lut_size)[:, None]
+    idx = idx.view(-1)
+    out = lut.reshape(-1).index_select(0, idx).view(batch, -1)
+    out.addcmul_(slope.reshape(-1).index_select(0, idx).view(batch, -1), frac)
     return out.to(x.dtype).view(x.shape)
 
 
@@ -524,8 +626,7 @@ def out_painting(
     cut_high = torch.tensor([int(v * (1 - size_range[0])) for v in spatial], device=dev)
     sizes = (s - integers(cut_low, cut_high, (batch, max_windows, dims), gen, dev)).clamp(min=1)
     starts = _window_starts(spatial, sizes, margin, gen)
-    keep = _box_mask(spatial, starts, starts + sizes, active)
-    region = ~keep & selected.view(-1, *([1] * dims))
+    region = _drop_samples(~_box_mask(spatial, starts, starts + sizes, active & selected[:, None]), selected)
     return _fill_noise(x, region, noise_range[0], noise_range[1], gen)
 
 
@@ -651,12 +752,13 @@ def coarse_dropout(
     batch, dims = x.shape[0], len(spatial)
     selected = _samples_to_corrupt(prob, apply, batch, gen, x.device)
     starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, x.device)
-    in_holes = _box_mask(spatial, starts, starts + sizes, active)
-    region = in_holes if dropout_holes else ~in_holes
-    region = region & selected.view(-1, *([1] * dims))
+    if dropout_holes:
+        region = _box_mask(spatial, starts, starts + sizes, active & selected[:, None])
+    else:
+        region = _drop_samples(~_box_mask(spatial, starts, starts + sizes, active & selected[:, None]), selected)
     if fill_value is None:
-        flat = x.reshape(batch, -1)
-        return _fill_noise(x, region, flat.amin(1).float(), flat.amax(1).float(), gen)
+        low, high = torch.aminmax(x.reshape(batch, -1), dim=1)
+        return _fill_noise(x, region, low.float(), high.float(), gen)
     if isinstance(fill_value, (tuple, list)):
         return _fill_noise(x, region, float(fill_value[0]), float(fill_value[1]), gen)
     return x.masked_fill(region[:, None], float(fill_value))
@@ -698,9 +800,10 @@ def coarse_shuffle(
     selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
     starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
     active = active & selected[:, None]
-    n_vox = math.prod(spatial)
-    # Work on B*C single-channel volumes; holes are shared by the channels of a sample.
-    source = torch.arange(batch * ch * n_vox, device=dev)
+    # Holes are shared by the channels of a sample; each (sample, channel) volume gets its own
+    # permutation. Shuffling the current image hole after hole keeps MONAI's semantics.
+    out = x.clone()
+    flat = out.view(-1)
     vol = torch.arange(batch * ch, device=dev)
     for k in range(starts.shape[1]):
         use = active[:, k].repeat_interleave(ch)  # (B*C,)
@@ -712,8 +815,8 @@ def coarse_shuffle(
             starts[:, k].repeat_interleave(ch, 0)[use],
             sizes[:, k].repeat_interleave(ch, 0)[use],
         )
-        source[dest] = source[dest[_segment_permutation(counts, gen)]]
-    return x.reshape(-1)[source].view(x.shape)
+        flat[dest] = flat[dest[_segment_permutation(counts, gen)]]
+    return out
 
 
 def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
@@ -816,12 +919,15 @@ def swin_unetr_cutout(
     gen = resolve_generator(generator, x.device)
     batch, dev = x.shape[0], x.device
     region = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-    mask = region[:, None].expand(x.shape)
-    noise = normal((int(mask.sum()),), gen, dev)
-    if noise.numel():
-        lo, hi = noise.aminmax()
-        noise = (noise - lo) / (hi - lo).clamp(min=1e-12)
-    out = x.masked_scatter(mask, noise.to(x.dtype))
+
+    def scaled_normal(n: int) -> Tensor:
+        noise = normal((n,), gen, dev)
+        if n:
+            low, high = noise.aminmax()
+            noise.sub_(low).div_((high - low).clamp(min=1e-12))
+        return noise
+
+    out = _fill(x, region, scaled_normal)
     if not paste:
         return out
     partner = integers(0, batch - 1, (batch,), gen, dev)

@@ -4,9 +4,9 @@ TensorBoard scalars need no glue: ``monai.handlers.TensorBoardStatsHandler(log_d
 output_transform=lambda out: out)`` writes every entry of the trainer's ``{name: float}`` output.
 """
 
-from monai_ssl_plugin.engine.handlers.checkpoint import SSLCheckpointHandler
+from monai_ssl_plugin.engine.handlers.checkpoint import ResumableDataset, SSLCheckpointHandler
 from monai_ssl_plugin.engine.handlers.data_wait import DataWaitHandler
 from monai_ssl_plugin.engine.handlers.nan_guard import NaNGuard
 from monai_ssl_plugin.engine.handlers.progress import ProgressHandler
 
-__all__ = ["DataWaitHandler", "NaNGuard", "ProgressHandler", "SSLCheckpointHandler"]
+__all__ = ["DataWaitHandler", "NaNGuard", "ProgressHandler", "ResumableDataset", "SSLCheckpointHandler"]

@@ -10,11 +10,14 @@ the handler restores every state and sets ``engine.state.iteration`` (and ``epoc
 epoch_length``). Ignite then starts epoch ``epoch + 1`` with its in-epoch counter at
 ``iteration % epoch_length``, so a checkpoint taken mid-epoch runs only the rest of that epoch and
 the run ends at exactly ``max_epochs * epoch_length`` iterations. The learning-rate schedule,
-optimiser moments, EMA teachers and RNG streams continue where they stopped. The data iterator is
-re-created: at an epoch boundary (with ``epoch_length == len(loader)``) and with the RNG restored
-the resumed run sees the same batches as an uninterrupted one, bit for bit; mid-epoch it draws
-fresh random patches for the rest of the epoch (statistically the same stream, not the same
-samples), because a random-patch loader has no position to seek to.
+optimiser moments, EMA teachers and RNG streams continue where they stopped.
+
+The data continue too: when the loader's dataset is a :class:`ResumableDataset` over an
+index-pure dataset (``RandomPatchDataset``: item ``i`` is a function of ``(seed, i)``, read in
+order), the handler starts it at sample ``iteration * batch_size``, so the resumed run reads
+exactly the patches an uninterrupted run would, mid-epoch included. Other loaders are simply
+re-iterated; with the RNG restored that is still exact at epoch boundaries for loaders whose
+length is the epoch length (shuffling draws from the restored torch RNG).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
+from torch.utils.data import Dataset
 
 from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, safe_load
 from monai_ssl_plugin.distributed import is_main_process
@@ -69,6 +73,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _unwrap(module: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel wrappers."""
     return getattr(module, "module", module)
+
+
+class ResumableDataset(Dataset):
+    """A view of an index-pure dataset that can start at any sample (see the module docstring).
+
+    Only valid for datasets whose item ``i`` does not depend on what was read before and that the
+    loader reads in order (no shuffling sampler), like ``RandomPatchDataset``.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.start = 0
+
+    def resume_at(self, sample: int) -> None:
+        """Make item 0 the dataset's item ``sample`` (set before the loader's workers start)."""
+        self.start = max(0, int(sample))
+
+    def __len__(self) -> int:
+        return max(0, len(self.dataset) - self.start)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index + self.start]
 
 
 class SSLCheckpointHandler:
@@ -206,6 +232,11 @@ class SSLCheckpointHandler:
         else:
             epoch = int(saved["epoch"])
         engine.state.iteration, engine.state.epoch = iteration, epoch
+        loader = getattr(engine, "data_loader", None)
+        dataset = getattr(loader, "dataset", None)
+        if isinstance(dataset, ResumableDataset) and getattr(loader, "batch_size", None):
+            dataset.resume_at(iteration * loader.batch_size)
+            logger.info("Data resume at sample %d.", dataset.start)
         self._last_saved_iteration = iteration
         total = (engine.state.max_epochs or 0) * (length or 0)
         if total and iteration >= total:

@@ -1,0 +1,121 @@
+"""Pretraining throughput of the MAE bundle: volumes/s, peak memory and data-wait share per patch size.
+
+Runs the real bundle (``monai_ssl_plugin.engine.run.pretrain``, i.e. what ``monai-ssl pretrain``
+does) on a synthetic nnU-Net raw dataset written to a temporary folder, one child process per
+configuration so that each peak-memory figure is its own:
+
+    python benchmarks/bench_pretraining.py                      # 48^3 and 64^3, nnunet_plain_small, batch 2
+    python benchmarks/bench_pretraining.py --patches 64 96 --steps 20 --num_workers 2
+
+Figures: volumes/s = batch / mean step time over the steps after the first ``--warmup`` (which
+pay worker start-up and allocator warm-up); peak RSS of the training process (``resource``, no
+psutil; loader workers are separate processes and listed apart); on GPU also
+``torch.cuda.max_memory_allocated``; data wait = share of the step spent in ``next(loader)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """One configuration in this process; returns the figures."""
+    import torch
+
+    from monai_ssl_plugin.engine.run import pretrain
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.work) / f"run_{args.patch}"
+    t0 = time.perf_counter()
+    pretrain("mae_ssl_pretraining", args.dataset, out, backbone=args.backbone,
+             patch_size=[args.patch] * 3, batch_size=args.batch_size, quiet=True, device=args.device,
+             **{"train#epoch_length": args.steps, "train#trainer#max_epochs": 1,
+                "train#num_workers": args.num_workers, "save_every_n_iters": 0})
+    wall = time.perf_counter() - t0
+    rows = [line.split(",") for line in (out / "timing.csv").read_text().splitlines()[1:]]
+    steady = [(float(w), float(s)) for _, w, s in rows][args.warmup:]
+    step = sum(s for _, s in steady) / len(steady)
+    wait = sum(w for w, _ in steady) / sum(s for _, s in steady)
+    ru_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    ru_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {"patch": args.patch, "backbone": args.backbone, "batch_size": args.batch_size, "steps": len(rows),
+              "device": args.device, "num_workers": args.num_workers, "threads": args.threads,
+              "step_s": round(step, 3), "volumes_per_s": round(args.batch_size / step, 3),
+              "data_wait_share": round(wait, 4), "peak_rss_mib": round(ru_self), "worker_peak_rss_mib": round(ru_children),
+              "wall_s": round(wall, 1)}
+    if torch.cuda.is_available() and str(args.device).startswith("cuda"):
+        result["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--patches", type=int, nargs="+", default=[48, 64])
+    p.add_argument("--backbone", default="nnunet_plain_small")
+    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--device", default="cuda:0" if _cuda() else "cpu")
+    p.add_argument("--cases", type=int, default=8)
+    p.add_argument("--shape", type=int, default=96, help="side of the synthetic volumes")
+    p.add_argument("--json", help="also write the results here")
+    # internal: one configuration per child process
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--patch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dataset", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args)), flush=True)
+        return
+
+    from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_pretraining_") as work:
+        dataset = make_synthetic_dataset(Path(work) / "raw", 990, "Bench", n_labelled=0, n_unlabelled=args.cases,
+                                         shape=(args.shape,) * 3, spacing=(1.0, 1.0, 1.0), seed=0)
+        for patch in args.patches:
+            cmd = [sys.executable, __file__, "--one", "--patch", str(patch), "--dataset", str(dataset), "--work", work,
+                   "--backbone", args.backbone, "--batch_size", str(args.batch_size), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--num_workers", str(args.num_workers), "--threads", str(args.threads),
+                   "--device", args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                sys.exit(f"patch {patch} failed:\n{proc.stderr[-3000:]}")
+            results.append(json.loads(line[-1][7:]))
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| patch | backbone | batch | device | workers | step (s) | volumes/s | data wait | peak RSS (MiB) | worker RSS (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['patch']}³ | {r['backbone']} | {r['batch_size']} | {r['device']} | {r['num_workers']} | {r['step_s']} | "
+              f"{r['volumes_per_s']} | {100 * r['data_wait_share']:.1f}% | {r['peak_rss_mib']} | {r['worker_peak_rss_mib']} |"
+              + (f" cuda max allocated {r['cuda_max_allocated_mib']} MiB" if "cuda_max_allocated_mib" in r else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    main()

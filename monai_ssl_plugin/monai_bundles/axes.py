@@ -1,0 +1,143 @@
+"""Axis order of pretrained kernels: detect what a mismatch would break, and permute where it is exact.
+
+nnU-Net feeds its networks (z, y, x) volumes (SimpleITK order), MONAI's ``LoadImage`` (x, y, z). A
+kernel learned on one order and applied to the other runs along the wrong axes. For a network made of
+convolutions, pointwise layers and global pooling, transposing the spatial axes of every kernel is an
+exact fix: the permuted network on the permuted volume computes the permuted output, provided the target
+architecture is the axis-permuted source (kernel sizes, strides, image size). Kernel shapes are checked
+here; strides live in the architecture, not in the weights.
+
+ViT-style encoders (``ViT``, ``UNETR.vit``, ``ViTAutoEnc``, ``MaskedAutoEncoderViT``) are also exact:
+the patch-embedding convolution is transposed and the position embeddings are re-ordered over the patch
+grid (needs the grid: ``img_size`` / ``patch_size`` from the record). Swin transformers are refused: patch
+merging concatenates the 8 voxels of each 2x2x2 cell in a fixed axis order and the relative-position
+tables are indexed per axis, so a transposed copy is not the same function without re-deriving both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from monai_ssl_plugin.errors import PluginError
+
+AXES = {"nnunet": "z, y, x", "monai": "x, y, z"}
+CONV_FAMILIES = ("monai.ResNet", "monai.ResNetFeatures", "monai.DenseNet", "monai.SegResNet", "monai.UNet",
+                 "monai.DynUNet", "monai.BasicUNet", "monai.FlexibleUNet", "nnunet.")
+VIT_FAMILIES = ("monai.ViT", "monai.ViTAutoEnc", "monai.MaskedAutoEncoderViT", "monai.UNETR")
+
+
+def axis_permutation(source_order: str, target_order: str, spatial_dims: int = 3) -> tuple[int, ...]:
+    """Target spatial axis i comes from source spatial axis ``perm[i]``; nnunet <-> monai reverses the axes."""
+    if source_order == target_order:
+        return tuple(range(spatial_dims))
+    if {source_order, target_order} == {"nnunet", "monai"}:
+        return tuple(reversed(range(spatial_dims)))
+    raise PluginError(f"Unknown axis orders {source_order!r} -> {target_order!r}.", "Use 'nnunet' or 'monai'.")
+
+
+def anisotropic_kernels(state: Mapping[str, torch.Tensor], spatial_dims: int = 3) -> list[tuple[str, tuple[int, ...]]]:
+    """Convolution kernels whose spatial extent differs between axes (e.g. nnU-Net's 1x3x3)."""
+    return [(k, tuple(v.shape[2:])) for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.ndim == spatial_dims + 2 and len(set(v.shape[2:])) > 1]
+
+
+def _grid(record_kwargs: Mapping[str, Any] | None, family: str, spatial_dims: int) -> tuple[int, ...] | None:
+    kw = record_kwargs or {}
+    img = kw.get("img_size")
+    if img is None:
+        return None
+    img = [int(img)] * spatial_dims if isinstance(img, (int, float)) else [int(i) for i in img]
+    patch = kw.get("patch_size", 16 if family == "monai.UNETR" else None)
+    if patch is None:
+        return None
+    patch = [int(patch)] * spatial_dims if isinstance(patch, (int, float)) else [int(p) for p in patch]
+    return tuple(i // p for i, p in zip(img, patch))
+
+
+def permutable(family: str) -> bool:
+    return family.startswith(CONV_FAMILIES) or family in VIT_FAMILIES
+
+
+def permute_axes(state: Mapping[str, torch.Tensor], perm: Sequence[int], *, spatial_dims: int = 3,
+                 grid: Sequence[int] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Transpose the spatial axes of every convolution kernel (and position-embedding grid) by ``perm``.
+
+    ``perm``: target spatial axis i takes source axis ``perm[i]`` (``axis_permutation`` gives it).
+    Kernels are tensors with ``spatial_dims + 2`` dimensions (conv: out, in, *k; transposed conv:
+    in, out, *k). Position embeddings ``(1, N, D)`` are re-ordered over ``grid`` (in source order); when a
+    position embedding is present and no grid is known this refuses. Returns (new state, changed keys).
+    """
+    perm = tuple(int(p) for p in perm)
+    if sorted(perm) != list(range(spatial_dims)):
+        raise PluginError(f"{perm} is not a permutation of {spatial_dims} axes.", "Use axis_permutation().")
+    out, changed = {}, []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            out[key] = value
+            continue
+        if value.ndim == spatial_dims + 2 and perm != tuple(range(spatial_dims)):
+            out[key] = value.permute(0, 1, *[2 + p for p in perm]).contiguous()
+            changed.append(key)
+        elif key.endswith("position_embeddings") and value.ndim == 3 and perm != tuple(range(spatial_dims)):
+            if grid is None or int(torch.tensor(grid).prod()) != value.shape[1]:
+                raise PluginError(f"Cannot re-order the position embeddings {key} {tuple(value.shape)}: the patch grid "
+                                  f"{tuple(grid) if grid else 'is unknown'}.",
+                                  "Record img_size and patch_size in backbone_kwargs, or pretrain on data in the target's axis order.")
+            b, n, d = value.shape
+            g = value.reshape(b, *grid, d).permute(0, *[1 + p for p in perm], spatial_dims + 1)
+            out[key] = g.reshape(b, n, d).contiguous()
+            changed.append(key)
+        else:
+            out[key] = value
+    return out, changed
+
+
+def check_axis_order(state: Mapping[str, torch.Tensor], family: str, source_order: str | None, target_order: str | None,
+                     mode: str, *, spatial_dims: int = 3, record_kwargs: Mapping[str, Any] | None = None,
+                     origin: str = "checkpoint", log=print) -> dict[str, torch.Tensor]:
+    """Compare the source's axis order with the target's; refuse, permute or pass through (``mode``).
+
+    ``mode``: ``"refuse"`` (default), ``"permute"`` (exact transposition, refused where not exact) or
+    ``"ignore"`` (load as is; refused when any kernel is anisotropic, because that is certainly wrong).
+    """
+    if mode not in ("refuse", "permute", "ignore"):
+        raise PluginError(f"Unknown on_axis_mismatch={mode!r}.", "Use 'refuse', 'permute' or 'ignore'.")
+    if source_order is None or target_order is None or target_order == "any":
+        if source_order is None and log is not None:
+            log("[monai-ssl] WARNING: the source does not say its axis order; assuming it matches the target's.")
+        return dict(state)
+    if source_order == target_order:
+        return dict(state)
+    aniso = anisotropic_kernels(state, spatial_dims)
+    src_axes, dst_axes = AXES.get(source_order, source_order), AXES.get(target_order, target_order)
+    if mode == "permute":
+        if not permutable(family):
+            raise PluginError(f"{origin} ({family}) was pretrained on ({src_axes}) volumes and cannot be transposed "
+                              f"exactly to ({dst_axes}): Swin patch merging and relative-position tables depend on the axis order.",
+                              "Pretrain on data loaded the target's way (axis order "
+                              f"{target_order!r}) or transpose the volumes in the target pipeline.")
+        grid = _grid(record_kwargs, family, spatial_dims)
+        new, changed = permute_axes(state, axis_permutation(source_order, target_order, spatial_dims),
+                                    spatial_dims=spatial_dims, grid=grid)
+        if log is not None:
+            log(f"[monai-ssl] transposed {len(changed)} kernels from ({src_axes}) to ({dst_axes}) order (exact for "
+                "an axis-permuted architecture; kernel shapes are checked against the target)")
+        return new
+    if aniso:
+        key, shape = aniso[0]
+        raise PluginError(f"{origin} was pretrained on ({src_axes}) volumes but this pipeline feeds ({dst_axes}); "
+                          f"anisotropic kernels such as {key} {'x'.join(map(str, shape))} would run along the wrong axes.",
+                          "Pass on_axis_mismatch='permute' to transpose every kernel exactly (build the target with "
+                          "the axis-reversed kernel sizes/strides), or pretrain on data loaded the target's way.")
+    if mode == "ignore":
+        if log is not None:
+            log(f"[monai-ssl] WARNING: loading ({src_axes})-ordered weights into a ({dst_axes}) pipeline as is "
+                "(all kernels isotropic; learned orientations are transposed)")
+        return dict(state)
+    raise PluginError(f"{origin} was pretrained on ({src_axes}) volumes but this pipeline feeds ({dst_axes}): every "
+                      "learned filter would see transposed anatomy.",
+                      "Pass on_axis_mismatch='permute' (exact transposition of the kernels) or 'ignore', or pretrain "
+                      "on data loaded the target's way.")

@@ -1,0 +1,121 @@
+"""Every bundle in bundles/ against the MONAI Bundle specification and the model zoo's conventions.
+
+One test set walks all bundles, so conventions cannot drift from one bundle to the next.
+"""
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+BUNDLES = sorted(p for p in BUNDLES_DIR.iterdir() if (p / "configs").is_dir()) if BUNDLES_DIR.is_dir() else []
+SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+REQUIRED_FILES = ["LICENSE", "configs/metadata.json", "configs/train.yaml", "configs/inference.yaml",
+                  "configs/logging.conf", "docs/README.md"]
+META_KEYS = ["schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+             "required_packages_version", "name", "task", "description", "authors", "copyright", "data_source",
+             "data_type", "intended_use", "references", "network_data_format"]
+TENSOR_KEYS = ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data", "channel_def"]
+TRAIN_IDS = ["bundle_root", "device", "dataset_dir", "output_dir", "network_def", "train#trainer",
+             "train#trainer#max_epochs", "train#dataset", "train#dataloader", "train#handlers", "optimizer",
+             "resume", "seed", "amp", "run"]
+INFERENCE_IDS = ["bundle_root", "device", "network_def", "inferer"]
+SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+
+ids = [b.name for b in BUNDLES]
+
+
+def _meta(bundle):
+    return json.loads((bundle / "configs" / "metadata.json").read_text())
+
+
+def _config(bundle, name):
+    return yaml.safe_load((bundle / "configs" / name).read_text())
+
+
+def _has_id(config, id_):
+    node = config
+    for part in id_.split("#"):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _targets(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node["_target_"]
+        for v in node.values():
+            yield from _targets(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _targets(v)
+
+
+def test_there_are_bundles():
+    assert BUNDLES, f"no bundles found in {BUNDLES_DIR}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_layout_and_name(bundle):
+    assert re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", bundle.name), "zoo names are lower-case words joined by _"
+    for rel in REQUIRED_FILES:
+        assert (bundle / rel).is_file() and (bundle / rel).stat().st_size > 0, f"{bundle.name}: missing {rel}"
+    assert (bundle / "models").is_dir()
+    assert "Apache License" in (bundle / "LICENSE").read_text()[:500]
+    assert not (bundle / "scripts").exists(), "bundles reference the installed package; no code in the bundle"
+    too_big = [p for p in bundle.rglob("*") if p.is_file() and p.stat().st_size > 25 * 2**20]
+    assert not too_big, f"files over the zoo's 25 MB limit: {too_big}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_metadata_mandatory_keys(bundle):
+    meta = _meta(bundle)
+    missing = [k for k in META_KEYS if k not in meta]
+    assert not missing, f"{bundle.name}: metadata lacks {missing}"
+    assert meta["schema"] == SCHEMA
+    assert SEMVER.match(meta["version"]) and meta["version"] in meta["changelog"]
+    assert isinstance(meta["required_packages_version"], dict) and "monai-ssl-plugin" in meta["required_packages_version"]
+    assert meta.get("optional_packages_version", meta["required_packages_version"]) == meta["required_packages_version"]
+    fmt = meta["network_data_format"]
+    assert set(fmt) >= {"inputs", "outputs"} and "image" in fmt["inputs"] and "pred" in fmt["outputs"]
+    for tensor in [*fmt["inputs"].values(), *fmt["outputs"].values()]:
+        assert not [k for k in TENSOR_KEYS if k not in tensor]
+    assert fmt["outputs"]["pred"]["format"] == "latent", "SSL bundles expose the encoder: a latent output"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_configs_have_zoo_ids_and_importable_targets(bundle):
+    train, inference = _config(bundle, "train.yaml"), _config(bundle, "inference.yaml")
+    assert not [i for i in TRAIN_IDS if not _has_id(train, i)]
+    assert not [i for i in INFERENCE_IDS if not _has_id(inference, i)]
+    for target in set(_targets(train)) | set(_targets(inference)):
+        module, _, name = target.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), f"{bundle.name}: _target_ {target} does not import"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_logging_conf_passes_monai_allowlist(bundle):
+    from monai.bundle.workflows import _reject_executable_logging_config
+
+    _reject_executable_logging_config(str(bundle / "configs" / "logging.conf"))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_verify_net_in_out(bundle, tmp_path):
+    configs = bundle / "configs"
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+                           "--config_file", str(configs / "inference.yaml"), "--meta_file", str(configs / "metadata.json"),
+                           "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verified with no error" in proc.stdout + proc.stderr

@@ -1,0 +1,391 @@
+"""Property tests for monai_ssl_plugin.transforms.corruptions (tiny tensors, one thread)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from monai_ssl_plugin.transforms import corruptions as C
+from monai_ssl_plugin.transforms.views import random_rotation90
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _unique_batch(batch: int, channels: int, spatial: tuple[int, ...], device: str = "cpu", seed: int = 0) -> torch.Tensor:
+    """Distinct values in (0, 1): every voxel is identifiable after a permutation."""
+    n = batch * channels * int(np.prod(spatial))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return ((perm.float() + 0.5) / n).view(batch, channels, *spatial).to(device)
+
+
+def _flips_of(sample: torch.Tensor) -> list[torch.Tensor]:
+    """All 2**D axis-flip combinations of a (C, *spatial) sample."""
+    dims = sample.dim() - 1
+    out = []
+    for r in range(dims + 1):
+        for axes in itertools.combinations(range(1, dims + 1), r):
+            out.append(sample.flip(axes) if axes else sample)
+    return out
+
+
+SHAPES = [(2, 1, 24, 20, 12), (2, 2, 24, 20)]
+
+# every random generator in the module, with small settings, for shape/reproducibility sweeps
+GENERATORS = {
+    "random_flip": lambda x, g: C.random_flip(x, None, g, prob=0.9),
+    "local_pixel_shuffle": lambda x, g: C.local_pixel_shuffle(x, g, n_blocks=200),
+    "bezier_intensity": lambda x, g: C.bezier_intensity(x, g),
+    "in_painting": lambda x, g: C.in_painting(x, g),
+    "out_painting": lambda x, g: C.out_painting(x, g),
+    "models_genesis": lambda x, g: C.models_genesis(x, g, n_blocks=200),
+    "coarse_dropout": lambda x, g: C.coarse_dropout(x, g, holes=2, spatial_size=3, max_holes=4, max_spatial_size=6),
+    "coarse_dropout_out": lambda x, g: C.coarse_dropout(
+        x, g, holes=2, spatial_size=3, max_spatial_size=8, dropout_holes=False, fill_value=(0.0, 1.0)
+    ),
+    "coarse_shuffle": lambda x, g: C.coarse_shuffle(x, g, holes=3, spatial_size=4),
+    "monai_ssl_view": lambda x, g: C.monai_ssl_view(x, g),
+    "swin_unetr_cutout": lambda x, g: C.swin_unetr_cutout(x, g),
+}
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+# ------------------------------------------------------------------------------------------
+# generic: shapes, 2D/3D, reproducibility, no in-place modification
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+@pytest.mark.parametrize("shape", SHAPES, ids=["3d", "2d"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_shapes_reproducible_and_pure(name: str, shape: tuple[int, ...], device: str) -> None:
+    fn = GENERATORS[name]
+    x = _unique_batch(*shape[:2], shape[2:], device)
+    before = x.clone()
+    first = _as_tuple(fn(x, 7))
+    second = _as_tuple(fn(x, torch.Generator(device=device).manual_seed(7)))
+    other = _as_tuple(fn(x, 8))
+    assert torch.equal(x, before), "input modified in place"
+    for a, b in zip(first, second):
+        assert a.shape == x.shape and a.device == x.device and a.dtype == x.dtype
+        assert torch.equal(a, b), "same seed must give identical output"
+    assert any(not torch.equal(a, c) for a, c in zip(first, other)), "different seeds gave identical output"
+
+
+@pytest.mark.parametrize("name", ["local_pixel_shuffle", "bezier_intensity", "in_painting", "coarse_shuffle"])
+def test_prob_zero_is_identity(name: str) -> None:
+    x = _unique_batch(3, 1, (16, 16, 8))
+    kwargs = {"coarse_shuffle": {"holes": 2, "spatial_size": 4}}.get(name, {})
+    out = getattr(C, name)(x, 0, prob=0.0, **kwargs)
+    assert torch.equal(out, x)
+
+
+def test_bad_input_rank() -> None:
+    with pytest.raises(ValueError):
+        C.bezier_intensity(torch.rand(2, 8, 8), 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Models Genesis
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(16, 1, 6, 5, 4), (16, 2, 6, 5)])
+def test_random_flip_flips_input_and_target_alike(shape: tuple[int, ...]) -> None:
+    x = _unique_batch(*shape[:2], shape[2:])
+    y = x * 2 + 1
+    xf, yf = C.random_flip(x, y, 3, prob=0.7)
+    assert torch.allclose(yf, xf * 2 + 1)
+    changed = 0
+    for b in range(shape[0]):
+        candidates = _flips_of(x[b])
+        assert any(torch.equal(xf[b], c) for c in candidates)
+        changed += not torch.equal(xf[b], x[b])
+    assert changed > 0
+
+
+def test_random_flip_parity_distribution() -> None:
+    # P(no flip at all) = 0.6 at the published rate 0.4; with pairs on the same axis the share
+    # of unchanged samples is a bit higher: 0.6 + 0.096 / 3 + ... -> check a loose band.
+    x = _unique_batch(400, 1, (3, 3, 3))
+    xf, _ = C.random_flip(x, None, 0)
+    unchanged = sum(torch.equal(xf[b], x[b]) for b in range(400)) / 400
+    assert 0.55 < unchanged < 0.75
+
+
+def test_shuffle_boxes_keeps_multiset_of_each_box() -> None:
+    x = _unique_batch(2, 2, (12, 10, 8))
+    # non-overlapping boxes, plus a later box overlapping the first one in sample 0
+    starts = torch.tensor([[[0, 0, 0], [6, 5, 4], [2, 1, 1]], [[1, 1, 1], [7, 0, 0], [0, 6, 5]]])
+    sizes = torch.tensor([[[4, 4, 4], [3, 4, 4], [3, 3, 3]], [[3, 3, 3], [5, 5, 2], [2, 2, 3]]])
+    out = C.shuffle_boxes(x, starts, sizes, 0)
+    covered = torch.zeros(2, 12, 10, 8, dtype=torch.bool)
+    for b in range(2):
+        for k in range(3):
+            sl = tuple(slice(int(s), int(s + z)) for s, z in zip(starts[b, k], sizes[b, k]))
+            covered[(b, *sl)] = True
+            overlapped_later = b == 0 and k == 0  # box 2 of sample 0 overwrites part of box 0
+            if overlapped_later:
+                continue
+            before = x[(b, slice(None), *sl)].reshape(2, -1)
+            after = out[(b, slice(None), *sl)].reshape(2, -1)
+            assert torch.equal(before.sort(1).values, after.sort(1).values)
+            assert not torch.equal(before, after)
+            # all channels of a voxel move together
+            order_before = before[0].argsort()
+            order_after = after[0].argsort()
+            assert torch.equal(before[1][order_before], after[1][order_after])
+    assert torch.equal(out.movedim(1, -1)[~covered], x.movedim(1, -1)[~covered])
+
+
+@pytest.mark.parametrize("spatial", [(20, 20, 10), (30, 24)])
+def test_local_pixel_shuffle_is_local(spatial: tuple[int, ...]) -> None:
+    x = _unique_batch(2, 1, spatial)
+    out = C.local_pixel_shuffle(x, 1, n_blocks=300)
+    assert not torch.equal(out, x)
+    # every output value comes from a voxel at most (max side - 1) away along each axis
+    flat_x = x.view(2, -1)
+    lookup = {float(v): i for i, v in enumerate(flat_x[0].tolist())}
+    coords = np.array(np.unravel_index(np.arange(flat_x.shape[1]), spatial)).T
+    src = np.array([lookup[float(v)] for v in out.view(2, -1)[0].tolist()])
+    max_side = np.array([max(1, s // 10) for s in spatial])
+    assert (np.abs(coords - coords[src]) <= max_side - 1).all()
+
+
+def test_local_pixel_shuffle_single_block_is_permutation() -> None:
+    x = _unique_batch(3, 1, (16, 16, 16))
+    out = C.local_pixel_shuffle(x, 2, n_blocks=1, max_block_frac=0.5)
+    for b in range(3):
+        assert torch.equal(out[b].flatten().sort().values, x[b].flatten().sort().values)
+        moved = (out[b, 0] != x[b, 0]).nonzero()
+        if len(moved):
+            extent = moved.max(0).values - moved.min(0).values + 1
+            assert (extent <= 8).all()
+
+
+def _numpy_bezier(values: np.ndarray, control: np.ndarray, inverted: bool) -> np.ndarray:
+    """Independent oracle: dense sampling of the curve and np.interp (100,000 points)."""
+    t = np.linspace(0.0, 1.0, 100_000)
+    pts = np.array([[0.0, 0.0], control[0], control[1], [1.0, 1.0]])
+    coeff = np.array([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
+    xs, ys = coeff.T @ pts[:, 0], coeff.T @ pts[:, 1]
+    if inverted:
+        ys = ys[::-1]
+    return np.interp(values, xs, ys)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bezier_monotone_fixed_ends_and_inverted(device: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    control = torch.rand(6, 2, 2, generator=gen).to(device)
+    inverted = torch.tensor([False, True] * 3, device=device)
+    ramp = torch.linspace(0, 1, 2001, device=device).expand(6, 1, 2001).reshape(6, 1, 2001, 1).contiguous()
+    out = C.apply_bezier(ramp, control, inverted)[:, 0, :, 0].cpu()
+    for b in range(6):
+        d = torch.diff(out[b])
+        if inverted[b]:
+            assert (d <= 1e-7).all() and out[b, 0] == 1.0 and out[b, -1] == 0.0
+        else:
+            assert (d >= -1e-7).all() and out[b, 0] == 0.0 and out[b, -1] == 1.0
+        ref = _numpy_bezier(ramp[b, 0, :, 0].cpu().numpy(), control[b].cpu().numpy(), bool(inverted[b]))
+        assert np.abs(out[b].numpy() - ref).mean() < 1e-4
+        assert np.abs(out[b].numpy() - ref).max() < 0.05  # a near-vertical tangent is the worst case
+
+
+def test_bezier_on_the_diagonal_is_identity() -> None:
+    control = torch.tensor([[[0.2, 0.2], [0.7, 0.7]]])
+    x = torch.rand(1, 1, 8, 8, 8)
+    out = C.apply_bezier(x, control, torch.tensor([False]))
+    assert torch.allclose(out, x, atol=1e-4)
+
+
+def test_bezier_intensity_keeps_order_or_reverses_it() -> None:
+    x = _unique_batch(8, 1, (6, 6, 6))
+    out = C.bezier_intensity(x, 3)
+    for b in range(8):
+        order = x[b].flatten().argsort()
+        mapped = out[b].flatten()[order]
+        d = torch.diff(mapped)
+        assert (d >= -1e-6).all() or (d <= 1e-6).all()
+        assert 0.0 <= float(out[b].min()) and float(out[b].max()) <= 1.0
+
+
+def test_in_painting_covered_fraction_in_published_range() -> None:
+    spatial = (48, 48, 24)
+    x = torch.full((64, 1, *spatial), 2.0)  # outside the noise range, so changes are visible
+    out = C.in_painting(x, 0)
+    changed = out != 2.0
+    frac = changed.flatten(1).float().mean(1)
+    lo_side = [s // 6 for s in spatial]
+    hi_side = [s // 3 for s in spatial]
+    one_min = np.prod(lo_side) / np.prod(spatial)
+    five_max = 5 * np.prod(hi_side) / np.prod(spatial)
+    painted = frac > 0
+    assert (frac[painted] >= one_min - 1e-9).all() and (frac <= five_max + 1e-9).all()
+    assert 0.85 < painted.float().mean() <= 1.0  # P(no block) = 0.05
+    assert ((out[changed] >= 0.0) & (out[changed] < 1.0)).all()
+    # blocks keep a 3-voxel margin from the border
+    border = torch.ones(spatial, dtype=torch.bool)
+    border[3:-3, 3:-3, 3:-3] = False
+    assert not changed[:, 0][:, border].any()
+
+
+@pytest.mark.parametrize("spatial", [(42, 42, 28), (56, 49)])
+def test_out_painting_kept_fraction_in_published_range(spatial: tuple[int, ...]) -> None:
+    x = torch.full((64, 1, *spatial), 2.0)
+    out = C.out_painting(x, 1)
+    kept = (out == 2.0).flatten(1).float().mean(1)
+    smallest = np.prod([s - 4 * s // 7 for s in spatial]) / np.prod(spatial)
+    largest = np.prod([s - 3 * s // 7 for s in spatial]) / np.prod(spatial)
+    assert (kept >= smallest - 1e-9).all()
+    assert (kept <= min(1.0, 5 * largest) + 1e-9).all()
+    assert (kept < 1.0).all()
+    noise = out[out != 2.0]
+    assert ((noise >= 0.0) & (noise < 1.0)).all()
+
+
+def test_models_genesis_target_is_flipped_original() -> None:
+    x = _unique_batch(12, 1, (16, 16, 8))
+    corrupted, target = C.models_genesis(x, 5, n_blocks=500)
+    for b in range(12):
+        assert any(torch.equal(target[b], c) for c in _flips_of(x[b]))
+    assert not torch.equal(corrupted, target)
+
+
+def test_models_genesis_rates_per_sample() -> None:
+    # with painting certain and in-painting impossible, every sample is out-painted
+    x = torch.full((16, 1, 21, 21, 14), 0.5)
+    corrupted, _ = C.models_genesis(x, 0, paint_prob=1.0, inpaint_prob=0.0, nonlinear_prob=0.0, n_blocks=10)
+    noisy = (corrupted != 0.5).flatten(1).float().mean(1)
+    assert (noisy > 0.1).all()
+    corrupted, _ = C.models_genesis(x, 0, paint_prob=0.0, nonlinear_prob=0.0, local_shuffle_prob=0.0)
+    assert torch.equal(corrupted, x)
+
+
+# ------------------------------------------------------------------------------------------
+# MONAI-style coarse dropout / shuffle
+# ------------------------------------------------------------------------------------------
+
+
+def test_box_mask_strategies_agree() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for spatial in [(20, 17, 9), (31, 12)]:
+        batch, n_box = 3, 7
+        starts = torch.stack([torch.randint(0, s - 2, (batch, n_box), generator=gen) for s in spatial], -1)
+        ends = torch.minimum(starts + torch.randint(0, 9, starts.shape, generator=gen), torch.tensor(spatial))
+        active = torch.rand(batch, n_box, generator=gen) < 0.7
+        ref = torch.zeros(batch, *spatial, dtype=torch.bool)
+        for b, k in active.nonzero().tolist():
+            ref[(b, *[slice(int(s), int(e)) for s, e in zip(starts[b, k], ends[b, k])])] = True
+        for method in ("paint", "matmul"):
+            assert torch.equal(C._box_mask(spatial, starts, ends, active, method), ref)
+
+
+@pytest.mark.parametrize("dropout_holes", [True, False])
+def test_coarse_dropout_fraction(dropout_holes: bool) -> None:
+    spatial, holes, side = (32, 32, 32), 6, 8
+    x = torch.rand(64, 1, *spatial) + 1.0
+    out = C.coarse_dropout(x, 0, holes=holes, spatial_size=side, dropout_holes=dropout_holes, fill_value=0.0)
+    in_holes = (out == 0.0) if dropout_holes else (out != 0.0)
+    frac = in_holes.flatten(1).float().mean(1)
+    one = side**3 / np.prod(spatial)
+    assert (frac >= one - 1e-9).all() and (frac <= holes * one + 1e-9).all()
+    # exact expectation of the union of 6 holes with uniform starts in [0, 32 - 8]
+    starts = np.arange(32 - side + 1)
+    p_axis = np.array([((starts <= i) & (i < starts + side)).mean() for i in range(32)])
+    p_voxel = p_axis[:, None, None] * p_axis[None, :, None] * p_axis[None, None, :]
+    expected = float((1 - (1 - p_voxel) ** holes).mean())
+    assert abs(float(frac.mean()) - expected) < 0.1 * expected
+
+
+def test_coarse_dropout_matches_monai_statistics() -> None:
+    from monai.transforms import RandCoarseDropout
+
+    spatial = (24, 24, 24)
+    x = torch.rand(100, 1, *spatial) + 1.0
+    ours = (C.coarse_dropout(x, 0, holes=4, spatial_size=6, fill_value=0.0) == 0).flatten(1).float().mean(1)
+    monai = RandCoarseDropout(holes=4, spatial_size=6, fill_value=0.0, prob=1.0)
+    monai.set_random_state(0)
+    theirs = torch.tensor([float((monai(x[b]) == 0).float().mean()) for b in range(100)])
+    assert abs(float(ours.mean()) - float(theirs.mean())) < 0.1 * float(theirs.mean())
+
+
+def test_coarse_dropout_default_fill_in_sample_range() -> None:
+    x = torch.rand(4, 2, 16, 16, 16) * torch.tensor([1.0, 10.0, 100.0, 1000.0]).view(4, 1, 1, 1, 1)
+    out = C.coarse_dropout(x, 0, holes=3, spatial_size=6)
+    for b in range(4):
+        assert float(out[b].min()) >= float(x[b].min()) and float(out[b].max()) <= float(x[b].max())
+        assert not torch.equal(out[b], x[b])
+
+
+def test_coarse_shuffle_permutes_each_channel_within_holes() -> None:
+    x = _unique_batch(4, 1, (16, 16, 16)).repeat(1, 2, 1, 1, 1)  # identical channels
+    holes, side = 5, 4
+    out = C.coarse_shuffle(x, 0, holes=holes, spatial_size=side)
+    for b in range(4):
+        for c in range(2):
+            assert torch.equal(out[b, c].flatten().sort().values, x[b, c].flatten().sort().values)
+        moved = (out[b] != x[b]).flatten(1).sum(1)
+        assert (moved > 0).all() and (moved <= holes * side**3).all()
+    assert not torch.equal(out[:, 0], out[:, 1]), "channels must get their own permutations"
+
+
+def test_monai_ssl_view_corrupts_every_sample() -> None:
+    x = torch.rand(6, 1, 40, 40, 40) + 2.0
+    out = C.monai_ssl_view(x, 0)
+    assert all(not torch.equal(out[b], x[b]) for b in range(6))
+
+
+# ------------------------------------------------------------------------------------------
+# Swin UNETR
+# ------------------------------------------------------------------------------------------
+
+
+def test_swin_cutout_fraction_and_noise_range() -> None:
+    x = torch.full((48, 1, 32, 32, 32), 5.0)
+    out = C.swin_unetr_cutout(x, 0, paste=False)
+    frac = (out != 5.0).flatten(1).float().mean(1)
+    overshoot = (32 // 4) ** 3 / 32**3  # the last block may end past the target
+    assert (frac <= 0.3 + overshoot + 1e-9).all()
+    assert 0.05 < float(frac.mean()) < 0.2  # target ~ U(0, 0.3), union below the sum
+    noise = out[out != 5.0]
+    assert float(noise.min()) >= 0.0 and float(noise.max()) <= 1.0
+
+
+def test_swin_cutout_pastes_from_another_sample() -> None:
+    x = (10.0 + torch.arange(8.0)).view(8, 1, 1, 1, 1).expand(8, 1, 24, 24, 24).contiguous()
+    out = C.swin_unetr_cutout(x, 1)
+    pasted = 0
+    for b in range(8):
+        values = out[b].unique()
+        others = values[(values >= 10.0) & (values != 10.0 + b)]
+        assert torch.isin(others, 10.0 + torch.arange(8.0)).all()
+        pasted += others.numel() > 0
+    assert pasted > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_swin_unetr_augment_rotations_are_exact(device: str) -> None:
+    x = _unique_batch(8, 1, (12, 10, 10), device)
+    views = C.swin_unetr_augment(x, 0)
+    for target, labels in ((views.target1, views.rotation1), (views.target2, views.rotation2)):
+        assert labels.dtype == torch.int64 and ((labels >= 0) & (labels < 4)).all()
+        for b in range(8):
+            assert torch.equal(target[b], torch.rot90(x[b], int(labels[b]), (-2, -1)))
+    assert views.view1.shape == x.shape and not torch.equal(views.view1, views.target1)
+    # same generator state -> same rotation labels as calling random_rotation90 first
+    _, first = random_rotation90(x, (-2, -1), torch.Generator(device=device).manual_seed(0))
+    assert torch.equal(first, views.rotation1)
