@@ -74,7 +74,9 @@ def generators() -> dict[str, Callable[[torch.Tensor, torch.Generator], object]]
         "multi_crop (2 global + 8 local)": lambda x, g: V.multi_crop(
             x, 2, [s // 2 for s in x.shape[2:]], 8, [s // 4 for s in x.shape[2:]], generator=g
         ),
-        "overlapping_crop_pair (1/3 side)": lambda x, g: V.overlapping_crop_pair(x, [s // 3 for s in x.shape[2:]], 0.5, g),
+        "overlapping_crop_pair (1/3 side)": lambda x, g: V.overlapping_crop_pair(
+            x, [s // 3 for s in x.shape[2:]], 0.5, g
+        ),
         "voco crops (4x4 bases + 4 random)": lambda x, g: (
             V.base_crops_grid(x),
             V.random_crop_with_overlap_targets(x, 4, generator=g),
@@ -152,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             gen.manual_seed(args.seed)
             ms = time_call(lambda: fn(x, gen), device, args.repeats) / args.batch
             row(name, size_name, ms, REFERENCE_MS.get((name, size_name)))
-            del x
 
     if random_block_mask is not None and args.only in "mae mask (random_block_mask, batch 2)":
         gen.manual_seed(args.seed)

@@ -64,7 +64,8 @@ def software_versions() -> dict[str, str]:
 
     import monai_ssl_plugin
 
-    out = {"torch": torch.__version__, "monai": monai.__version__, "numpy": numpy.__version__,
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses
+    out = {"torch": str(torch.__version__), "monai": str(monai.__version__), "numpy": str(numpy.__version__),
            "monai_ssl_plugin": monai_ssl_plugin.__version__}
     try:
         from importlib.metadata import version

@@ -52,3 +52,15 @@ def test_safe_load_missing_and_truncated(tmp_path):
 def test_record_rejects_unknown_axis_order():
     with pytest.raises(PluginError, match="axis order"):
         CheckpointRecord("f", {}, 1, 3, "xyz", None, [], [32] * 3, "mae", {}, {}, [])
+
+
+def test_record_survives_weights_only_roundtrip(tmp_path):
+    from monai_ssl_plugin.backbones import create_backbone
+    from monai_ssl_plugin.checkpoint import build_record
+    from monai_ssl_plugin.pretext import create_pretext
+
+    backbone = create_backbone("nnunet_plain_tiny")
+    record = build_record(backbone, create_pretext("mae", backbone=backbone), {"axis_order": "nnunet"}, [32, 32, 32])
+    path = atomic_save({"record": record.to_dict()}, tmp_path / "r.pt")
+    back = CheckpointRecord.from_dict(safe_load(path)["record"])
+    assert back == record and back.pretrained_parts == ["stem", "encoder", "decoder"]

@@ -36,7 +36,8 @@ def json_kwargs(kwargs: dict[str, Any], network: str) -> dict[str, Any]:
         return json.loads(json.dumps(kwargs))
     except (TypeError, ValueError) as e:
         raise PluginError(f"{network} arguments must be plain values to be recorded in the checkpoint ({e}).",
-                          "Pass names and numbers (e.g. norm='batch', act=['relu', {'inplace': true}]), not classes.") from None
+                          "Pass names and numbers (e.g. norm='batch', act=['relu', {'inplace': True}]), "
+                          "not classes.") from None
 
 
 def build_network(cls: type, ctor: dict[str, Any]) -> Any:
@@ -48,7 +49,8 @@ def build_network(cls: type, ctor: dict[str, Any]) -> Any:
     if unknown:
         import monai
 
-        hint = " (SwinUNETR dropped img_size in MONAI 1.5: any multiple of 32 works)" if "img_size" in unknown else ""
+        hint = (" (SwinUNETR no longer takes img_size: any multiple of 32 works)"
+                if cls.__name__ == "SwinUNETR" and "img_size" in unknown else "")
         raise PluginError(f"{cls.__name__} in MONAI {monai.__version__} takes no argument {', '.join(unknown)}{hint}.",
                           f"Remove it; {cls.__name__} accepts: {', '.join(sorted(accepted))}.")
     return cls(**ctor)

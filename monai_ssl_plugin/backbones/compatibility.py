@@ -1,7 +1,7 @@
 """What each registered backbone can do, without building it: the rows of issue 3's compatibility matrix.
 
 ``compatibility("monai_swinunetr")`` → ``{"family": "monai.SwinUNETR", "global": True, "dense": True,
-"dims": [2, 3], "sparse_masking": True, "light_decoder": False, "input": "multiple of 32"}``:
+"dims": [2, 3], "sparse_masking": True, "light_decoder": False, "input": "multiple of patch_size**5 (32); …"}``:
 
 - ``global``: ``embed`` works, so instance-discrimination / joint-embedding pretexts apply (all do);
 - ``dense``: the network has its own decoder (``has_decoder``), so reconstruction pretexts train

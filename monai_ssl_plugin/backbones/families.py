@@ -1,4 +1,4 @@
-"""From a checkpoint record back to an adapter: ``backbone_from_record(record.backbone_family, record.backbone_kwargs)``.
+"""From a checkpoint record back to an adapter: ``backbone_from_record(family, backbone_kwargs)``.
 
 Every adapter's ``constructor`` is the keyword arguments of its own class (for the MONAI adapters,
 also those of the wrapped MONAI network), so the family string picks the class and the kwargs

@@ -87,9 +87,6 @@ class MonaiResNetBackbone(BackboneAdapter):
             features.append(x)
         return features
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x)[-1].flatten(2).mean(-1)  # = ResNet's adaptive average pool before fc
-
     def encoder_stages(self) -> list[nn.Module]:
         net = self.network
         return [net.layer1, net.layer2, net.layer3, net.layer4]
@@ -108,7 +105,7 @@ def _resnet(arch: str, in_channels: int, spatial_dims: int, kwargs: dict[str, An
 
 
 _CAPS = {"family": "monai.ResNet", "dense": False, "dims": [2, 3], "sparse_masking": True, "light_decoder": True,
-         "input": "any size (≥ 16 × conv1 stride per axis for a 1-voxel layer4)"}
+         "input": "any size"}
 
 
 @register_monai("monai_resnet10", **_CAPS)
@@ -125,7 +122,10 @@ def monai_resnet18(in_channels: int = 1, spatial_dims: int = 3, **kwargs: Any) -
 
 @register_monai("monai_resnet50", **_CAPS)
 def monai_resnet50(in_channels: int = 1, spatial_dims: int = 3, **kwargs: Any) -> MonaiResNetBackbone:
-    """MONAI ``resnet50`` (bottleneck [3,4,6,3]); the detection zoo adds ``conv1_t_stride=[2,2,1], conv1_t_size=[7,7,7]``."""
+    """MONAI ``resnet50`` (bottleneck [3,4,6,3]).
+
+    The detection zoo's backbone: add ``conv1_t_stride=[2, 2, 1], conv1_t_size=[7, 7, 7]``.
+    """
     return _resnet("resnet50", in_channels, spatial_dims, kwargs)
 
 
@@ -152,7 +152,8 @@ class LightDecoder(nn.Module):
         self.stem_stride = list(stem_stride) if stem_stride is not None else [1] * spatial_dims
         self.laterals = nn.ModuleList(conv(c, width, kernel_size=1) for c in feature_channels)
         self.smooth = nn.ModuleList(
-            nn.Sequential(conv(width, width, kernel_size=3, padding=1), norm(width, affine=True), nn.LeakyReLU(inplace=True))
+            nn.Sequential(conv(width, width, kernel_size=3, padding=1), norm(width, affine=True),
+                          nn.LeakyReLU(inplace=True))
             for _ in feature_channels[:-1])
         head = max(width // 4, 8)  # the full-resolution conv dominates the cost: keep it thin
         self.head = nn.Sequential(conv(width, head, kernel_size=3, padding=1), norm(head, affine=True),

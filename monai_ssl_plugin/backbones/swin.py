@@ -93,7 +93,7 @@ class MonaiSwinUNETRBackbone(BackboneAdapter):
 
 
 @register_monai("monai_swinunetr", family="monai.SwinUNETR", dense=True, dims=[2, 3], sparse_masking=True,
-                input="multiple of patch_size**5 (32)")
+                input="multiple of patch_size**5 (32); instance norm needs >1 bottleneck voxel")
 def monai_swinunetr(in_channels: int = 1, out_channels: int | None = None, feature_size: int = 24,
                     spatial_dims: int = 3, **kwargs: Any) -> MonaiSwinUNETRBackbone:
     """SwinUNETR (MONAI defaults: depths (2,2,2,2), heads (3,6,12,24), window 7); f=48 matches Tang et al."""

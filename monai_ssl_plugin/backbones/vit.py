@@ -220,7 +220,7 @@ def monai_vit(in_channels: int = 1, img_size: Sequence[int] | int = 96, spatial_
 @register_monai("monai_vit_small", **_VIT_CAPS)
 def monai_vit_small(in_channels: int = 1, img_size: Sequence[int] | int = 96, spatial_dims: int = 3,
                     **kwargs: Any) -> MonaiViTBackbone:
-    """ViT-Tiny width (192 hidden, 3 heads, MLP 768) with UNETR's 12 blocks: keys = ``monai_unetr_small``'s ``vit.*``."""
+    """ViT-Tiny width (192 hidden, 3 heads, MLP 768), UNETR's 12 blocks: the keys of ``monai_unetr_small``'s ``vit``."""
     return MonaiViTBackbone(in_channels, img_size, spatial_dims, **{**_SMALL, **kwargs})
 
 

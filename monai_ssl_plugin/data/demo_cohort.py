@@ -121,8 +121,9 @@ def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, sp
     ctrl = tuple(max(2, int(round(s * spacing / 30.0)) + 1) for s in shape)
     coarse = np.einsum("ij,j...->i...", to_norm, rng.normal(0.0, 2.0 / _TEMPLATE_SPACING, (3, *ctrl)))
     sample_grid = grid @ matrix + offset + _upsample(coarse, shape).permute(1, 2, 3, 0)
+    # ``templates`` in channels-last layout makes CPU grid_sample ~3x faster (one gather for all maps).
     t1, gm, wm = F.grid_sample(templates[None], sample_grid[None], mode="bilinear", padding_mode="zeros",
-                               align_corners=True)[0]
+                               align_corners=True)[0].contiguous()
 
     attrs: dict[str, Any] = {"head_scale": round(1.0 / scale, 4), "atrophy": bool(atrophy), "atrophy_strength": 0.0}
     if atrophy:  # thinner cortex: grey matter partly replaced by CSF, in the maps and in the image
@@ -207,9 +208,24 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
     # Template intensities of pure tissues, used to keep the image consistent with edited maps.
     tissue_means = {"gm": float(np.median(t1[gm > 0.7])),
                     "csf": float(np.median(t1[((gm + wm) < 0.2) & (t1 > 0.02)]))}
-    templates = torch.from_numpy(vols)
+    templates = torch.from_numpy(vols)[None].contiguous(memory_format=torch.channels_last_3d)[0]
     grid = base_grid(shape, float(spacing))
     attributes: dict[str, dict[str, Any]] = {}
+    # One thread: per-subject tensors are small, so extra threads mostly spin; measured on 2 cores
+    # it halves the CPU time and is faster in wall time too (restored afterwards).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _write_subjects(writer, templates, grid, center, out_affine, float(spacing), seed, tissue_means,
+                               attributes, n_labelled, n_unlabelled, n_test, atrophy_fraction, lesion_fraction)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_subjects(writer: RawDatasetWriter, templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray,
+                    out_affine: np.ndarray, spacing: float, seed: int, tissue_means: dict[str, float],
+                    attributes: dict[str, dict[str, Any]], n_labelled: int, n_unlabelled: int, n_test: int,
+                    atrophy_fraction: float, lesion_fraction: float) -> Path:
     with torch.no_grad(), writer:
         for split, count, prefix, code in (("train", n_labelled, "brain_", 0), ("unlabelled", n_unlabelled,
                                            "brain_u", 1), ("test", n_test, "brain_t", 2)):
@@ -218,8 +234,7 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
                 rng = np.random.default_rng([seed, code, i])
                 atrophy = bool(rng.random() < atrophy_fraction)
                 n_les = int(rng.integers(1, 4)) if rng.random() < lesion_fraction else 0
-                image, label, attrs = _subject(templates, grid, center, float(spacing), rng, atrophy, n_les,
-                                               tissue_means)
+                image, label, attrs = _subject(templates, grid, center, spacing, rng, atrophy, n_les, tissue_means)
                 case_id = f"{prefix}{i:03d}"
                 writer.add_case(split, case_id, image, None if split == "unlabelled" else label, affine=out_affine)
                 attributes[case_id] = {"split": split, **attrs}

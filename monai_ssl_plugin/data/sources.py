@@ -185,8 +185,9 @@ def _group_channels(folder: Path, file_ending: str, n_channels: int | None) -> d
     for case, chans in cases.items():
         if sorted(chans) != list(range(want)):
             missing = [f"{case}_{c:04d}{file_ending}" for c in range(want) if c not in chans]
-            raise PluginError(f"Case {case} in {folder} lacks channel files {missing[:3]} (found "
-                              f"{sorted(chans)}, expected 0..{want - 1}).",
+            problem = (f"lacks channel files {missing[:3]}" if missing else
+                       f"has channel files beyond the {want} channel(s) in dataset.json")
+            raise PluginError(f"Case {case} in {folder} {problem} (found {sorted(chans)}, expected 0..{want - 1}).",
                               "Add the missing files or remove the case; channels are numbered _0000, _0001, ...")
         out[case] = [chans[c] for c in range(want)]
     return out

@@ -243,7 +243,7 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
     bundle_run(config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
                logging_file=str(configs / "logging.conf"), bundle_root=str(root),
                dataset_dir=str(Path(dataset_dir).expanduser().resolve()), output_dir=str(output_dir),
-               resume=bool(resume), **ids)
+               resume=as_bool(resume), **ids)
     final = output_dir / "checkpoints" / "final.pt"
     if not final.is_file():
         raise PluginError(f"The run finished without writing {final}.", "Check the log above for the step that failed.")

@@ -36,7 +36,8 @@ def nnssl_adaptation_plan(record: CheckpointRecord, configuration: str = "3d_ful
     """
     if not record.backbone_family.startswith("nnunet."):
         raise PluginError(f"An nnssl adaptation plan describes nnU-Net networks; this checkpoint holds "
-                          f"{record.backbone_family}.", "Pretrain with an nnU-Net backbone (nnunet_* presets or plans).")
+                          f"{record.backbone_family}.",
+                          "Pretrain with an nnU-Net backbone (nnunet_* presets or plans).")
     ctor = record.backbone_kwargs
     prefixes = record.key_prefixes
     data = record.data or {}
@@ -52,7 +53,7 @@ def nnssl_adaptation_plan(record: CheckpointRecord, configuration: str = "3d_ful
     }
     pretrain_plan = {
         "dataset_name": data.get("dataset_name") or data.get("dataset") or data.get("name"),
-        "plans_name": data.get("plans_name"),
+        "plans_name": data.get("plans_name") or data.get("plans_identifier"),
         "original_median_spacing_after_transp": spacing,
         "original_median_shape_after_transp": None,
         "image_reader_writer": data.get("image_reader_writer"),

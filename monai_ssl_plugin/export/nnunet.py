@@ -262,7 +262,8 @@ def architecture_differences(a_class: str, a_kwargs: Mapping[str, Any], b_class:
     return out
 
 
-def architecture_mismatch_error(mismatch: str, what: str, fix: str, differences: list[str] | None = None) -> PluginError:
+def architecture_mismatch_error(mismatch: str, what: str, fix: str,
+                                differences: list[str] | None = None) -> PluginError:
     """The one-line error for an architecture mismatch (first layer, then up to three plan differences)."""
     extra = f" (architectures differ: {'; '.join(differences[:3])})" if differences else ""
     return PluginError(f"The pretrained architecture does not match {what}: first mismatching layer {mismatch}{extra}.",

@@ -65,6 +65,10 @@ class DetectionTrainer(Trainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         images, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        if targets is None:
+            raise ValueError("Detection training needs `box` and `label` in every item.")
+        det = engine.detector
+        targets = [{det.target_box_key: t["box"], det.target_label_key: t["label"]} for t in targets]
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: targets}
         engine.detector.train()
         engine.optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,9 @@ Run: ``python -m monai.bundle run --config_file "['configs/train.json','configs/
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +226,7 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
                   linear_probe: bool = False, pretrained_lr_mult: float = 1.0, normalization: str | None = "auto",
                   axis_order: str = "monai", on_axis_mismatch: str = "refuse", backbone_family: str | None = None,
                   source_axis_order: str | None = None, check: bool = True, overwrite: bool = False,
-                  log: Callable[[str], None] | None = print) -> OverlayPlan:
+                  overrides: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = print) -> OverlayPlan:
     """Write the SSL-init overlay for ``bundle`` (default ``<bundle>/configs/ssl_init.yaml``).
 
     Args:
@@ -235,6 +237,8 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
             skips the check; ``None`` only reports.
         pretrained_lr_mult: != 1 also writes ``optimizer#params`` as two groups (pretrained / new).
         check: build ``network_def`` and dry-run the load now.
+        overrides: config ids overridden on the ``monai.bundle run`` command line (e.g. ``{"widths": [8, 16, 32, 64]}``);
+            applied to the dry run and added to the printed command.
         overwrite: replace an existing overlay that this command did not write.
         other arguments: as in :class:`~.handler.SSLInitHandler`.
     """
@@ -257,8 +261,12 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
                           "Use param_groups() in the optimizer's params by hand (see docs/monai.md), or keep the multiplier at 1.")
     settings = dict(min_fraction=float(min_fraction), axis_order=axis_order, on_axis_mismatch=on_axis_mismatch,
                     normalization=norm, backbone_family=backbone_family, source_axis_order=source_axis_order)
-    checked = _dry_run(_parser(ConfigParser.load_config_files(str(cfg_path))), net_id, str(ssl_path), tgt, settings,
-                       log) if check else False
+    overrides = dict(overrides or {})
+    checked = False
+    if check:
+        dry = _parser(ConfigParser.load_config_files(str(cfg_path)))
+        dry.update(overrides)
+        checked = _dry_run(dry, net_id, str(ssl_path), tgt, settings, log)
 
     out = Path(output) if output else bundle / "configs" / "ssl_init.yaml"
     out = out if out.is_absolute() else bundle / out
@@ -288,6 +296,7 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
     rel_cfg = cfg_path.relative_to(bundle).as_posix() if cfg_path.is_relative_to(bundle) else str(cfg_path)
     rel_out = out.relative_to(bundle).as_posix() if out.is_relative_to(bundle) else str(out)
     extra = " --logging_file configs/logging.conf" if (bundle / "configs" / "logging.conf").is_file() else ""
+    extra += "".join(f" --{k} {shlex.quote(json.dumps(v) if not isinstance(v, str) else v)}" for k, v in overrides.items())
     command = (f"cd {bundle} && python -m monai.bundle run --config_file \"['{rel_cfg}','{rel_out}']\" "
                f"--meta_file configs/metadata.json{extra}")
     header = [
@@ -312,7 +321,8 @@ def monai_overlay(ssl: str, bundle: str, target: str = "auto", output: str | Non
                   linear_probe: bool = False, pretrained_lr_mult: float = 1.0, normalization: str | None = "auto",
                   axis_order: str = "monai", on_axis_mismatch: str = "refuse", min_fraction: float = 0.9,
                   backbone_family: str | None = None, source_axis_order: str | None = None,
-                  train_config: str | None = None, check: bool = True, overwrite: bool = False) -> str:
+                  train_config: str | None = None, check: bool = True, overwrite: bool = False,
+                  overrides: dict | None = None) -> str:
     """CLI entry (``monai-ssl monai-overlay --ssl CKPT_OR_SSL_BUNDLE --bundle BUNDLE_DIR [--target ...]``).
 
     Writes ``BUNDLE_DIR/configs/ssl_init.yaml`` and returns the text to print (where it went and the
@@ -322,7 +332,7 @@ def monai_overlay(ssl: str, bundle: str, target: str = "auto", output: str | Non
                          min_fraction=min_fraction, freeze_epochs=freeze_epochs, linear_probe=linear_probe,
                          pretrained_lr_mult=pretrained_lr_mult, normalization=normalization, axis_order=axis_order,
                          on_axis_mismatch=on_axis_mismatch, backbone_family=backbone_family,
-                         source_axis_order=source_axis_order, check=check, overwrite=overwrite)
+                         source_axis_order=source_axis_order, check=check, overwrite=overwrite, overrides=overrides)
     return (f"wrote {plan.path}\n  network `{plan.network_id}` ({plan.network_class}) -> SSL weights into {plan.target} "
             f"({plan.target_meaning}); handler appended via `{plan.handlers_key}`\n"
             f"train with:\n  {plan.command}")

@@ -62,8 +62,8 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
             "(assuming nnU-Net order); loading stem + encoder only.")
         return
     if record.axis_order != "nnunet":
-        raise PluginError(f"{weights.path} was pretrained on {record.axis_order}-ordered volumes (x, y, z), but nnU-Net "
-                          "feeds its network (z, y, x) volumes; the kernels would see transposed anatomy.",
+        raise PluginError(f"{weights.path} was pretrained on {record.axis_order}-ordered volumes (x, y, z), but "
+                          "nnU-Net feeds its network (z, y, x) volumes; the kernels would see transposed anatomy.",
                           "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet') and export again.")
     norm = list(normalization_schemes)
     if not record.normalization:
@@ -116,7 +116,8 @@ def _selector(prefixes: Sequence[str]) -> Callable[[str], bool]:
 
 def load_pretrained_into(network: nn.Module, path: Path, *, normalization_schemes: Sequence[str],
                          spacing: Sequence[float] | None, what: str, dataset_name: str, configuration: str,
-                         plans_architecture: dict | None = None, log: Callable[[str], None] = print) -> LoadReport:
+                         plans_architecture: dict | None = None, num_input_channels: int | None = None,
+                         log: Callable[[str], None] = print) -> LoadReport:
     """Check ``path`` against the plans and copy its pretrained parts into ``network``.
 
     Raises :class:`PluginError` (before any weight changes) on a contradicting record or when a
@@ -131,18 +132,24 @@ def load_pretrained_into(network: nn.Module, path: Path, *, normalization_scheme
     include = _selector(prefixes)
     mismatch = first_mismatch(weights.state, module.state_dict(), include=include, exclude=is_seg_layer)
     if mismatch is not None:
-        diffs = None
-        if weights.record is not None and plans_architecture is not None:
-            c = weights.record.backbone_kwargs
-            diffs = architecture_differences(c["arch_class_name"], c["arch_kwargs"],
-                                             plans_architecture["network_class_name"], plans_architecture["arch_kwargs"])
+        diffs: list[str] = []
+        record = weights.record
+        if record is not None and num_input_channels is not None and record.in_channels != num_input_channels:
+            diffs.append(f"input channels {record.in_channels} vs {num_input_channels}")
+        if record is not None and plans_architecture is not None:
+            c = record.backbone_kwargs
+            diffs += architecture_differences(c["arch_class_name"], c["arch_kwargs"],
+                                              plans_architecture["network_class_name"],
+                                              plans_architecture["arch_kwargs"])
         raise architecture_mismatch_error(mismatch, what, plans_fix(dataset_name, configuration), diffs)
     log(f"[monai-ssl] loading pretrained {' + '.join(parts)} from {path}")
     report = load_weights(module, weights.state, include=include, exclude=is_seg_layer, min_fraction=0.999,
                           strict_shapes=True, log=log)
     for line in report.details().splitlines()[1:]:
         log(f"[monai-ssl] {line.strip()}")
-    fresh = [k for k in module.state_dict() if not include(k) and not is_seg_layer(k)]
+    state = module.state_dict()
+    loaded = {state[k].data_ptr() for k in report.loaded}  # aliases (decoder.encoder.*) share the loaded tensors
+    fresh = [k for k, v in state.items() if not include(k) and not is_seg_layer(k) and v.data_ptr() not in loaded]
     log(f"[monai-ssl] pretrained {' + '.join(parts)}: {len(report.loaded)} tensors loaded, "
         f"{len(report.missing)} missing, {len(report.skipped_shape)} skipped; starting fresh: "
         f"{len(report.skipped_filtered)} seg-layer tensors" + (f" + {len(fresh)} others" if fresh else ""))

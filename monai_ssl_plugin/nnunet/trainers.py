@@ -51,7 +51,8 @@ def _env_number(name: str, default: float, kind: type) -> float:
     try:
         value = kind(float(raw)) if kind is int else kind(raw)
     except ValueError:
-        raise PluginError(f"{name}={raw!r} is not a number.", f"Set {name} to a {kind.__name__}, or unset it.") from None
+        raise PluginError(f"{name}={raw!r} is not a number.",
+                          f"Set {name} to a {kind.__name__}, or unset it.") from None
     if value < 0:
         raise PluginError(f"{name}={raw} is negative.", f"Set {name} to a positive {kind.__name__}.")
     return value
@@ -102,7 +103,8 @@ class nnUNetTrainerSSL(nnUNetTrainer):
             what=f"{pm.dataset_name} {pm.plans_name} {self.configuration_name} "
                  f"({self.num_input_channels} input channel(s))",
             dataset_name=pm.dataset_name, configuration=self.configuration_name,
-            plans_architecture=cm.configuration.get("architecture"), log=self.print_to_log_file)
+            plans_architecture=cm.configuration.get("architecture"), num_input_channels=self.num_input_channels,
+            log=self.print_to_log_file)
         return self.pretrained_report
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:

@@ -65,7 +65,10 @@ def uniform(
 
 
 def normal(
-    shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str, dtype: torch.dtype = torch.float32
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Standard normal samples of ``shape`` on ``device``."""
     z = torch.randn(tuple(shape), generator=generator, device=_draw_device(generator, device), dtype=dtype)
@@ -73,7 +76,11 @@ def normal(
 
 
 def integers(
-    low: int | Tensor, high: int | Tensor, shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str
+    low: int | Tensor,
+    high: int | Tensor,
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | str,
 ) -> Tensor:
     """Integers uniform in ``[low, high]`` (both inclusive, like ``random.randint``) as int64.
 
@@ -88,7 +95,9 @@ def integers(
     return low_t + torch.minimum((u * span).long(), span - 1)
 
 
-def bernoulli(p: float | Tensor, shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str) -> Tensor:
+def bernoulli(
+    p: float | Tensor, shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str
+) -> Tensor:
     """Boolean tensor of ``shape``, ``True`` with probability ``p``."""
     return uniform(shape, generator, device) < p
 
@@ -105,4 +114,4 @@ def random_bits(n: int, bits: int, generator: torch.Generator | None, device: to
     words = torch.randint(
         -(2**63), 2**63 - 1, ((n + 1) // 2,), generator=generator, device=dev, dtype=torch.int64
     )
-    return words.view(torch.int32)[:n].to(device) & ((1 << bits) - 1)
+    return words.view(torch.int32)[:n].to(device).bitwise_and_((1 << bits) - 1)

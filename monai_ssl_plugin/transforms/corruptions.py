@@ -86,7 +86,9 @@ def _samples_to_corrupt(
     return apply
 
 
-def _chain_active(n_max: int, continue_prob: float, batch: int, gen: torch.Generator | None, device: torch.device, first_always: bool) -> Tensor:
+def _chain_active(
+    n_max: int, continue_prob: float, batch: int, gen: torch.Generator | None, device: torch.device, first_always: bool
+) -> Tensor:
     """(B, n_max) bool: windows drawn by ``while count < n_max and random() < continue_prob``.
 
     The cumulative product turns the sequential "keep going" draws into one tensor op.
@@ -163,28 +165,39 @@ def _window_starts(
     return integers(low, high, sizes.shape, gen, sizes.device)
 
 
+def _region_index(region: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+    """Flat indices into a (B, C, *spatial) tensor of the voxels in ``region`` ((B, *spatial)
+    bool), for every channel: ``index`` (P, C) int64 and the sample of each voxel ``sample`` (P,)."""
+    n_vox = region[0].numel()
+    pos = region.reshape(-1).nonzero().squeeze(1)  # (P,) = sample * N + voxel
+    sample = pos // n_vox
+    index = (pos + sample * (channels - 1) * n_vox)[:, None] + torch.arange(channels, device=region.device) * n_vox
+    return index, sample
+
+
 def _fill(
     x: Tensor,
     region: Tensor,
     draw: Callable[[int], Tensor],
     low: float | Tensor = 0.0,
     high: float | Tensor = 1.0,
+    dense: bool | None = None,
 ) -> Tensor:
     """Copy of ``x`` with ``low + draw(n) * (high - low)`` written where ``region`` ((B, *spatial)
     bool, all channels); ``low``/``high`` may be (B,) per-sample bounds.
 
-    Small regions get values only for their voxels (indices from ``nonzero``); large regions
-    draw for the whole batch and select with ``torch.where``, which on CPU beats both
-    ``masked_scatter`` (it counts the mask in int64) and index writes.
+    Small regions (``dense=False``) get values only for their voxels (indices from ``nonzero``);
+    large ones draw for the whole batch and select with ``torch.where``, which on CPU beats both
+    ``masked_scatter`` (it counts the mask in int64) and index writes. ``None``: decide by count.
     """
-    batch, ch = x.shape[:2]
-    n_vox = region[0].numel()
+    batch = x.shape[0]
     per_sample = isinstance(low, Tensor) or isinstance(high, Tensor)
     if per_sample:
         low = torch.as_tensor(low, device=x.device, dtype=torch.float32).expand(batch)
         high = torch.as_tensor(high, device=x.device, dtype=torch.float32).expand(batch)
-    covered = int(torch.count_nonzero(region))
-    if 4 * covered > region.numel():
+    if dense is None:
+        dense = 4 * int(torch.count_nonzero(region)) > region.numel()
+    if dense:
         values = draw(x.numel()).view(x.shape)
         if per_sample:
             bshape = (-1,) + (1,) * (x.dim() - 1)
@@ -192,24 +205,27 @@ def _fill(
         elif low != 0.0 or high != 1.0:
             values.mul_(high - low).add_(low)
         return torch.where(region[:, None], values.to(x.dtype), x)
-    pos = region.reshape(-1).nonzero().squeeze(1)  # (P,) = sample * N + voxel
-    sample = pos // n_vox
-    index = (pos + sample * (ch - 1) * n_vox)[:, None] + torch.arange(ch, device=x.device) * n_vox  # (P, C)
-    values = draw(index.numel()).view(-1, ch)
+    index, sample = _region_index(region, x.shape[1])
+    values = draw(index.numel()).view(index.shape)
     if per_sample:
         values.mul_((high - low)[sample, None]).add_(low[sample, None])
     elif low != 0.0 or high != 1.0:
         values.mul_(high - low).add_(low)
-    out = x.clone()
+    out = x.clone(memory_format=torch.contiguous_format)
     out.view(-1)[index.view(-1)] = values.view(-1).to(x.dtype)
     return out
 
 
 def _fill_noise(
-    x: Tensor, region: Tensor, low: float | Tensor, high: float | Tensor, gen: torch.Generator | None
+    x: Tensor,
+    region: Tensor,
+    low: float | Tensor,
+    high: float | Tensor,
+    gen: torch.Generator | None,
+    dense: bool | None = None,
 ) -> Tensor:
     """Copy of ``x`` with uniform noise in ``[low, high)`` where ``region`` ((B, *spatial) bool)."""
-    return _fill(x, region, lambda n: uniform((n,), gen, x.device), low, high)
+    return _fill(x, region, lambda n: uniform((n,), gen, x.device), low, high, dense)
 
 
 def _drop_samples(region: Tensor, selected: Tensor) -> Tensor:
@@ -225,7 +241,7 @@ def _on_samples(x: Tensor, selected: Tensor, fn: Callable[[Tensor, Tensor], Tens
     """
     if bool(selected.all()):
         return fn(x, torch.arange(x.shape[0], device=x.device))
-    out = x.clone()
+    out = x.clone(memory_format=torch.contiguous_format)
     if bool(selected.any()):
         idx = selected.nonzero().squeeze(1)
         out[idx] = fn(x[idx], idx)
@@ -266,18 +282,33 @@ def random_flip(
     if y.shape[0] != x.shape[0] or tuple(y.shape[2:]) != spatial:
         raise ValueError("y must share the batch size and spatial shape of x")
     gen = resolve_generator(generator, x.device)
-    batch, dims = x.shape[0], len(spatial)
-    active = _chain_active(max_flips, prob, batch, gen, x.device, first_always=False)  # (B, F)
-    axes = integers(0, dims - 1, (batch, max_flips), gen, x.device)  # (B, F)
-    hits = (axes[..., None] == torch.arange(dims, device=x.device)) & active[..., None]  # (B, F, D)
-    parity = hits.sum(1) % 2 == 1  # (B, D)
-    x_out, y_out = x.clone(), y.clone()
-    for d in range(dims):
-        idx = parity[:, d].nonzero().squeeze(1)
-        if idx.numel():
-            x_out[idx] = x_out[idx].flip(2 + d)
-            y_out[idx] = y_out[idx].flip(2 + d)
-    return x_out, y_out
+    parity = _flip_parity(x.shape[0], len(spatial), prob, max_flips, gen, x.device)
+    x_out = _flip_samples(x, parity)
+    return x_out, (x_out.clone() if y is x else _flip_samples(y, parity))
+
+
+def _flip_parity(
+    batch: int, dims: int, prob: float, max_flips: int, gen: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """(B, D) bool: axes flipped an odd number of times by the Models Genesis flip loop."""
+    active = _chain_active(max_flips, prob, batch, gen, device, first_always=False)  # (B, F)
+    axes = integers(0, dims - 1, (batch, max_flips), gen, device)  # (B, F)
+    hits = (axes[..., None] == torch.arange(dims, device=device)) & active[..., None]  # (B, F, D)
+    return hits.sum(1) % 2 == 1
+
+
+def _flip_samples(x: Tensor, parity: Tensor) -> Tensor:
+    """Flip each sample of ``x`` along the spatial axes where ``parity`` ((B, D) bool) is set.
+    Samples are grouped by flip pattern (at most 2**D groups), one batched flip per group."""
+    dims = parity.shape[1]
+    code = (parity.long() << torch.arange(dims, device=parity.device)).sum(1)  # (B,) pattern id
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for pattern in code.unique().tolist():
+        idx = (code == pattern).nonzero().squeeze(1)
+        axes = [2 + d for d in range(dims) if pattern >> d & 1]
+        part = x.index_select(0, idx)
+        out.index_copy_(0, idx, part.flip(axes) if axes else part)
+    return out
 
 
 def _box_elements(
@@ -324,13 +355,18 @@ def _box_elements(
     return torch.cumsum(inc, 0, dtype=dtype), counts
 
 
-def _gather_voxels(x: Tensor, source: Tensor) -> Tensor:
+def _gather_voxels(x: Tensor, source: Tensor, out: Tensor | None = None) -> Tensor:
     """``out[b, :, v] = x[b', :, v']`` for ``source[b * N + v] = b' * N + v'`` (all channels move
-    together); ``source``: (B * N,) integer index over the flattened batch of N-voxel volumes."""
+    together); ``source``: (B * N,) integer index over the flattened batch of N-voxel volumes.
+    ``out`` (contiguous, shape of ``x``) receives the result without an extra copy."""
     if x.shape[1] == 1:
-        return x.reshape(-1).index_select(0, source).view(x.shape)
+        if out is None:
+            return x.reshape(-1).index_select(0, source).view(x.shape)
+        torch.index_select(x.reshape(-1), 0, source, out=out.view(-1))
+        return out
     rows = x.movedim(1, -1).reshape(-1, x.shape[1])  # (B * N, C): one row per voxel
-    return rows.index_select(0, source).view(x.shape[0], *x.shape[2:], x.shape[1]).movedim(-1, 1).contiguous()
+    result = rows.index_select(0, source).view(x.shape[0], *x.shape[2:], x.shape[1]).movedim(-1, 1)
+    return result.contiguous() if out is None else out.copy_(result)
 
 
 # Segment ids below 2**14 leave 17 random bits in an int32 sort key (radix sort, 4 byte passes).
@@ -347,16 +383,19 @@ def _segment_permutation(counts: Tensor, gen: torch.Generator | None) -> Tensor:
     n_el = int(counts.sum())
     dev = counts.device
     n_seg = counts.numel()
-    if n_seg <= _INT32_SEGMENTS:
-        seg = torch.repeat_interleave(torch.arange(n_seg, device=dev, dtype=torch.int32), counts, output_size=n_el)
-        keys = (seg << 17) | random_bits(n_el, 17, gen, dev)
+    if n_seg <= _INT32_SEGMENTS:  # int32 keys: half the memory traffic of the radix sort
+        seg = torch.arange(n_seg, device=dev, dtype=torch.int32) << 17
+        keys = torch.repeat_interleave(seg, counts, output_size=n_el)
+        keys |= random_bits(n_el, 17, gen, dev)
     else:
-        seg = torch.repeat_interleave(torch.arange(n_seg, device=dev), counts, output_size=n_el)
-        keys = (seg << 24) | random_bits(n_el, 24, gen, dev).long()
-    return torch.sort(keys, stable=True).indices
+        keys = torch.repeat_interleave(torch.arange(n_seg, device=dev) << 24, counts, output_size=n_el)
+        keys |= random_bits(n_el, 24, gen, dev)
+    return torch.argsort(keys, stable=True)
 
 
-def shuffle_boxes(x: Tensor, starts: Tensor, sizes: Tensor, generator: GeneratorLike = None) -> Tensor:
+def shuffle_boxes(
+    x: Tensor, starts: Tensor, sizes: Tensor, generator: GeneratorLike = None, *, out: Tensor | None = None
+) -> Tensor:
     """Shuffle the voxels inside given boxes, Models Genesis style (the core of
     :func:`local_pixel_shuffle`).
 
@@ -366,30 +405,36 @@ def shuffle_boxes(x: Tensor, starts: Tensor, sizes: Tensor, generator: Generator
     All channels of a voxel move together.
 
     Vectorised over all boxes of all samples as one ragged batch: a sort of random keys gives
-    every box its own permutation, ``scatter_reduce(amax)`` on the element index resolves overlaps
-    to the latest box, and one gather builds the output.
+    every box its own permutation, ``scatter_reduce`` on the element index resolves overlaps to
+    the latest box, and one gather builds the output.
 
     Args:
         x: (B, C, *spatial).
         starts, sizes: (B, K, D) int box corners and sides (boxes inside the volume, sides >= 1).
         generator: generator or seed.
+        out: optional contiguous (B, C, *spatial) tensor to write the result into.
 
     Returns:
-        (B, C, *spatial) copy with the boxes shuffled.
+        (B, C, *spatial) copy with the boxes shuffled (``out`` if given).
     """
     spatial = _spatial_shape(x)
     batch, n_box, dims = starts.shape
     dev = x.device
-    n_vox = math.prod(spatial)
+    n_vox = batch * math.prod(spatial)
     gen = resolve_generator(generator, dev)
-    dtype = torch.int32 if batch * n_vox < 2**31 else torch.int64
-    volume = torch.arange(batch, device=dev).repeat_interleave(n_box)
-    dest, counts = _box_elements(spatial, volume, starts.reshape(-1, dims).long(), sizes.reshape(-1, dims).long(), dtype)
-    src = dest.index_select(0, _segment_permutation(counts, gen))
-    last = torch.full((batch * n_vox,), -1, dtype=dtype, device=dev)  # latest element writing each voxel
-    last.scatter_reduce_(0, dest.long(), torch.arange(dest.numel(), device=dev, dtype=dtype), reduce="amax")
-    source = torch.where(last >= 0, src.index_select(0, last.clamp(min=0)), torch.arange(batch * n_vox, device=dev, dtype=dtype))
-    return _gather_voxels(x, source)
+    # Boxes enumerated latest first, so "latest box wins" = smallest element index (amin).
+    volume = torch.arange(batch, device=dev).repeat_interleave(n_box).flip(0)
+    dest, counts = _box_elements(
+        spatial, volume, starts.reshape(-1, dims).flip(0).long(), sizes.reshape(-1, dims).flip(0).long()
+    )
+    n_el = dest.numel()
+    # source[i] for i < M: the voxel element i reads; source[M + v] = v (untouched voxels)
+    source = torch.empty(n_el + n_vox, dtype=torch.int64, device=dev)
+    torch.index_select(dest, 0, _segment_permutation(counts, gen), out=source[:n_el])
+    torch.arange(n_vox, out=source[n_el:])
+    pick = torch.arange(n_el, n_el + n_vox, device=dev)  # default: the identity entry
+    pick.scatter_reduce_(0, dest, torch.arange(n_el, device=dev), reduce="amin")
+    return _gather_voxels(x, source.index_select(0, pick), out)
 
 
 def local_pixel_shuffle(
@@ -430,12 +475,20 @@ def local_pixel_shuffle(
     max_side = torch.tensor([max(1, int(s * max_block_frac)) for s in spatial], device=dev)
     sizes = integers(1, max_side, (batch, n_blocks, dims), gen, dev)
     starts = integers(0, torch.tensor(spatial, device=dev) - sizes, (batch, n_blocks, dims), gen, dev)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    skipped = (~selected).nonzero().squeeze(1)
+    if skipped.numel():
+        out.index_copy_(0, skipped, x.index_select(0, skipped))
     chosen = selected.nonzero().squeeze(1).tolist()
-    out = x.clone() if len(chosen) < batch else torch.empty_like(x)
     step = max(1, _INT32_SEGMENTS // max(1, n_blocks))
     for i in range(0, len(chosen), step):
-        idx = torch.tensor(chosen[i : i + step], device=dev)
-        out.index_copy_(0, idx, shuffle_boxes(x.index_select(0, idx), starts[idx], sizes[idx], gen))
+        part = chosen[i : i + step]
+        if len(part) == 1:  # the default: one sample, written straight into the output
+            b = part[0]
+            shuffle_boxes(x[b : b + 1], starts[b : b + 1], sizes[b : b + 1], gen, out=out[b : b + 1])
+        else:
+            idx = torch.tensor(part, device=dev)
+            out.index_copy_(0, idx, shuffle_boxes(x.index_select(0, idx), starts[idx], sizes[idx], gen))
     return out
 
 
@@ -579,7 +632,7 @@ def in_painting(
     sizes = integers(low, high, (batch, max_blocks, dims), gen, dev)
     starts = _window_starts(spatial, sizes, margin, gen)
     region = _box_mask(spatial, starts, starts + sizes, active)
-    return _fill_noise(x, region, noise_range[0], noise_range[1], gen)
+    return _fill_noise(x, region, noise_range[0], noise_range[1], gen, dense=False)  # <= 5/27 of the volume
 
 
 def out_painting(
@@ -627,7 +680,7 @@ def out_painting(
     sizes = (s - integers(cut_low, cut_high, (batch, max_windows, dims), gen, dev)).clamp(min=1)
     starts = _window_starts(spatial, sizes, margin, gen)
     region = _drop_samples(~_box_mask(spatial, starts, starts + sizes, active & selected[:, None]), selected)
-    return _fill_noise(x, region, noise_range[0], noise_range[1], gen)
+    return _fill_noise(x, region, noise_range[0], noise_range[1], gen, dense=bool(selected.any()))
 
 
 def models_genesis(
@@ -660,8 +713,9 @@ def models_genesis(
     _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
     batch = x.shape[0]
-    corrupted, target = random_flip(x, None, gen, prob=flip_prob)
-    corrupted = local_pixel_shuffle(corrupted, gen, prob=local_shuffle_prob, n_blocks=n_blocks)
+    target = _flip_samples(x, _flip_parity(batch, x.dim() - 2, flip_prob, 3, gen, x.device))
+    # every step below returns a new tensor, so the target is never aliased by the input
+    corrupted = local_pixel_shuffle(target, gen, prob=local_shuffle_prob, n_blocks=n_blocks)
     corrupted = bezier_intensity(corrupted, gen, prob=nonlinear_prob)
     paint = bernoulli(paint_prob, (batch,), gen, x.device)
     inpaint = bernoulli(inpaint_prob, (batch,), gen, x.device)
@@ -749,13 +803,11 @@ def coarse_dropout(
     """
     spatial = _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
-    batch, dims = x.shape[0], len(spatial)
-    selected = _samples_to_corrupt(prob, apply, batch, gen, x.device)
-    starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, x.device)
-    if dropout_holes:
-        region = _box_mask(spatial, starts, starts + sizes, active & selected[:, None])
-    else:
-        region = _drop_samples(~_box_mask(spatial, starts, starts + sizes, active & selected[:, None]), selected)
+    batch, dev = x.shape[0], x.device
+    selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
+    starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
+    in_holes = _box_mask(spatial, starts, starts + sizes, active & selected[:, None])
+    region = in_holes if dropout_holes else _drop_samples(~in_holes, selected)
     if fill_value is None:
         low, high = torch.aminmax(x.reshape(batch, -1), dim=1)
         return _fill_noise(x, region, low.float(), high.float(), gen)
@@ -796,15 +848,22 @@ def coarse_shuffle(
     """
     spatial = _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
-    batch, ch, dims, dev = x.shape[0], x.shape[1], len(spatial), x.device
+    batch, dev = x.shape[0], x.device
     selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
     starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
-    active = active & selected[:, None]
-    # Holes are shared by the channels of a sample; each (sample, channel) volume gets its own
-    # permutation. Shuffling the current image hole after hole keeps MONAI's semantics.
-    out = x.clone()
+    out = x.clone(memory_format=torch.contiguous_format)
+    _shuffle_holes_(out, starts, sizes, active & selected[:, None], gen)
+    return out
+
+
+def _shuffle_holes_(out: Tensor, starts: Tensor, sizes: Tensor, active: Tensor, gen: torch.Generator | None) -> None:
+    """Shuffle boxes of ``out`` in place, hole index after hole index, every channel with its own
+    permutation (MONAI ``RandCoarseShuffle`` semantics). ``starts``/``sizes``: (B, K, D);
+    ``active``: (B, K)."""
+    batch, ch = out.shape[:2]
+    spatial = out.shape[2:]
     flat = out.view(-1)
-    vol = torch.arange(batch * ch, device=dev)
+    vol = torch.arange(batch * ch, device=out.device)  # one single-channel volume per (sample, channel)
     for k in range(starts.shape[1]):
         use = active[:, k].repeat_interleave(ch)  # (B*C,)
         if not bool(use.any()):
@@ -815,8 +874,8 @@ def coarse_shuffle(
             starts[:, k].repeat_interleave(ch, 0)[use],
             sizes[:, k].repeat_interleave(ch, 0)[use],
         )
+        # the right-hand side is gathered before the write: a true permutation of the hole
         flat[dest] = flat[dest[_segment_permutation(counts, gen)]]
-    return out
 
 
 def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
@@ -833,12 +892,21 @@ def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
     Returns:
         (B, C, *spatial) corrupted view.
     """
-    _spatial_shape(x)
+    spatial = _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
-    use_in = bernoulli(0.5, (x.shape[0],), gen, x.device)
-    out = coarse_dropout(x, gen, holes=6, spatial_size=5, max_spatial_size=32, dropout_holes=True, apply=use_in)
-    out = coarse_dropout(out, gen, holes=6, spatial_size=20, max_spatial_size=64, dropout_holes=False, apply=~use_in)
-    return coarse_shuffle(out, gen, holes=10, spatial_size=8, prob=0.8)
+    batch, dev = x.shape[0], x.device
+    use_in = bernoulli(0.5, (batch,), gen, dev)
+    # The two dropout branches touch disjoint samples: build one region and fill once.
+    s_in, z_in, a_in = _coarse_holes(spatial, batch, 6, 5, None, 32, gen, dev)
+    s_out, z_out, a_out = _coarse_holes(spatial, batch, 6, 20, None, 64, gen, dev)
+    region = _box_mask(spatial, s_in, s_in + z_in, a_in & use_in[:, None])
+    region |= _drop_samples(~_box_mask(spatial, s_out, s_out + z_out, a_out & ~use_in[:, None]), ~use_in)
+    low, high = torch.aminmax(x.reshape(batch, -1), dim=1)
+    out = _fill_noise(x, region, low.float(), high.float(), gen, dense=bool((~use_in).any()))
+    shuffled = bernoulli(0.8, (batch,), gen, dev)
+    s_sh, z_sh, a_sh = _coarse_holes(spatial, batch, 10, 8, None, None, gen, dev)
+    _shuffle_holes_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -927,13 +995,18 @@ def swin_unetr_cutout(
             noise.sub_(low).div_((high - low).clamp(min=1e-12))
         return noise
 
-    out = _fill(x, region, scaled_normal)
+    out = _fill(x, region, scaled_normal, dense=False)  # at most ~30 % of the volume
     if not paste:
         return out
     partner = integers(0, batch - 1, (batch,), gen, dev)
     region = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-    region = region & (partner != torch.arange(batch, device=dev)).view(-1, *([1] * len(spatial)))
-    return torch.where(region[:, None], out.index_select(0, partner), out)
+    region = _drop_samples(region, partner != torch.arange(batch, device=dev))
+    index, sample = _region_index(region, x.shape[1])
+    # same voxel, partner's sample: shift the flat index by the sample offset
+    source = index + ((partner[sample] - sample) * out[0].numel())[:, None]
+    flat = out.view(-1)
+    flat[index.view(-1)] = flat[source.view(-1)]  # gathered before written: pastes round-1 values
+    return out
 
 
 class SwinUNETRViews(NamedTuple):

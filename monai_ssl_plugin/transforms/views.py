@@ -83,10 +83,10 @@ def random_rotation90(
     if len(dims) != 2 or dims[0] == dims[1] or min(dims) < 2:
         raise ValueError(f"plane must be two distinct spatial dims of x, got {plane}")
     if x.shape[dims[0]] != x.shape[dims[1]]:
-        raise ValueError(f"90-degree rotations need a square plane, got sizes {x.shape[dims[0]]} and {x.shape[dims[1]]}")
+        raise ValueError(f"90-degree rotations need a square plane, got {x.shape[dims[0]]} x {x.shape[dims[1]]}")
     gen = resolve_generator(generator, x.device)
     labels = integers(0, 3, (x.shape[0],), gen, x.device)
-    out = torch.empty_like(x)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for k in range(4):  # four class groups, each one batched rot90
         idx = (labels == k).nonzero().squeeze(1)
         if idx.numel():

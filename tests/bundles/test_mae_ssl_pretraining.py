@@ -1,8 +1,8 @@
 """The MAE bundle end to end on tiny synthetic data: `python -m monai.bundle run`, then a resume via `pretrain()`."""
 
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +40,8 @@ def test_bundle_run_lowers_the_loss_and_resumes(dataset, tmp_path):
             "--dataset_dir", str(dataset), "--output_dir", str(out), "--train#trainer#max_epochs", "1"]
     for key, value in FAST.items():
         args += [f"--{key}", str(value).replace(" ", "")]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)  # any cwd works
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)  # any cwd works
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     first = safe_load(out / "checkpoints" / "final.pt")
     assert set(CHECKPOINT_KEYS) <= set(first) and first["engine"]["iteration"] == 8
@@ -50,6 +51,7 @@ def test_bundle_run_lowers_the_loss_and_resumes(dataset, tmp_path):
     assert record["data"]["kind"] == "nnunet_raw" and record["steps"] == 8
 
     # the same run continued in-process for 8 more iterations (what `monai-ssl pretrain --resume` does)
+    torch.set_num_threads(1)
     final = pretrain("mae_ssl_pretraining", dataset, out, resume=True, **{"train#trainer#max_epochs": 2}, **FAST)
     assert final == out / "checkpoints" / "final.pt"
     state = safe_load(final)

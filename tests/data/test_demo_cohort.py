@@ -13,12 +13,10 @@ from monai_ssl_plugin.data.sources import open_source
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny volumes: threads cost more than they give
-    try:
-        return make_demo_dataset(tmp_path_factory.mktemp("demo_raw"), n_labelled=2, n_unlabelled=2, n_test=1,
-                                 spacing=4.0, seed=3, atrophy_fraction=0.5, lesion_fraction=1.0)
-    finally:
-        torch.set_num_threads(threads)
+    out = make_demo_dataset(tmp_path_factory.mktemp("demo_raw"), n_labelled=2, n_unlabelled=2, n_test=1,
+                            spacing=4.0, seed=3, atrophy_fraction=0.5, lesion_fraction=1.0)
+    assert torch.get_num_threads() == threads  # the generator runs single-threaded and restores this
+    return out
 
 
 def test_layout_shape_and_labels(tiny_cohort: Path):

@@ -1,6 +1,7 @@
 """The real nnU-Net pipeline on our synthetic data: planning accepts it, our sources read its output."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ def test_preprocessed_source_by_path_id_and_data_folder(preprocessed_nnunet_env,
     assert info["configuration"] == "3d_fullres" and info["dataset_name"] == "Dataset991_SyntheticCT"
     assert info["plans_file"] == str(folder / "nnUNetPlans.json") and info["in_channels"] == 1
     assert src.case_ids == [f"case_{i:03d}" for i in range(5)]
+    json.dumps(info)
     vol = src.load(0)
     assert vol.dtype == np.float32 and vol.shape == (1, 24, 32, 32)
     assert open_source(991).case_ids == src.case_ids
@@ -52,3 +54,6 @@ def test_raw_with_plans_equals_nnunet_preprocessing(preprocessed_nnunet_env):
         np.testing.assert_allclose(raw.load(raw.case_ids.index(case)), pre.load(pre.case_ids.index(case)),
                                    atol=1e-5)
     assert raw.load(raw.case_ids.index("unlabelled_001")).shape == (1, 24, 32, 32)
+    for src in (raw, pre):  # DataLoader workers started with "spawn" receive the source pickled
+        clone = pickle.loads(pickle.dumps(src))
+        np.testing.assert_array_equal(clone.load(1), src.load(1))

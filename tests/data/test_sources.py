@@ -66,6 +66,7 @@ def test_raw_dataset_cases_and_test_split(synthetic_raw_dataset: Path):
     i = src.case_ids.index("unlabelled_001")
     raw = nib.load(synthetic_raw_dataset / "imagesUnlabelled/unlabelled_001_0000.nii.gz").get_fdata()
     np.testing.assert_allclose(src.load(i)[0], _zscore(raw.transpose(2, 1, 0)), atol=1e-5)
+    json.dumps(src.info)  # plain types: it goes into checkpoints
     with_test = open_source(synthetic_raw_dataset, include_test=True)
     assert len(with_test) == 9 and "test_001" in with_test.case_ids
 

@@ -85,7 +85,8 @@ def test_export_to_dataset_goes_to_conventional_place(tmp_path: Path, preprocess
                              r"0\): checkpoint 8 out / 1 in channels, kernel 3x3x3 vs network 8 out / 1 in channels, "
                              r"kernel 1x3x3"),
     (dict(features=(8, 16, 32, 64)), r"first mismatching layer encoder\.stages\.3\.0\.convs\.0\.conv\.weight "
-                                     r"\(encoder stage 3\) is in the network but not in the checkpoint.*n_stages 3 vs 4"),
+                                     r"\(encoder stage 3\) is in the network but not in the checkpoint"
+                                     r".*n_stages 3 vs 4"),
 ])
 def test_export_into_dataset_with_other_plans_names_first_mismatching_layer(tmp_path: Path, preprocessed: Path,
                                                                           variant: dict, expected: str):

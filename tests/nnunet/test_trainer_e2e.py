@@ -110,7 +110,8 @@ def pipeline(module_nnunet_env: dict[str, str], tmp_path_factory: pytest.TempPat
     t = time.time()
     predictions = work / "predictions"
     run_nnunet(["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", predictions, "-d", DATASET_ID, "-c", CONFIGURATION,
-                "-f", "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"],
+                "-f", "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1",
+                "--disable_progress_bar"],
                env, log)
     times["predict"] = time.time() - t
     print("e2e timings (s):", {k: round(v, 1) for k, v in times.items()})

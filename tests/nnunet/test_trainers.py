@@ -67,8 +67,9 @@ def test_encoder_only_record_loads_stem_and_encoder(tmp_path: Path, dataset, mon
     trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
     trainer.initialize()
     state = trainer.network.state_dict()
-    assert torch.equal(state["encoder.stages.1.0.convs.0.conv.weight"], data["network"]["encoder.stages.1.0.convs.0.conv.weight"])
-    assert not torch.equal(state["decoder.stages.0.convs.0.conv.weight"], data["network"]["decoder.stages.0.convs.0.conv.weight"])
+    enc, dec = "encoder.stages.1.0.convs.0.conv.weight", "decoder.stages.0.convs.0.conv.weight"
+    assert torch.equal(state[enc], data["network"][enc])
+    assert not torch.equal(state[dec], data["network"][dec])  # the decoder starts fresh
     assert all(k.startswith(("encoder.", "decoder.encoder.")) for k in trainer.pretrained_report.loaded)
 
 
@@ -94,6 +95,19 @@ def test_architecture_mismatch_is_refused_naming_first_layer(tmp_path: Path, dat
     assert "\n" not in str(err.value)
 
 
+def test_more_input_channels_downstream_is_refused_at_the_stem(tmp_path: Path, nnunet_env,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    plans = tiny_plans()
+    folder = write_preprocessed_dataset(Path(nnunet_env["nnUNet_preprocessed"]), plans, n_channels=2)
+    one_channel = write_checkpoint(tmp_path / "c1.pt", NnUNetBackbone.from_plans(plans))
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(one_channel))
+    trainer = make_trainer(nnUNetTrainerSSL_short, (plans, json.loads((folder / "dataset.json").read_text())))
+    with pytest.raises(PluginError, match=r"encoder\.stages\.0\.0\.convs\.0\.conv\.weight \(encoder stage 0\): "
+                                          r"checkpoint 8 out / 1 in channels.*vs network 8 out / 2 in channels"
+                                          r".*input channels 1 vs 2"):
+        trainer.initialize()
+
+
 def test_axis_order_and_normalisation_are_checked(tmp_path: Path, dataset, monkeypatch: pytest.MonkeyPatch):
     plans, _ = dataset
     backbone = NnUNetBackbone.from_plans(plans)
@@ -102,9 +116,11 @@ def test_axis_order_and_normalisation_are_checked(tmp_path: Path, dataset, monke
     with pytest.raises(PluginError, match=r"monai-ordered volumes \(x, y, z\)"):
         make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
 
-    ct = export_nnunet(write_checkpoint(tmp_path / "ct.pt", backbone, normalization="CTNormalization"), tmp_path / "ct.pth")
+    ct = export_nnunet(write_checkpoint(tmp_path / "ct.pt", backbone, normalization="CTNormalization"),
+                       tmp_path / "ct.pth")
     monkeypatch.setenv("nnUNet_SSL_pretrained", str(ct))
-    with pytest.raises(PluginError, match=r"normalisation \['CTNormalization'\], the plans use \['ZScoreNormalization'\]"):
+    with pytest.raises(PluginError, match=r"normalisation \['CTNormalization'\], the plans use "
+                                          r"\['ZScoreNormalization'\]"):
         make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
     monkeypatch.setenv("nnUNet_SSL_allow_normalization_mismatch", "1")
     trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
@@ -138,9 +154,8 @@ def test_scratch_twin_shares_schedule_and_loads_nothing(dataset):
     scratch.initialize()  # no pretrained file anywhere: fine for the scratch twin
     assert scratch.pretrained_report is None
     assert (ssl.initial_lr, scratch.initial_lr) == (1e-3, 1e-2)
-    for attr in ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "warmup_epochs", "save_every"):
-        assert getattr(ssl, attr) == getattr(scratch, attr), attr
-    assert (ssl.num_epochs, ssl.num_iterations_per_epoch, ssl.num_val_iterations_per_epoch, ssl.warmup_epochs) == (2, 4, 2, 1)
+    numbers = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "warmup_epochs", "save_every")
+    assert [getattr(ssl, a) for a in numbers] == [getattr(scratch, a) for a in numbers] == [2, 4, 2, 1, 1]
     assert isinstance(scratch.lr_scheduler, WarmupPolyLRScheduler)
 
 

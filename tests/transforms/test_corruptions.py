@@ -85,6 +85,15 @@ def test_shapes_reproducible_and_pure(name: str, shape: tuple[int, ...], device:
     assert any(not torch.equal(a, c) for a, c in zip(first, other)), "different seeds gave identical output"
 
 
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_non_contiguous_input_gives_the_same_result(name: str) -> None:
+    x = _unique_batch(2, 12, (10, 3, 2)).movedim(-1, 1)  # (2, 2, 12, 10, 3), channels last in memory
+    assert not x.is_contiguous()
+    fn = GENERATORS[name]
+    for a, b in zip(_as_tuple(fn(x, 4)), _as_tuple(fn(x.contiguous(), 4))):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["local_pixel_shuffle", "bezier_intensity", "in_painting", "coarse_shuffle"])
 def test_prob_zero_is_identity(name: str) -> None:
     x = _unique_batch(3, 1, (16, 16, 8))
@@ -343,10 +352,14 @@ def test_coarse_shuffle_permutes_each_channel_within_holes() -> None:
     assert not torch.equal(out[:, 0], out[:, 1]), "channels must get their own permutations"
 
 
-def test_monai_ssl_view_corrupts_every_sample() -> None:
-    x = torch.rand(6, 1, 40, 40, 40) + 2.0
+def test_monai_ssl_view_corrupts_samples_within_their_range() -> None:
+    x = torch.rand(8, 1, 48, 48, 48) + 2.0
     out = C.monai_ssl_view(x, 0)
-    assert all(not torch.equal(out[b], x[b]) for b in range(6))
+    # out-painting holes of side 20-64 can, rarely, cover a small volume entirely
+    assert sum(not torch.equal(out[b], x[b]) for b in range(8)) >= 7
+    assert float(out.min()) >= float(x.min()) and float(out.max()) <= float(x.max())
+    changed = (out != x).flatten(1).float().mean(1)
+    assert (changed < 1.0).all()
 
 
 # ------------------------------------------------------------------------------------------
