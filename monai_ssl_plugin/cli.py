@@ -37,6 +37,18 @@ class Commands:
                                       shape=(size,) * 3, modality=modality, n_channels=n_channels, seed=seed)
         print(f"wrote {path}")
 
+    def check_data(self, path: str, configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans",
+                   plans: str | None = None, include_test: bool = True):
+        """Check a dataset before a long run: unreadable files, NaN/Inf, empty volumes, wrong dimensionality."""
+        from monai_ssl_plugin.data import check_data
+
+        problems = check_data(path, configuration, plans_identifier, plans=plans, include_test=include_test)
+        for p in problems:
+            print(p)
+        if problems:
+            sys.exit(1)
+        print(f"{path}: no problems found")
+
     def pretrain(self, dataset_dir: str, output_dir: str, bundle: str = "mae_ssl_pretraining", resume: bool = False,
                  **overrides):
         """Run a pretraining bundle (same as `python -m monai.bundle run`); extra --key value pairs override config ids."""

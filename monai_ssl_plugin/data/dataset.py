@@ -25,8 +25,8 @@ from monai_ssl_plugin.errors import PluginError
 def pad_to(volume: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Zero-pad the spatial axes of (C, *spatial) symmetrically up to at least ``size``.
 
-    Zero is the mean of a z-scored volume, so padding after normalisation adds no fake edge
-    intensity (CT-normalised volumes are near zero in soft tissue, too).
+    Padding happens after normalisation with 0, as nnU-Net's own data loader pads: 0 is the mean
+    of a z-scored volume, so no artificial bright or dark border appears.
     """
     pads = [(0, 0)] + [((max(0, p - s)) // 2, max(0, p - s) - max(0, p - s) // 2)
                        for s, p in zip(volume.shape[1:], size)]

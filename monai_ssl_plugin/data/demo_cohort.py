@@ -210,25 +210,25 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
                     "csf": float(np.median(t1[((gm + wm) < 0.2) & (t1 > 0.02)]))}
     templates = torch.from_numpy(vols)[None].contiguous(memory_format=torch.channels_last_3d)[0]
     grid = base_grid(shape, float(spacing))
-    attributes: dict[str, dict[str, Any]] = {}
     # One thread: per-subject tensors are small, so extra threads mostly spin; measured on 2 cores
     # it halves the CPU time and is faster in wall time too (restored afterwards).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         return _write_subjects(writer, templates, grid, center, out_affine, float(spacing), seed, tissue_means,
-                               attributes, n_labelled, n_unlabelled, n_test, atrophy_fraction, lesion_fraction)
+                               (n_labelled, n_unlabelled, n_test), atrophy_fraction, lesion_fraction)
     finally:
         torch.set_num_threads(threads)
 
 
 def _write_subjects(writer: RawDatasetWriter, templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray,
                     out_affine: np.ndarray, spacing: float, seed: int, tissue_means: dict[str, float],
-                    attributes: dict[str, dict[str, Any]], n_labelled: int, n_unlabelled: int, n_test: int,
-                    atrophy_fraction: float, lesion_fraction: float) -> Path:
+                    counts: tuple[int, int, int], atrophy_fraction: float, lesion_fraction: float) -> Path:
+    """Generate and write every subject (train, unlabelled, test), then attributes.json; commit."""
+    attributes: dict[str, dict[str, Any]] = {}
+    splits = (("train", "brain_", 0), ("unlabelled", "brain_u", 1), ("test", "brain_t", 2))
     with torch.no_grad(), writer:
-        for split, count, prefix, code in (("train", n_labelled, "brain_", 0), ("unlabelled", n_unlabelled,
-                                           "brain_u", 1), ("test", n_test, "brain_t", 2)):
+        for (split, prefix, code), count in zip(splits, counts):
             for i in range(count):
                 # One stream per (seed, split, subject): adding subjects never changes the others.
                 rng = np.random.default_rng([seed, code, i])

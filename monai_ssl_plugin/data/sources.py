@@ -484,8 +484,15 @@ def _dataset_id(folder: Path) -> str:
     return str(int(m[1])) if m else "ID"
 
 
-def _resolve_dataset(name_or_id: str) -> Path:
-    """``"990"``, ``990`` or ``"Dataset990_Synthetic"`` -> the folder in ``$nnUNet_preprocessed``."""
+def preprocessed_dataset_dir(name_or_id: str | int) -> Path:
+    """``"990"``, ``990`` or ``"Dataset990_Synthetic"`` -> the folder in ``$nnUNet_preprocessed``.
+
+    The one resolver of nnU-Net dataset ids in the plugin (export and plans variants use it too).
+    """
+    name_or_id = str(name_or_id)
+    if not (name_or_id.startswith("Dataset") or name_or_id.isdigit()):
+        raise PluginError(f"{name_or_id!r} is neither a dataset id nor a DatasetXXX_Name.",
+                          "Pass the number (e.g. 501) or the full name (e.g. Dataset501_MNIBrainTissue).")
     root = os.environ.get("nnUNet_preprocessed")
     if not root:
         raise PluginError(f"Cannot resolve dataset {name_or_id!r}: $nnUNet_preprocessed is not set.",
@@ -526,7 +533,7 @@ def open_source(path: str | int | os.PathLike, configuration: str = "3d_fullres"
     text = os.fspath(path) if not isinstance(path, int) else str(path)
     p = Path(text).expanduser()
     if not p.exists() and (re.fullmatch(r"\d{1,3}", text) or re.fullmatch(r"Dataset\d{3}_[\w-]+", text)):
-        p = _resolve_dataset(text)
+        p = preprocessed_dataset_dir(text)
     if not p.exists():
         raise PluginError(f"Data path {p} does not exist.",
                           "Check the path, or give an nnU-Net dataset id/name with $nnUNet_preprocessed set.")

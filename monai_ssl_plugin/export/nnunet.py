@@ -151,14 +151,9 @@ def dataset_target(dataset: int | str, configuration: str = "3d_fullres",
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from monai_ssl_plugin.backbones.nnunet import load_plans, resolve_configuration
-    # one implementation of "dataset id or name -> preprocessed folder" (lazy: nnunet/ sits above export/)
-    from monai_ssl_plugin.nnunet.plans import preprocessed_dataset_dir
+    from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
 
-    try:
-        folder = preprocessed_dataset_dir(dataset)
-    except ValueError:  # nnU-Net's id parser: neither "DatasetXXX_Name" nor an integer
-        raise PluginError(f"{dataset!r} is neither a dataset id nor a DatasetXXX_Name.",
-                          "Pass the number (e.g. 901) or the full name (e.g. Dataset901_Tiny).") from None
+    folder = preprocessed_dataset_dir(dataset)
     plans = load_plans(folder / f"{plans_identifier}.json")
     conf = resolve_configuration(plans, configuration)
     ds_file = folder / "dataset.json"

@@ -95,15 +95,16 @@ class DetectionTrainer(Trainer):
 
 @torch.no_grad()
 def predict_boxes(detector: torch.nn.Module, dataloader: Iterable, output_file: str | Path,
-                  device: str | torch.device = "cpu") -> Path:
+                  device: str | torch.device = "cpu", use_inferer: bool = False) -> Path:
     """Run ``detector`` (eval mode) over ``dataloader`` and write ``{"predictions": [{"image", "box", "label",
-    "score"}]}`` (boxes in the detector's standard mode, image coordinates) to ``output_file``."""
+    "score"}]}`` (boxes in the detector's standard mode, image coordinates) to ``output_file``.
+    ``use_inferer``: run through the detector's sliding-window inferer (``detector.inferer``)."""
     detector.eval()
     rows = []
     for batch in dataloader:
         items = _flatten(batch)
         images = [torch.as_tensor(d["image"]).to(device) for d in items]
-        outputs = detector(images, use_inferer=False)
+        outputs = detector(images, use_inferer=use_inferer)
         for d, out in zip(items, outputs):
             meta = getattr(d["image"], "meta", {}) or {}
             rows.append({"image": str(meta.get("filename_or_obj", "")),

@@ -12,31 +12,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from monai_ssl_plugin.backbones.nnunet import load_plans, resolve_configuration
 from monai_ssl_plugin.checkpoint import atomic_write_text
+from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
 from monai_ssl_plugin.errors import PluginError
-
-
-def preprocessed_dataset_dir(dataset: str | int) -> Path:
-    """``$nnUNet_preprocessed/DatasetXXX_Name`` for a dataset id or name."""
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise PluginError("nnUNet_preprocessed is not set.", "export nnUNet_preprocessed=/path/to/nnUNet_preprocessed")
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except RuntimeError:
-        raise PluginError(f"Dataset {dataset} is not known to nnU-Net (nothing in nnUNet_raw/nnUNet_preprocessed).",
-                          "Check the id, or run nnUNetv2_plan_and_preprocess -d ID first.") from None
-    path = Path(root) / name
-    if not path.is_dir():
-        raise PluginError(f"{path} does not exist.", f"Run nnUNetv2_plan_and_preprocess -d {dataset} first.")
-    return path
 
 
 def valid_patch_size(patch: list[int], divisor: list[int]) -> list[int]:

@@ -1,0 +1,92 @@
+"""BYOL: an online network predicts the projection an EMA target network gives the other view.
+
+Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning", NeurIPS
+2020: projector 4096 -> 256, predictor 4096 -> 256, loss ``2 - 2 cos(p, sg(z'))`` symmetrised,
+target momentum 0.996 -> 1 on a cosine over training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_ssl_plugin.losses import BYOLLoss
+from monai_ssl_plugin.pretext.ema import cosine_momentum, ema_update
+from monai_ssl_plugin.pretext.heads import PredictionHead, ProjectionHead
+from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy
+
+
+@register_pretext("byol", paradigm="non_contrastive")
+class BYOL(ViewsMixin, nn.Module):
+    """BYOL over any backbone adapter with ``embed``, in 2D and 3D.
+
+    Step: two overlapping augmented crops (B, C, *view) per volume; online
+    ``p = predictor(projector(backbone.embed(v)))`` (2B, P); target ``z' = target_projector(
+    target_backbone.embed(v))`` (2B, P) without gradient; ``BYOLLoss(p1, z'2, p2, z'1)``
+    (in [0, 8]). ``after_step(i)`` moves the target with momentum
+    ``cosine_momentum(i, total_steps, base_momentum)`` (0.996 -> 1), through the one ``ema_update``.
+
+    Args:
+        backbone: adapter with ``embed``.
+        projection_dim, hidden_dim: projector and predictor (256, 4096, BYOL).
+        norm: head norm (``"layer"``: no negatives and no batch statistics, so batch size 1 works).
+        base_momentum: target momentum at step 0 (0.996).
+        total_steps: steps of the run, for the cosine; ``None`` keeps ``base_momentum`` constant.
+        view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
+
+    ``forward`` returns ``{"loss", "byol", "alignment"}`` (alignment: mean cos(p, z'), detached);
+    ``last_embeddings``: the online projections (2B, P), detached. ``momentum``: the momentum of the
+    last update. Trains the encoder only.
+    """
+
+    trains_decoder = False
+
+    def __init__(self, backbone: nn.Module, projection_dim: int = 256, hidden_dim: int = 4096,
+                 norm: str | None = "layer", base_momentum: float = 0.996, total_steps: int | None = None,
+                 view_size: int | Sequence[int] | None = None, min_overlap: float = 0.5, augment: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self._init_views(view_size, min_overlap, augment)
+        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 2, norm)
+        self.predictor = PredictionHead(projection_dim, hidden_dim, norm=norm)
+        self.target_backbone = momentum_copy(backbone)
+        self.target_projector = momentum_copy(self.projector)
+        self.criterion = BYOLLoss()
+        self.base_momentum = float(base_momentum)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.momentum = self.base_momentum
+        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "norm": norm}
+
+    def settings(self) -> dict[str, Any]:
+        return {"base_momentum": self.base_momentum, "final_momentum": 1.0, "momentum_schedule": "cosine",
+                "total_steps": self.total_steps, **self._head, **self.view_settings()}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        v1, v2 = self.two_views(batch["image"])
+        h1, h2 = self.embed_pair(self.backbone, v1, v2)
+        z = self.projector(torch.cat([h1, h2]))
+        p1, p2 = self.predictor(z).chunk(2)
+        with torch.no_grad():
+            t1, t2 = self.target_projector(torch.cat(self.embed_pair(self.target_backbone, v1, v2))).chunk(2)
+        loss = self.criterion(p1, t2, p2, t1)
+        self.last_embeddings = z.detach()
+        alignment = 0.5 * (F.cosine_similarity(p1.detach(), t2, dim=-1).mean()
+                           + F.cosine_similarity(p2.detach(), t1, dim=-1).mean())
+        return {"loss": loss, "byol": loss.detach(), "alignment": alignment}
+
+    def momentum_at(self, iteration: int) -> float:
+        if self.total_steps is None:
+            return self.base_momentum
+        return cosine_momentum(iteration, self.total_steps, self.base_momentum, 1.0)
+
+    @torch.no_grad()
+    def after_step(self, iteration: int) -> None:
+        """Target EMA; ``iteration`` is the trainer's (1-based) count of completed steps."""
+        self.momentum = self.momentum_at(iteration)
+        ema_update(self.target_backbone, self.backbone, self.momentum)
+        ema_update(self.target_projector, self.projector, self.momentum)

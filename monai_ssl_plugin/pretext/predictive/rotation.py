@@ -1,0 +1,65 @@
+"""Rotation prediction: classify by how many quarter turns each input was rotated.
+
+Gidaris et al., "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018
+(4 classes: 0/90/180/270 degrees); the rotation term of Swin UNETR pretraining, Tang et al.,
+"Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image Analysis", CVPR 2022
+(rotation in the plane of the last two axes). Taleb et al., "3D Self-Supervised Methods for Medical
+Imaging", NeurIPS 2020 (3D rotation prediction).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_ssl_plugin.backbones.base import BackboneAdapter
+from monai_ssl_plugin.pretext.heads import ProjectionHead
+from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.transforms.views import random_rotation90
+
+__all__ = ["RotationPrediction"]
+
+
+@register_pretext("rotation", paradigm="predictive")
+class RotationPrediction(nn.Module):
+    """Rotate every sample by k x 90 degrees in one plane (k uniform in 0..3), predict k from the embedding.
+
+    Args:
+        backbone: any adapter (uses ``embed``: the pooled deepest encoder features).
+        plane: the two tensor dims of the (B, C, *spatial) batch spanning the rotation plane; they must
+            have equal size. Default ``(-2, -1)``: the last two axes (Swin UNETR), i.e. the axial
+            plane (y, x) for nnU-Net's (z, y, x) order.
+        head_hidden: width of the 2-layer classification head (LayerNorm, works at batch size 1).
+
+    Shapes: ``batch["image"]`` (B, C, *spatial) -> rotated (B, C, *spatial) -> ``embed`` (B, D) ->
+    logits (B, 4). ``forward`` returns ``{"loss", "rotation", "accuracy"}``; ``last_outputs`` holds
+    the logits and labels of the last step.
+
+    Only the encoder learns (``trains_decoder = False``); the head stays in the pretext.
+    """
+
+    needs = ("image",)
+    trains_decoder = False
+    num_classes = 4
+
+    def __init__(self, backbone: BackboneAdapter, plane: tuple[int, int] | list[int] = (-2, -1),
+                 head_hidden: int = 256):
+        super().__init__()
+        self.backbone = backbone
+        self.plane = (int(plane[0]), int(plane[1]))
+        self.head = ProjectionHead(backbone.embed_dim, head_hidden, self.num_classes, num_layers=2, norm="layer")
+        self.last_outputs: dict[str, torch.Tensor] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {"classes": self.num_classes, "plane": list(self.plane), "head_hidden": self.head.mlp[0].out_features}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        rotated, labels = random_rotation90(batch["image"], self.plane)
+        logits = self.head(self.backbone.embed(rotated))
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.detach().argmax(1) == labels).float().mean()
+        self.last_outputs = {"logits": logits.detach(), "labels": labels}
+        return {"loss": loss, "rotation": loss.detach(), "accuracy": accuracy}

@@ -1,0 +1,202 @@
+"""What every joint-embedding pretext (contrastive and non-contrastive) shares: views made on the
+training device from ``batch["image"]``, a light intensity augmentation, view sizes that fit the
+backbone, a batch-size guard and the frozen copy an EMA teacher starts from.
+
+The data pipeline only delivers patches ``(B, C, *spatial)`` (issue 8). Crops come from
+:mod:`monai_ssl_plugin.transforms.views` (``overlapping_crop_pair``, ``multi_crop``, the VoCo
+grid), flips from :func:`monai_ssl_plugin.transforms.corruptions.random_flip`; the intensity
+jitter below is the only new op. All of them act on the whole batch as tensor operations, with
+torch's global RNG on the data's device (the checkpoint handler saves and restores it, so a resumed
+run draws the same views).
+
+Heads: every projector / predictor here uses ``LayerNorm`` (``pretext.heads``, the default), so the
+joint-embedding pretexts run at the 3D batch sizes people can afford (1-4). ``BatchNorm1d`` as in
+the 2D papers fails at batch 1 in training mode and is noise at 2. VoCo alone keeps its published
+``BatchNorm1d(affine=False, track_running_stats=False)``: it normalises over the 20 crops of each
+volume, never over volumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from monai_ssl_plugin.distributed import world_size
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.transforms.corruptions import random_flip
+from monai_ssl_plugin.transforms.views import overlapping_crop_pair
+
+__all__ = ["ViewsMixin", "fit_view_size", "light_intensity_augment", "momentum_copy"]
+
+
+def light_intensity_augment(
+    x: Tensor,
+    *,
+    prob: float = 0.5,
+    brightness: tuple[float, float] = (0.75, 1.25),
+    contrast: tuple[float, float] = (0.75, 1.25),
+    noise: tuple[float, float] = (0.0, 0.1),
+    flip: bool = True,
+) -> Tensor:
+    """Per sample and channel, each with probability ``prob``: multiplicative brightness, contrast
+    around the mean, additive Gaussian noise; then random flips. One batched op each.
+
+    The ranges are nnU-Net's intensity augmentation (Isensee et al., Nature Methods 2021:
+    brightness and contrast factors in [0.75, 1.25]); the noise std is a share of each sample's own
+    std, so the jitter is equally light on z-scored MRI and on CT scaled to [0, 1]. Flips follow
+    the Models Genesis flip (:func:`random_flip`, up to 3 flips while ``random() < 0.4``); they
+    change where anatomy lies, never intensities, and are safe for every modality.
+
+    Args:
+        x: (B, C, *spatial) floating point; not modified.
+        prob: probability of each of the three intensity ops per (sample, channel).
+        brightness, contrast: factor ranges.
+        noise: range of the noise std as a fraction of the (sample, channel) std.
+        flip: apply the random flips.
+
+    Returns:
+        (B, C, *spatial) augmented copy.
+    """
+    if x.dim() not in (4, 5):
+        raise ValueError(f"expected (B, C, *spatial) with 2 or 3 spatial dims, got {tuple(x.shape)}")
+    shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
+    dims = tuple(range(2, x.dim()))
+    mean, std = x.mean(dims, keepdim=True), x.std(dims, keepdim=True, correction=0)
+
+    def factor(lo: float, hi: float) -> Tensor:
+        f = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(lo, hi)
+        return torch.where(torch.rand(shape, device=x.device) < prob, f, torch.ones_like(f))
+
+    b, c = factor(*brightness), factor(*contrast)
+    sigma = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(*noise) * std
+    sigma = sigma * (torch.rand(shape, device=x.device) < prob)
+    # brightness scales the sample; contrast stretches it around its (scaled) mean
+    out = (x - mean) * (b * c) + mean * b + sigma * torch.randn_like(x)
+    return random_flip(out)[0] if flip else out
+
+
+def fit_view_size(backbone: nn.Module, size: Sequence[int]) -> tuple[int, ...]:
+    """The view size closest to ``size`` (from below) that ``backbone.embed`` accepts.
+
+    ViT / UNETR take exactly their ``img_size`` (position embeddings are learnt for one grid), so
+    their views are always that size (crops of other sizes are resized to it). SwinUNETR needs
+    multiples of 32; nnU-Net U-Nets and SegResNet keep views at multiples of their total stride so
+    the stages stay aligned; MONAI ResNets take any size.
+    """
+    size = tuple(int(s) for s in size)
+    grid, patch = getattr(backbone, "grid", None), getattr(backbone, "patch", None)
+    if grid is not None and patch is not None:
+        return tuple(int(g) * int(p) for g, p in zip(grid, patch))
+    div = getattr(backbone, "divisor", None)
+    if callable(div):
+        div = div()
+    if div is None:
+        return size
+    div = [int(div)] * len(size) if isinstance(div, int) else [int(d) for d in div]
+    return tuple(max(d, s // d * d) for s, d in zip(size, div))
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen deep copy: the starting point of an EMA teacher / momentum encoder.
+
+    Its parameters never receive gradients; :func:`monai_ssl_plugin.pretext.ema.ema_update` moves
+    them after each optimiser step. It is a registered sub-module, so the checkpoint keeps it.
+    """
+    teacher = copy.deepcopy(module)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _sizes(value: int | Sequence[int] | None, n: int) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    vals = (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(vals) != n:
+        raise PluginError(f"view size {list(vals)} has {len(vals)} axes but the images have {n}.",
+                          f"Give {n} sizes or one int.")
+    return vals
+
+
+class ViewsMixin:
+    """Two augmented views per volume, made from ``batch["image"]`` on its device.
+
+    A pretext calls :meth:`_init_views` in ``__init__`` (after ``nn.Module.__init__`` and after
+    setting ``self.backbone``), then :meth:`two_views` in ``forward``.
+
+    View settings:
+        view_size: crop side per axis; ``None`` = 3/4 of the patch (48^3 crops of a 64^3 patch;
+            nnssl takes 64^3 crops of 192x192x64). Rounded down to what the backbone accepts
+            (:func:`fit_view_size`).
+        min_overlap: the two crops share at least this fraction of their volume (0.5, nnssl).
+        augment: apply :func:`light_intensity_augment` to each view independently.
+    """
+
+    backbone: nn.Module
+    view_size: int | tuple[int, ...] | None
+    min_overlap: float
+    augment: bool
+
+    def _init_views(self, view_size: int | Sequence[int] | None = None, min_overlap: float = 0.5,
+                    augment: bool = True) -> None:
+        self.view_size = None if view_size is None else (
+            int(view_size) if isinstance(view_size, int) else tuple(int(v) for v in view_size))
+        if not 0.0 <= float(min_overlap) <= 1.0:
+            raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}")
+        self.min_overlap = float(min_overlap)
+        self.augment = bool(augment)
+        self.last_embeddings: Tensor | None = None
+
+    def view_settings(self) -> dict[str, Any]:
+        size = list(self.view_size) if isinstance(self.view_size, tuple) else self.view_size
+        return {"view_size": size,
+                "min_overlap": self.min_overlap, "augment": self.augment}
+
+    # -- sizes -------------------------------------------------------------------------------
+    def _crop_size(self, spatial: Sequence[int], requested: int | Sequence[int] | None,
+                   default_fraction: float = 0.75) -> tuple[int, ...]:
+        want = _sizes(requested, len(spatial))
+        if want is None:
+            want = tuple(max(1, int(math.floor(default_fraction * s))) for s in spatial)
+        return fit_view_size(self.backbone, want)
+
+    def _check_image(self, image: Tensor) -> None:
+        dims = getattr(self.backbone, "spatial_dims", image.dim() - 2)
+        if image.dim() != dims + 2:
+            raise PluginError(f"batch['image'] has shape {tuple(image.shape)} but the backbone is {dims}D "
+                              f"(expected (B, C, {', '.join('S' * dims)})).",
+                              f"Feed {dims}D patches or build the backbone with spatial_dims={image.dim() - 2}.")
+
+    def _require_batch(self, image: Tensor, minimum: int, why: str, fix: str) -> None:
+        """Raise a one-line error when the global batch (over DDP processes) is below ``minimum``."""
+        total = image.shape[0] * world_size()
+        if total < minimum:
+            raise PluginError(f"{type(self).__name__} needs at least {minimum} volumes per (global) batch, "
+                              f"got {total}: {why}.", fix)
+
+    # -- views -------------------------------------------------------------------------------
+    def augment_views(self, x: Tensor) -> Tensor:
+        return light_intensity_augment(x) if self.augment else x
+
+    def two_views(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Two crops per volume overlapping >= ``min_overlap``, each augmented: two (B, C, *view)."""
+        self._check_image(image)
+        spatial = image.shape[2:]
+        size = self._crop_size(spatial, self.view_size)
+        if any(c > s for c, s in zip(size, spatial)):
+            raise PluginError(f"The views ({list(size)}, what {type(self.backbone).__name__} accepts) do not fit "
+                              f"in the patch {list(spatial)}.",
+                              f"Use a patch_size of at least {list(size)} or a smaller view_size.")
+        pair = overlapping_crop_pair(image, size, self.min_overlap)
+        views = self.augment_views(torch.cat([pair.view1, pair.view2]))  # one batched call for both views
+        v1, v2 = views.chunk(2)
+        return v1, v2
+
+    def embed_pair(self, backbone: nn.Module, v1: Tensor, v2: Tensor) -> tuple[Tensor, Tensor]:
+        """``backbone.embed`` of both views in one forward pass: two (B, embed_dim)."""
+        h = backbone.embed(torch.cat([v1, v2]))
+        return h[: v1.shape[0]], h[v1.shape[0]:]
