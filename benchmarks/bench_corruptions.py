@@ -4,27 +4,46 @@ Run from the repository root::
 
     python benchmarks/bench_corruptions.py                 # CPU, 2 threads, batch 4
     python benchmarks/bench_corruptions.py --only genesis  # a subset (substring of the name)
+    python benchmarks/bench_corruptions.py --no-baseline   # skip the same-load baselines
     python benchmarks/bench_corruptions.py --device cuda   # unchanged code on a GPU
 
 Each generator runs on a float32 batch of ``--batch`` samples per size (64x64x32, 96^3, 160^3);
 after one warm-up call the median of ``--repeats`` calls is divided by the batch size, giving
-milliseconds per sample. The reference column holds figures measured on the project machine for
-the published per-sample code (Models Genesis, the MONAI tutorial transforms, the Swin UNETR
-pretraining augmentation, nnssl's MAE mask); the goal is a 10x speed-up per sample.
+milliseconds per sample.
+
+Two comparisons are printed where a reference exists:
+
+* ``reference``: figures measured on the project machine (quiet) for the published per-sample
+  code (Models Genesis, the MONAI tutorial transforms, the Swin UNETR pretraining augmentation,
+  nnssl's MAE mask); the goal is a 10x speed-up per sample.
+* ``baseline``: a per-sample loop timed in the same run, under the same machine load --
+  Models Genesis and Swin UNETR loops written here from the published settings (Python
+  ``random`` + NumPy / torch per sample, as the reference implementations do), the MONAI tutorial
+  with MONAI's own ``RandCoarseDropout`` / ``RandCoarseShuffle``. On a shared machine the
+  absolute numbers move with the load; the ratio to the baseline moves much less.
+
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (set it in the environment to override): with
+the default spinning policy, two OpenMP threads on a shared 2-core machine wait for each other
+while the peer is preempted, and every parallel op got 10-20x slower at load 7.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -38,28 +57,35 @@ except ImportError:  # pragma: no cover - depends on the checkout
 
 SIZES = {"64x64x32": (64, 64, 32), "96^3": (96, 96, 96), "160^3": (160, 160, 160)}
 
-# (name, size) -> reference milliseconds per sample of the published per-sample code, measured on
-# this machine; "per batch" figures are converted below.
+MG_FULL = "models_genesis (full pipeline)"
+MG_SHUFFLE = "local_pixel_shuffle"
+MG_BEZIER = "bezier_intensity"
+MONAI_VIEWS = "monai tutorial: 2 views"
+SWIN = "swin_unetr_augment (2 views)"
+MAE = "mae mask (random_block_mask, batch 2)"
+
+# (name, size) -> reference ms per sample of the published per-sample code, measured on this
+# machine by the project (the MAE figure is 31 ms per batch of 2).
 REFERENCE_MS = {
-    ("models_genesis (full pipeline)", "64x64x32"): 55.0,
-    ("models_genesis (full pipeline)", "96^3"): 194.0,
-    ("local_pixel_shuffle", "96^3"): 101.0,
-    ("bezier_intensity", "96^3"): 174.0,
-    ("monai tutorial: 2 views", "96^3"): 17.8,
-    ("swin_unetr_augment (2 views)", "96^3"): 25.0,
+    (MG_FULL, "64x64x32"): 55.0,
+    (MG_FULL, "96^3"): 194.0,
+    (MG_SHUFFLE, "96^3"): 101.0,
+    (MG_BEZIER, "96^3"): 174.0,
+    (MONAI_VIEWS, "96^3"): 17.8,
+    (SWIN, "96^3"): 25.0,
+    (MAE, "160^3"): 31.0 / 2,
 }
-MAE_REFERENCE_MS_PER_BATCH = 31.0  # nnssl MAE mask, batch 2 x 160^3
 
 
 def generators() -> dict[str, Callable[[torch.Tensor, torch.Generator], object]]:
     """Name -> callable(x, generator) for every generator benchmarked on a (B, 1, *size) batch."""
     return {
         "random_flip": lambda x, g: C.random_flip(x, None, g),
-        "local_pixel_shuffle": lambda x, g: C.local_pixel_shuffle(x, g),
-        "bezier_intensity": lambda x, g: C.bezier_intensity(x, g),
+        MG_SHUFFLE: lambda x, g: C.local_pixel_shuffle(x, g),
+        MG_BEZIER: lambda x, g: C.bezier_intensity(x, g),
         "in_painting": lambda x, g: C.in_painting(x, g),
         "out_painting": lambda x, g: C.out_painting(x, g),
-        "models_genesis (full pipeline)": lambda x, g: C.models_genesis(x, g),
+        MG_FULL: lambda x, g: C.models_genesis(x, g),
         "coarse_dropout (in, 6 holes 5-32)": lambda x, g: C.coarse_dropout(
             x, g, holes=6, spatial_size=5, max_spatial_size=32
         ),
@@ -67,8 +93,8 @@ def generators() -> dict[str, Callable[[torch.Tensor, torch.Generator], object]]
             x, g, holes=6, spatial_size=20, max_spatial_size=64, dropout_holes=False
         ),
         "coarse_shuffle (10 holes 8)": lambda x, g: C.coarse_shuffle(x, g, holes=10, spatial_size=8),
-        "monai tutorial: 2 views": lambda x, g: (C.monai_ssl_view(x, g), C.monai_ssl_view(x, g)),
-        "swin_unetr_augment (2 views)": lambda x, g: C.swin_unetr_augment(x, g),
+        MONAI_VIEWS: lambda x, g: (C.monai_ssl_view(x, g), C.monai_ssl_view(x, g)),
+        SWIN: lambda x, g: C.swin_unetr_augment(x, g),
         "random_rotation90": lambda x, g: V.random_rotation90(x, (-2, -1), g),
         "cube_grid (2x2x2, gap 2)": lambda x, g: V.cube_grid(x, 2, 2),
         "multi_crop (2 global + 8 local)": lambda x, g: V.multi_crop(
@@ -84,22 +110,160 @@ def generators() -> dict[str, Callable[[torch.Tensor, torch.Generator], object]]
     }
 
 
+# ------------------------------------------------------------------------------------------
+# per-sample baselines, written from the published settings (docs: ssl_recipes.md)
+# ------------------------------------------------------------------------------------------
+
+
+def _np_local_shuffle(img: np.ndarray, n_blocks: int = 10_000) -> np.ndarray:
+    """Models Genesis loop: read each block from the original, shuffle, write to the output."""
+    out = img.copy()
+    spatial = img.shape[1:]
+    for _ in range(n_blocks):
+        size = [random.randint(1, max(1, s // 10)) for s in spatial]
+        start = [random.randint(0, s - z) for s, z in zip(spatial, size)]
+        region = (0, *[slice(a, a + z) for a, z in zip(start, size)])
+        window = img[region].flatten()
+        np.random.shuffle(window)
+        out[region] = window.reshape(size)
+    return out
+
+
+def _np_bezier(img: np.ndarray, n_times: int = 100_000) -> np.ndarray:
+    """Models Genesis: Bezier curve sampled at ``n_times`` points, applied with ``np.interp``."""
+    pts = np.array([[0.0, 0.0], [random.random(), random.random()], [random.random(), random.random()], [1.0, 1.0]])
+    t = np.linspace(0.0, 1.0, n_times)
+    basis = np.array([math.comb(3, i) * t ** (3 - i) * (1 - t) ** i for i in range(4)])
+    xs, ys = pts[:, 0] @ basis, pts[:, 1] @ basis  # runs from (1, 1) to (0, 0)
+    if random.random() < 0.5:
+        xs = np.sort(xs)  # inverted mapping
+    else:
+        xs, ys = np.sort(xs), np.sort(ys)
+    return np.interp(img, xs, ys)
+
+
+def _np_paint(img: np.ndarray) -> np.ndarray:
+    spatial = img.shape[1:]
+    out = img.copy()
+    if random.random() < 0.2:  # in-painting
+        count = 5
+        while count > 0 and random.random() < 0.95:
+            size = [random.randint(s // 6, s // 3) for s in spatial]
+            start = [random.randint(3, s - z - 3) for s, z in zip(spatial, size)]
+            region = (slice(None), *[slice(a, a + z) for a, z in zip(start, size)])
+            out[region] = np.random.rand(*size)
+            count -= 1
+        return out
+    noise = np.random.rand(*img.shape)  # out-painting
+    for i in range(random.randint(1, 5)):
+        size = [s - random.randint(3 * s // 7, 4 * s // 7) for s in spatial]
+        start = [random.randint(3, s - z - 3) for s, z in zip(spatial, size)]
+        region = (slice(None), *[slice(a, a + z) for a, z in zip(start, size)])
+        noise[region] = img[region]
+    return noise
+
+
+def _np_models_genesis(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = img, img
+    count = 3
+    while random.random() < 0.4 and count > 0:
+        axis = random.randint(1, img.ndim - 1)
+        x, y = np.flip(x, axis), np.flip(y, axis)
+        count -= 1
+    if random.random() < 0.5:
+        x = _np_local_shuffle(x)
+    if random.random() < 0.9:
+        x = _np_bezier(x)
+    if random.random() < 0.9:
+        x = _np_paint(x)
+    return x, y
+
+
+def _torch_swin_cutout(x: torch.Tensor, donor: torch.Tensor | None) -> torch.Tensor:
+    """Swin UNETR cut-out loop on one (C, *spatial) sample: blocks until the target is reached."""
+    spatial = x.shape[1:]
+    target = random.uniform(0, 0.3) * math.prod(spatial)
+    tol = [max(1, int(0.05 * s)) for s in spatial]
+    big = [int(0.25 * s) for s in spatial]
+    total = 0
+    while total < target:
+        start = [random.randint(0, s - t) for s, t in zip(spatial, tol)]
+        end = [min(a + random.randint(t, b), s) for a, t, b, s in zip(start, tol, big, spatial)]
+        region = (slice(None), *[slice(a, e) for a, e in zip(start, end)])
+        if donor is None:
+            noise = torch.randn(x[region].shape)
+            x[region] = (noise - noise.min()) / (noise.max() - noise.min())
+        else:
+            x[region] = donor[region]
+        total += math.prod(e - a for a, e in zip(start, end))
+    return x
+
+
+def _torch_swin(batch: torch.Tensor) -> list[torch.Tensor]:
+    views = []
+    for _ in range(2):
+        rotated = torch.stack([torch.rot90(s, random.randint(0, 3), (-2, -1)) for s in batch])
+        augmented = rotated.clone()
+        for i in range(len(batch)):
+            augmented[i] = _torch_swin_cutout(augmented[i], None)
+            j = random.randrange(len(batch))
+            if j != i:
+                augmented[i] = _torch_swin_cutout(augmented[i], augmented[j])
+        views.append(augmented)
+    return views
+
+
+def baselines() -> dict[str, Callable[[torch.Tensor], object]]:
+    """Name -> per-sample loop over a (B, 1, *size) batch, for the rows with a reference."""
+    from monai.transforms import Compose, OneOf, RandCoarseDropout, RandCoarseShuffle
+
+    def monai_view() -> Compose:
+        return Compose(
+            [
+                OneOf(
+                    [
+                        RandCoarseDropout(holes=6, spatial_size=5, dropout_holes=True, max_spatial_size=32, prob=1.0),
+                        RandCoarseDropout(holes=6, spatial_size=20, dropout_holes=False, max_spatial_size=64, prob=1.0),
+                    ]
+                ),
+                RandCoarseShuffle(holes=10, spatial_size=8, prob=0.8),
+            ]
+        )
+
+    view1, view2 = monai_view(), monai_view()
+    return {
+        MG_SHUFFLE: lambda x: [_np_local_shuffle(s) for s in x.numpy()],
+        MG_BEZIER: lambda x: [_np_bezier(s) for s in x.numpy()],
+        MG_FULL: lambda x: [_np_models_genesis(s) for s in x.numpy()],
+        MONAI_VIEWS: lambda x: [(view1(s), view2(s)) for s in x],
+        SWIN: _torch_swin,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# timing
+# ------------------------------------------------------------------------------------------
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time in ms of ``fn`` after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_calls(fns: list[Callable[[], object]], device: torch.device, repeats: int) -> list[float]:
+    """Median wall time in ms of each function after one warm-up call each; the functions run
+    interleaved (a, b, a, b, ...) so that they see the same machine load."""
+    for fn in fns:
         fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    _sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, record in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            record.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def machine() -> str:
@@ -112,7 +276,8 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads, load average {load:.2f}"
+        f"{torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+        f"load average {load:.2f}"
     )
 
 
@@ -124,22 +289,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--only", default="", help="only generators whose name contains this string")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the same-load per-sample baselines")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
     device = torch.device(args.device)
+    base = {} if args.no_baseline else baselines()
     print(f"machine: {machine()}")
-    print(f"device {device}, batch {args.batch}, float32, median of {args.repeats} after 1 warm-up\n")
-    header = f"| {'generator':36s} | {'size':9s} | {'ms/sample':>9s} | {'reference':>9s} | {'speed-up':>8s} | 10x? |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    print(f"device {device}, batch {args.batch}, float32, median of {args.repeats} after 1 warm-up; ms per sample\n")
+    cols = ["generator", "size", "ours", "reference", "speed-up", "baseline", "speed-up", "10x?"]
+    widths = [38, 9, 8, 9, 8, 8, 8, 4]
+    print("| " + " | ".join(f"{c:{w}s}" for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
-    def row(name: str, size: str, ms: float, ref: float | None) -> None:
-        ref_s = f"{ref:9.1f}" if ref is not None else f"{'':9s}"
-        speed = f"{ref / ms:7.1f}x" if ref is not None else f"{'':8s}"
-        met = ("yes " if ref / ms >= 10 else "no  ") if ref is not None else "    "
-        print(f"| {name:36s} | {size:9s} | {ms:9.2f} | {ref_s} | {speed} | {met} |", flush=True)
+    def row(name: str, size: str, ms: float, ref: float | None, baseline: float | None) -> None:
+        cells = [f"{name:38s}", f"{size:9s}", f"{ms:8.2f}"]
+        cells += [f"{ref:9.1f}", f"{ref / ms:7.1f}x"] if ref is not None else [" " * 9, " " * 8]
+        cells += [f"{baseline:8.1f}", f"{baseline / ms:7.1f}x"] if baseline is not None else [" " * 8, " " * 8]
+        cells.append(("yes " if ref / ms >= 10 else "no  ") if ref is not None else "    ")
+        print("| " + " | ".join(cells) + " |", flush=True)
 
     gen = torch.Generator(device=device)
     for name, fn in generators().items():
@@ -147,22 +318,28 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for size_name in args.sizes:
             shape = SIZES[size_name]
-            if "rotation" in name or "swin" in name:
-                if shape[-1] != shape[-2]:  # 90-degree rotations need a square plane
-                    continue
-            x = torch.rand(args.batch, 1, *shape, generator=torch.Generator().manual_seed(args.seed)).to(device)
+            if ("rotation" in name or "swin" in name) and shape[-1] != shape[-2]:
+                continue  # 90-degree rotations need a square plane
+            x = torch.rand(args.batch, 1, *shape, generator=torch.Generator().manual_seed(args.seed))
+            ref = REFERENCE_MS.get((name, size_name))
+            x_dev = x.to(device)
             gen.manual_seed(args.seed)
-            ms = time_call(lambda: fn(x, gen), device, args.repeats) / args.batch
-            row(name, size_name, ms, REFERENCE_MS.get((name, size_name)))
+            ours = lambda: fn(x_dev, gen)  # noqa: E731
+            if ref is not None and name in base:
+                baseline = lambda: base[name](x)  # noqa: E731
+                ms, base_ms = time_calls([ours, baseline], device, args.repeats)
+                row(name, size_name, ms / args.batch, ref, base_ms / args.batch)
+            else:
+                row(name, size_name, time_calls([ours], device, args.repeats)[0] / args.batch, ref, None)
 
-    if random_block_mask is not None and args.only in "mae mask (random_block_mask, batch 2)":
-        gen.manual_seed(args.seed)
-        ms = time_call(
-            lambda: random_block_mask(2, (160, 160, 160), 16, 0.75, generator=gen, device=device), device, args.repeats
-        )
-        row("mae mask (random_block_mask, batch 2)", "160^3", ms / 2, MAE_REFERENCE_MS_PER_BATCH / 2)
-    elif random_block_mask is None:
+    if random_block_mask is None:
         print("(masking.random_block_mask not available: MAE mask row skipped)")
+    elif args.only in MAE:
+        gen.manual_seed(args.seed)
+        (ms,) = time_calls(
+            [lambda: random_block_mask(2, (160, 160, 160), 16, 0.75, generator=gen, device=device)], device, args.repeats
+        )
+        row(MAE, "160^3", ms / 2, REFERENCE_MS[(MAE, "160^3")], None)
     print(f"\nafter: {machine()}")
     return 0
 

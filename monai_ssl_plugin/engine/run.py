@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,25 @@ def as_bool(value: Any) -> bool:
     return bool(value)
 
 
+def required(value: Any, name: str) -> Any:
+    """``value``, or a one-line error naming the missing ``--name``."""
+    if value in (None, "", "null", "None"):
+        raise PluginError(f"The bundle needs --{name}.",
+                          f"Pass --{name} (for data: a NIfTI folder, an nnU-Net raw or preprocessed dataset).")
+    return value
+
+
+def _plugin_error_in(error: BaseException) -> PluginError | None:
+    """The PluginError a config error was raised from (MONAI wraps errors in RuntimeError), if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, PluginError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 # -- device and bundle location ---------------------------------------------------------------
 def auto_device(device: str | None = None) -> torch.device:
     """``device`` if given (``"cpu"``, ``"cuda:1"``), else the first GPU when there is one, else the CPU."""
@@ -61,6 +81,15 @@ def bundle_dir(bundle: str | Path) -> Path:
         raise PluginError(f"No bundle {str(bundle)!r} (looked for configs/train.yaml there and in {BUNDLES_DIR}).",
                           f"Pass a bundle folder or one of: {', '.join(names) or 'none found'}.")
     return candidate.resolve()
+
+
+def default_bundle_root(name: str) -> str:
+    """``bundle_root`` when none is given: the named bundle in the repository, else the working
+    directory (the zoo's convention of running from inside a copied bundle)."""
+    try:
+        return str(bundle_dir(name))
+    except PluginError:
+        return os.getcwd()
 
 
 # -- network ----------------------------------------------------------------------------------
@@ -240,10 +269,16 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
     configs = root / "configs"
     ids = {k.replace("::", "#"): v for k, v in overrides.items()}
     output_dir = Path(output_dir).expanduser().resolve()
-    bundle_run(config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
-               logging_file=str(configs / "logging.conf"), bundle_root=str(root),
-               dataset_dir=str(Path(dataset_dir).expanduser().resolve()), output_dir=str(output_dir),
-               resume=as_bool(resume), **ids)
+    try:
+        bundle_run(config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
+                   logging_file=str(configs / "logging.conf"), bundle_root=str(root),
+                   dataset_dir=str(Path(dataset_dir).expanduser().resolve()), output_dir=str(output_dir),
+                   resume=as_bool(resume), **ids)
+    except Exception as e:  # MONAI wraps config errors; surface the plugin's one-line message
+        plugin_error = _plugin_error_in(e)
+        if plugin_error is None:
+            raise
+        raise plugin_error from None
     final = output_dir / "checkpoints" / "final.pt"
     if not final.is_file():
         raise PluginError(f"The run finished without writing {final}.", "Check the log above for the step that failed.")

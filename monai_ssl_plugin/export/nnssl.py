@@ -78,3 +78,97 @@ def nnssl_adaptation_plan(record: CheckpointRecord, configuration: str = "3d_ful
         "key_to_lpe": None,  # learnable positional embedding: ViTs only
     }
     return _json_safe(plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading nnssl checkpoints (no ssl_record): derive what the plugin needs from the plan
+# ---------------------------------------------------------------------------------------------
+DNA_UNET = "dynamic_network_architectures.architectures.unet."
+DEFAULT_REQ_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+# nnssl preset names that are dynamic U-Nets nnU-Net builds, and the plugin preset with the same architecture
+NNSSL_PRESETS = {"ResEncL": "nnunet_resenc_l"}
+NNSSL_CLASSES = {"ResidualEncoderUNet": DNA_UNET + "ResidualEncoderUNet", "PlainConvUNet": DNA_UNET + "PlainConvUNet"}
+NNSSL_ZSCORE = "ZScoreNormalization"  # nnssl normalises everything this way (no CT path)
+
+
+def _pretrain_configuration(plan: dict[str, Any]) -> dict[str, Any]:
+    """The (first) configuration of nnssl's ``pretrain_plan``: spacing, patch size, normalisation."""
+    pretrain = plan.get("pretrain_plan") or {}
+    confs = pretrain.get("configurations") or {}
+    if not isinstance(confs, dict) or not confs:
+        return {}
+    first = next(iter(confs.values()))
+    return first if isinstance(first, dict) else {}
+
+
+def architecture_from_adaptation_plan(plan: dict[str, Any], in_channels: int) -> dict[str, Any]:
+    """nnU-Net's constructor (``arch_class_name``, ``arch_kwargs``, ``arch_kwargs_req_import``) of an nnssl plan.
+
+    ``ResEncL`` (nnssl's preset, usually without ``arch_kwargs``) is the plugin's ``nnunet_resenc_l``;
+    ``ResidualEncoderUNet`` / ``PlainConvUNet`` (short or full class names) need ``arch_kwargs``.
+    Primus (a ViT) and ``NoSkipResEncL`` (no skip connections) are not nnU-Net U-Nets: refused.
+    """
+    arch = plan.get("architecture_plans") or {}
+    name = str(arch.get("arch_class_name") or "")
+    short = name.rsplit(".", 1)[-1]
+    kwargs = arch.get("arch_kwargs")
+    req = list(arch.get("arch_kwargs_requiring_import") or DEFAULT_REQ_IMPORT)
+    if short in NNSSL_CLASSES and kwargs:
+        return {"arch_class_name": NNSSL_CLASSES[short], "arch_kwargs": copy.deepcopy(kwargs),
+                "arch_kwargs_req_import": req}
+    if short in NNSSL_PRESETS:
+        import torch
+
+        from monai_ssl_plugin.backbones import create_backbone
+
+        with torch.device("meta"):  # only the constructor is needed: no memory, no initialisation
+            ctor = create_backbone(NNSSL_PRESETS[short], in_channels=in_channels).constructor
+        if kwargs:  # an explicit plan wins over the preset
+            return {"arch_class_name": ctor["arch_class_name"], "arch_kwargs": copy.deepcopy(kwargs),
+                    "arch_kwargs_req_import": req}
+        return {"arch_class_name": ctor["arch_class_name"], "arch_kwargs": copy.deepcopy(ctor["arch_kwargs"]),
+                "arch_kwargs_req_import": list(ctor["arch_kwargs_req_import"])}
+    if short in NNSSL_CLASSES:
+        raise PluginError(f"The nnssl adaptation plan names {short} without arch_kwargs.",
+                          "Add architecture_plans.arch_kwargs (nnU-Net's plans format) to the checkpoint's plan.")
+    raise PluginError(f"nnssl architecture {name or '<none>'!r} is not an nnU-Net U-Net the plugin can fine-tune "
+                      "(Primus is a ViT; NoSkipResEncL has no skip connections).",
+                      "Use a ResEncL / ResidualEncoderUNet / PlainConvUNet checkpoint, or fine-tune it with nnssl's "
+                      "own adaptation code.")
+
+
+def record_from_adaptation_plan(plan: dict[str, Any]) -> CheckpointRecord:
+    """A :class:`CheckpointRecord` derived from an nnssl plan (for files without ``ssl_record``).
+
+    nnssl feeds nnU-Net-ordered data (axis order ``nnunet``) and z-scores every channel; only the
+    stem and encoder count as pretrained (nnssl's downstream loader), unless a caller asks for more.
+    ``data["derived_from"] = "nnssl_adaptation_plan"`` marks the record as derived.
+    """
+    if not isinstance(plan, dict) or "pretrain_num_input_channels" not in plan:
+        raise PluginError("The nnssl adaptation plan lacks pretrain_num_input_channels.",
+                          "Pass a checkpoint written by nnssl (with nnssl_adaptation_plan) or by monai-ssl.")
+    channels = int(plan["pretrain_num_input_channels"])
+    ctor = architecture_from_adaptation_plan(plan, channels)
+    conf = _pretrain_configuration(plan)
+    patch = plan.get("recommended_downstream_patchsize") or conf.get("patch_size") or []
+    dims = len(ctor["arch_kwargs"]["kernel_sizes"][0])
+    spacing = conf.get("spacing")
+    norm = list(conf.get("normalization_schemes") or [NNSSL_ZSCORE] * channels)
+    stem = plan.get("key_to_stem") or "encoder.stem"
+    encoder = plan.get("key_to_encoder") or "encoder.stages"
+    return CheckpointRecord(
+        backbone_family="nnunet." + ctor["arch_class_name"].rsplit(".", 1)[-1],
+        backbone_kwargs={**ctor, "in_channels": channels, "out_channels": None},
+        in_channels=channels, spatial_dims=dims, axis_order="nnunet",
+        spacing=[float(s) for s in spacing] if spacing is not None else None, normalization=norm,
+        patch_size=[int(p) for p in patch], pretext="nnssl", pretext_settings={},
+        key_prefixes={"stem": stem, "encoder": encoder, "decoder": "decoder",
+                      "in_proj": list(plan.get("keys_to_in_proj") or [])},
+        pretrained_parts=["stem", "encoder"],
+        data={"derived_from": "nnssl_adaptation_plan",
+              "dataset_name": (plan.get("pretrain_plan") or {}).get("dataset_name"),
+              "nnssl_arch_class_name": (plan.get("architecture_plans") or {}).get("arch_class_name")})
+
+
+def is_derived_from_nnssl(record: CheckpointRecord | None) -> bool:
+    return record is not None and (record.data or {}).get("derived_from") == "nnssl_adaptation_plan"

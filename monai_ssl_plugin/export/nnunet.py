@@ -23,7 +23,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,10 @@ from torch import nn
 
 from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, atomic_write_text, safe_load
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.keymap import strip_wrapper_prefixes
-from monai_ssl_plugin.export.nnssl import nnssl_adaptation_plan
+from monai_ssl_plugin.export.keymap import remap_keys, strip_wrapper_prefixes
+from monai_ssl_plugin.export.adaptation import (DEFAULT_ADAPTATIONS, ShapeAdapter, record_to_nnunet_order,
+                                                state_to_nnunet_order)
+from monai_ssl_plugin.export.nnssl import is_derived_from_nnssl, nnssl_adaptation_plan, record_from_adaptation_plan
 
 SEG_LAYERS = ".seg_layers."  # nnU-Net's load_pretrained_weights skips keys containing this
 PRETRAINED_DIR = "ssl_pretrained"  # folder under $nnUNet_preprocessed/<Dataset>/ the trainers read
@@ -70,13 +72,25 @@ class PretrainedWeights:
     state: dict[str, torch.Tensor]
     record: CheckpointRecord | None
     adaptation_plan: dict[str, Any] | None
+    axis_transposed: list[str] = field(default_factory=list)  # kernels transposed from (x, y, z) to (z, y, x)
+
+    @property
+    def from_nnssl(self) -> bool:
+        """True when the record was derived from nnssl's adaptation plan (no ssl_record in the file)."""
+        return is_derived_from_nnssl(self.record)
 
 
-def read_pretrained(path: str | os.PathLike, require_record: bool = True) -> PretrainedWeights:
-    """Read a pretraining checkpoint (``network`` + ``record``) or an nnU-Net export (``network_weights``).
+def read_pretrained(path: str | os.PathLike, require_record: bool = True,
+                    to_nnunet_order: bool = False) -> PretrainedWeights:
+    """Read a pretraining checkpoint (``network`` + ``record``), an nnU-Net export or an nnssl checkpoint
+    (``network_weights`` + ``ssl_record`` and/or ``nnssl_adaptation_plan``).
 
-    Loads with ``weights_only=True``. Raises a one-line :class:`PluginError` for missing, corrupt or
-    foreign files (and for files without a record when ``require_record``).
+    Loads with ``weights_only=True``. A file without ``ssl_record`` but with nnssl's plan gets a
+    record derived from the plan (``record.data["derived_from"] == "nnssl_adaptation_plan"``).
+    With ``to_nnunet_order`` a ``monai``-ordered checkpoint is transposed to nnU-Net's (z, y, x)
+    order (weights and record; exact for nnU-Net's CNNs, refused otherwise). Raises a one-line
+    :class:`PluginError` for missing, corrupt or foreign files (and for files without any record
+    when ``require_record``).
     """
     path = Path(path)
     ckpt = safe_load(path)
@@ -91,16 +105,48 @@ def read_pretrained(path: str | os.PathLike, require_record: bool = True) -> Pre
                           "Pass a monai-ssl pretraining checkpoint (checkpoints/final.pt) or its nnU-Net export.")
     if not isinstance(state, Mapping) or not state:
         raise PluginError(f"{path} has an empty or malformed state dict.", "Re-export or re-run the pretraining.")
+    plan = ckpt.get("nnssl_adaptation_plan")
+    if record is None and isinstance(plan, Mapping):
+        derived = record_from_adaptation_plan(dict(plan))
+        state, derived = _canonical_prefixes(strip_wrapper_prefixes(state), derived)
+        record = derived.to_dict()
     if record is None and require_record:
-        raise PluginError(f"{path} carries no pretraining record (ssl_record).",
+        raise PluginError(f"{path} carries no pretraining record (ssl_record) and no nnssl_adaptation_plan.",
                           "Export from a monai-ssl pretraining checkpoint, which records architecture, axis order "
-                          "and normalisation.")
+                          "and normalisation (or pass an nnssl checkpoint with its adaptation plan).")
+    state = strip_wrapper_prefixes(state)
+    converted: list[str] = []
+    if record is not None and to_nnunet_order and record.get("axis_order") == "monai":
+        record = record_to_nnunet_order(record)
+        state, converted = state_to_nnunet_order(state, int(record.get("spatial_dims", 3)))
     try:
         rec = CheckpointRecord.from_dict(record) if record is not None else None
     except (TypeError, PluginError) as e:
         raise PluginError(f"{path} has an unreadable record ({str(e).splitlines()[0]}).",
                           "Re-run the export from the original pretraining checkpoint.") from None
-    return PretrainedWeights(path, strip_wrapper_prefixes(state), rec, ckpt.get("nnssl_adaptation_plan"))
+    return PretrainedWeights(path, state, rec, plan, converted)
+
+
+def _canonical_prefixes(state: Mapping[str, torch.Tensor], record: CheckpointRecord
+                        ) -> tuple[dict[str, torch.Tensor], CheckpointRecord]:
+    """Rename a foreign file's stem / encoder prefixes (e.g. nnssl's ``online_encoder.stages``) to the
+    names nnU-Net's network uses (``key_to_stem`` / ``key_to_encoder``), through the one key remapper."""
+    named = record.key_prefixes
+    if named.get("encoder") == "encoder.stages" and str(named.get("stem", "")).startswith("encoder."):
+        return dict(state), record  # already nnU-Net's names (dynamic_network_architectures U-Nets)
+    net = record_network(record)
+    mapping = {}
+    for part, attr in (("stem", "key_to_stem"), ("encoder", "key_to_encoder")):
+        src, dst = named.get(part), getattr(net, attr, None)
+        if src and dst and src != dst:
+            mapping[src.rstrip(".") + "."] = dst.rstrip(".") + "."
+    if not mapping:
+        return dict(state), record
+    state = remap_keys(state, {**mapping, "": ""})
+    renamed = [remap_keys({p + ".": 0}, {**mapping, "": ""}) for p in named.get("in_proj") or []]
+    record.key_prefixes = {**named, "stem": net.key_to_stem, "encoder": net.key_to_encoder,
+                           "in_proj": [next(iter(r)).rstrip(".") for r in renamed]}
+    return state, record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,11 +311,82 @@ def architecture_mismatch_error(mismatch: str, what: str, fix: str,
                        fix)
 
 
-def plans_fix(dataset: str, configuration: str) -> str:
-    """How to make a dataset's plans build the pretrained architecture."""
-    return (f"Pretrain with this dataset's plans (NnUNetBackbone.from_plans on {dataset}'s nnUNetPlans.json, "
-            f"configuration {configuration}), or write plans with the pretrained architecture "
-            f"(monai-ssl nnunet-plans {dataset} --checkpoint CHECKPOINT) and train with -p <that identifier>.")
+PLANS_COMMAND = "monai-ssl nnunet-plans"
+VARIANT_IDENTIFIER = "nnUNetPlans_ssl"  # write_plans_variant's default name for checkpoint variants
+
+
+def plans_fix(dataset: str, configuration: str, checkpoint: str | os.PathLike | None = None,
+              hint: str | None = None) -> str:
+    """How to make a dataset's plans build the pretrained architecture: the command, then alternatives."""
+    ckpt = str(checkpoint) if checkpoint is not None else "CHECKPOINT"
+    conf = f" --configuration {configuration}" if configuration != "3d_fullres" else ""
+    text = (f"Run `{PLANS_COMMAND} {dataset} --checkpoint {ckpt}{conf}` (writes plans with the pretrained "
+            f"architecture) and train with -p {VARIANT_IDENTIFIER}, or pretrain with this dataset's own plans")
+    return text + (f"; {hint}" if hint else "") + "."
+
+
+@dataclass
+class TransferCheck:
+    """What loading ``source`` into ``target`` would do (computed before any weight changes)."""
+
+    problem: str | None  # the first thing that cannot be loaded or adapted, described; None = fine
+    adapted: dict[str, str]  # key -> how it would be adapted
+    missing: list[str]  # selected target keys the source lacks (allowed with stage adaptation)
+    unexpected: list[str]  # selected source keys the target lacks (allowed with stage adaptation)
+    first_refused_kind: str | None = None  # "channels" / "kernels" / "stages" when allowing it would help
+
+
+def check_transfer(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                   include: Callable[[str], bool], exclude: Callable[[str], bool] | None = is_seg_layer,
+                   adapter: ShapeAdapter | None = None, allow_stage_differences: bool = False) -> TransferCheck:
+    """Like :func:`first_mismatch`, but with the allowed adaptations applied (dry run, nothing loaded).
+
+    - a shape difference the ``adapter`` can adapt -> ``adapted``; otherwise the problem;
+    - a key only one side has (e.g. an encoder stage the other network lacks) -> ``missing`` /
+      ``unexpected`` when ``allow_stage_differences``; otherwise the problem.
+    """
+    exclude = exclude or (lambda k: False)
+    adapted: dict[str, str] = {}
+    missing: list[str] = []
+    unexpected: list[str] = []
+    problem = kind = None
+    for key, dst in target.items():
+        if exclude(key) or not include(key):
+            continue
+        where = describe_layer(key)
+        if key not in source:
+            if allow_stage_differences:
+                missing.append(key)
+                continue
+            problem = problem or f"{key} ({where}) is in the network but not in the checkpoint"
+            kind = kind or "stages"
+            continue
+        src = source[key]
+        if tuple(src.shape) == tuple(dst.shape):
+            continue
+        out = adapter(key, src, dst) if adapter is not None else None
+        if out is not None:
+            adapted[key] = adapter.notes.get(key, "adapted")
+            continue
+        if problem is None:
+            why = adapter.refusals.get(key) if adapter is not None else None
+            problem = (f"{key} ({where}): checkpoint {describe_shape(key, tuple(src.shape))} vs network "
+                       f"{describe_shape(key, tuple(dst.shape))}" + (f" [{why}]" if why else ""))
+            s_shape, d_shape = tuple(src.shape), tuple(dst.shape)
+            if len(s_shape) >= 3 and len(s_shape) == len(d_shape) and s_shape[0] == d_shape[0]:
+                if s_shape[1] != d_shape[1] and (adapter is None or adapter.is_in_proj(key)):
+                    kind = "channels"
+                elif s_shape[1] == d_shape[1] and s_shape[2:] != d_shape[2:]:
+                    kind = "kernels"
+    for key in source:
+        if key in target or exclude(key) or not include(key):
+            continue
+        if allow_stage_differences:
+            unexpected.append(key)
+            continue
+        problem = problem or f"{key} ({describe_layer(key)}) is in the checkpoint but not in the network"
+        kind = kind or "stages"
+    return TransferCheck(problem, adapted, missing, unexpected, kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,34 +399,56 @@ def _require_nnunet_record(weights: PretrainedWeights) -> CheckpointRecord:
         raise PluginError(f"{weights.path} holds a {record.backbone_family} backbone, not an nnU-Net network.",
                           "Export to nnU-Net needs a checkpoint pretrained on an nnU-Net backbone "
                           "(nnunet_* presets or NnUNetBackbone.from_plans).")
-    if record.axis_order != "nnunet":
+    if record.axis_order != "nnunet":  # read_pretrained(to_nnunet_order=True) converts what it can
         raise PluginError(f"{weights.path} was pretrained on {record.axis_order}-ordered volumes (x, y, z); nnU-Net "
                           f"feeds its networks (z, y, x).",
-                          "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet'); reordered weights "
-                          "would be silently wrong for anisotropic kernels.")
+                          "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet').")
     return record
+
+
+def part_selector(prefixes: list[str]) -> Callable[[str], bool]:
+    """Keys under any of the prefixes (``"encoder.stages"`` also selects ``decoder.encoder.stages.*``, its alias)."""
+    heads = tuple(p.rstrip(".") + "." for p in prefixes)
+    aliases = tuple("decoder." + h for h in heads if h.startswith("encoder."))
+    return lambda key: key.startswith(heads + aliases) or key in prefixes
 
 
 def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.PathLike | None = None,
                   dataset: int | str | None = None, configuration: str = "3d_fullres",
-                  plans_identifier: str = "nnUNetPlans") -> Path:
+                  plans_identifier: str = "nnUNetPlans",
+                  allowed_adaptations: tuple[str, ...] | list[str] | str = DEFAULT_ADAPTATIONS) -> Path:
     """Write an nnU-Net pretrained-weights file (and ``adaptation_plan.json`` beside it).
 
     Args:
-        checkpoint_path: a monai-ssl pretraining checkpoint (or an earlier export of one).
+        checkpoint_path: a monai-ssl pretraining checkpoint, an earlier export, or an nnssl
+            checkpoint (``network_weights`` + ``nnssl_adaptation_plan``; its record is derived from
+            the plan). A ``monai``-ordered checkpoint is transposed to nnU-Net's (z, y, x) order
+            (exact for nnU-Net's CNNs; the written record says ``axis_order_converted_from``).
         output_file: where to write; default: the conventional place for ``dataset`` (see
             :func:`pretrained_file_path`), else ``<checkpoint stem>_nnunet.pth`` beside the checkpoint.
         dataset: nnU-Net dataset id or name. When given, the dataset's plans must build the
-            pretrained architecture (every non-seg layer, same shape), checked before writing.
+            pretrained architecture (every non-seg layer, same shape, up to the allowed
+            adaptations), checked before writing.
         configuration, plans_identifier: which plans configuration the weights are for.
+        allowed_adaptations: shape differences the fine-tuning trainer will adapt (see
+            :mod:`monai_ssl_plugin.export.adaptation`; default: input channels only). The file
+            keeps the pretrained shapes; the trainer adapts at load time and reports it.
 
     Returns the written file. Every check runs before anything is written; both files are written
     atomically (the ``.pth`` last, so its presence means a complete export).
     """
-    weights = read_pretrained(checkpoint_path)
+    from monai_ssl_plugin.export.adaptation import parse_adaptations
+
+    allowed = parse_adaptations(allowed_adaptations)
+    weights = read_pretrained(checkpoint_path, to_nnunet_order=True)
     record = _require_nnunet_record(weights)
     ctor = record.backbone_kwargs
-    mismatch = first_mismatch(weights.state, record_network(record).state_dict(), exclude=None)
+    own = record_network(record).state_dict()
+    # a derived (nnssl) record only vouches for the stem + encoder; seg layers of foreign files may differ
+    self_include = part_selector([record.key_prefixes["stem"], record.key_prefixes["encoder"]]) \
+        if weights.from_nnssl else (lambda k: True)
+    mismatch = first_mismatch(weights.state, own, include=self_include,
+                              exclude=is_seg_layer if weights.from_nnssl else None)
     if mismatch is not None:
         raise PluginError(f"{weights.path}: the weights do not match the architecture its record describes "
                           f"(first mismatching layer {mismatch}).", "The checkpoint is inconsistent; re-run the "
@@ -317,15 +456,26 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
     if dataset is not None:
         target = dataset_target(dataset, configuration, plans_identifier)
         arch = target.architecture
-        mismatch = first_mismatch(weights.state, target.network().state_dict())
-        if mismatch is not None:
+        network = target.network()
+        stages = "stages" in allowed
+        include = part_selector([record.key_prefixes["stem"], record.key_prefixes["encoder"]]) \
+            if stages or weights.from_nnssl else (lambda k: True)
+        adapter = ShapeAdapter(allowed, in_proj=list(getattr(network, "keys_to_in_proj", ()))
+                               + list(record.key_prefixes.get("in_proj") or []))
+        check = check_transfer(weights.state, network.state_dict(), include, adapter=adapter,
+                               allow_stage_differences=stages)
+        if check.problem is not None:
             diffs = architecture_differences(ctor["arch_class_name"], ctor["arch_kwargs"], arch["network_class_name"],
                                              arch["arch_kwargs"])
             if record.in_channels != target.num_input_channels:
                 diffs.insert(0, f"input channels {record.in_channels} vs {target.num_input_channels}")
             raise architecture_mismatch_error(
-                mismatch, f"{target.dataset_name} {plans_identifier} {configuration}",
-                plans_fix(target.dataset_name, configuration), diffs)
+                check.problem, f"{target.dataset_name} {plans_identifier} {configuration}",
+                plans_fix(target.dataset_name, configuration, checkpoint_path, adaptation_hint(check, allowed)), diffs)
+        if check.adapted:
+            warnings.warn(f"{len(check.adapted)} tensor(s) differ in shape from {target.dataset_name} "
+                          f"{plans_identifier}; the fine-tuning trainer adapts them at load time, e.g. "
+                          f"{next(iter(check.adapted))}: {next(iter(check.adapted.values()))}.", stacklevel=2)
         norm = list(target.configuration_dict.get("normalization_schemes", []))
         if record.normalization and norm and list(record.normalization) != norm:
             warnings.warn(f"{weights.path} was pretrained with normalisation {record.normalization}, "
@@ -339,10 +489,26 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
     output_file = Path(output_file)
     if output_file.resolve() == weights.path.resolve():
         raise PluginError(f"The export would overwrite its own input {output_file}.", "Pass another output file.")
-    plan = nnssl_adaptation_plan(record, configuration)
+    if weights.from_nnssl:  # keep nnssl's own plan (its pretrain_plan says more than a derived record)
+        plan = json.loads(json.dumps(weights.adaptation_plan))
+        plan.update(key_to_encoder=record.key_prefixes["encoder"], key_to_stem=record.key_prefixes["stem"],
+                    keys_to_in_proj=list(record.key_prefixes.get("in_proj") or []))
+    else:
+        plan = nnssl_adaptation_plan(record, configuration)
     payload = {"network_weights": {k: v.detach().cpu().contiguous() for k, v in weights.state.items()},
                # JSON round trip: plain str/list/dict only, so weights_only loading never meets a foreign type
                "nnssl_adaptation_plan": plan, "ssl_record": json.loads(json.dumps(record.to_dict()))}
     atomic_write_text(json.dumps(plan, indent=2), output_file.parent / ADAPTATION_PLAN_FILE)
     atomic_save(payload, output_file)
     return output_file
+
+
+def adaptation_hint(check: TransferCheck, allowed: tuple[str, ...] | list[str]) -> str | None:
+    """``"or let the trainer adapt it: nnUNet_SSL_adapt=channels,kernels"`` when allowing one kind would help."""
+    kind = check.first_refused_kind
+    if kind is None or kind in allowed:
+        return None
+    what = {"channels": "repeat the stem over the extra input channels",
+            "kernels": "average the pretrained kernels over the changed axes",
+            "stages": "load the stages both networks have"}[kind]
+    return f"or let the trainer {what}: nnUNet_SSL_adapt={','.join(list(allowed) + [kind])}"

@@ -77,12 +77,12 @@ class SSLInitHandler:
             n = self.freezer.freeze()
             how = "for the whole run (linear probe)" if self.linear_probe else f"for {self.freeze_epochs} epoch(s)"
             self._log(f"[monai-ssl] froze {n:,} pretrained values of {self.freezer.target.name} {how}")
-        engine.add_event_handler(Events.STARTED, self._check_epoch)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check_epoch)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._check_epoch)
 
     def _check_epoch(self, engine: Engine) -> None:
-        """Unfreeze once ``freeze_epochs`` epochs are done (also right at the start of a resumed run)."""
-        if self.freezer.frozen and not self.linear_probe and engine.state.epoch >= self.freeze_epochs:
+        """Unfreeze when an epoch after the first ``freeze_epochs`` starts. Checked at EPOCH_STARTED, so a
+        run resumed past ``freeze_epochs`` (epoch restored at STARTED) trains unfrozen from its first epoch."""
+        if self.freezer.frozen and not self.linear_probe and engine.state.epoch > self.freeze_epochs:
             n = self.freezer.unfreeze()
-            self._log(f"[monai-ssl] unfroze {n:,} pretrained values of {self.freezer.target.name} after epoch "
-                      f"{engine.state.epoch}")
+            self._log(f"[monai-ssl] unfroze {n:,} pretrained values of {self.freezer.target.name} at the start of "
+                      f"epoch {engine.state.epoch}")

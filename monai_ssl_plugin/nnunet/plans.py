@@ -4,14 +4,25 @@ nnU-Net chooses the architecture from each dataset's fingerprint, so weights pre
 rarely fit another. A variant copies the target's plans (its spacing, normalisation and
 preprocessed data stay as they are: ``data_identifier`` is kept, so nothing is preprocessed again)
 and replaces only the architecture, the patch size (made valid for the strides) and the batch size.
-The same file serves the pretrained run and its from-scratch twin, so the baseline is fair by
-construction: only the trainer differs.
+
+Route (b), a shared checkpoint on a new dataset: ``write_plans_variant(dataset, checkpoint=FILE)``
+takes the architecture from the checkpoint's record (a monai-ssl checkpoint or export) or from
+nnssl's adaptation plan (an nnssl checkpoint), transposed to nnU-Net's axis order when the
+checkpoint was pretrained on (x, y, z) volumes; keeps the target's normalisation and spacing unless
+asked otherwise (``spacing="checkpoint"`` / ``normalization="checkpoint"``: a new data identifier,
+to be preprocessed once); picks a patch size valid for the strides and not larger than the
+target's median image allows; and writes the from-scratch twin ``<name>_scratch.json`` with
+identical plans. :func:`plans_differences` / :func:`assert_twin_plans` check that two plans differ
+only in their name; the trainers log :func:`plans_fingerprint` so the check works from logs too.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +31,30 @@ from monai_ssl_plugin.checkpoint import atomic_write_text
 from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
 from monai_ssl_plugin.errors import PluginError
 
+TWIN_SUFFIX = "_scratch"
+PROVENANCE_KEY = "monai_ssl_plugin"  # nnU-Net ignores unknown plans keys
+_NAME_KEYS = ("plans_name", "continue_training")  # what may differ between twins (nnU-Net adds continue_training)
 
-def valid_patch_size(patch: list[int], divisor: list[int]) -> list[int]:
+
+def valid_patch_size(patch: Sequence[int], divisor: Sequence[int]) -> list[int]:
     """Round each side down to a multiple of the network's total stride (at least one multiple)."""
     return [max(d, (int(p) // d) * d) for p, d in zip(patch, divisor)]
+
+
+def capped_patch_size(patch: Sequence[int], divisor: Sequence[int], median_shape: Sequence[int] | None) -> list[int]:
+    """``patch`` no larger than the median image rounded up to the stride, then valid for the strides."""
+    if median_shape:
+        patch = [min(int(p), int(math.ceil(float(m) / d)) * d) for p, d, m in zip(patch, divisor, median_shape)]
+    return valid_patch_size(patch, divisor)
+
+
+def stride_divisor(arch_kwargs: Mapping[str, Any], dims: int) -> list[int]:
+    """Product of the strides per axis (patch sizes must be multiples of it); no network is built."""
+    div = [1] * dims
+    for s in arch_kwargs["strides"]:
+        s = list(s) if isinstance(s, (list, tuple)) else [s] * dims
+        div = [d * int(si) for d, si in zip(div, s)]
+    return div
 
 
 def architecture_from_backbone(constructor: dict[str, Any]) -> dict[str, Any]:
@@ -32,19 +63,110 @@ def architecture_from_backbone(constructor: dict[str, Any]) -> dict[str, Any]:
             "_kw_requires_import": list(constructor["arch_kwargs_req_import"])}
 
 
+# ---------------------------------------------------------------------------------------------
+# Fairness: twins differ only in their name
+# ---------------------------------------------------------------------------------------------
+def _plans_dict(plans: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(load_plans(plans) if not isinstance(plans, Mapping) else dict(plans)))
+
+
+def plans_fingerprint(plans: str | Path | Mapping[str, Any]) -> str:
+    """A short hash of everything in the plans except the name: twins have equal fingerprints."""
+    d = {k: v for k, v in _plans_dict(plans).items() if k not in _NAME_KEYS}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plans_differences(a: str | Path | Mapping[str, Any], b: str | Path | Mapping[str, Any],
+                      limit: int = 10) -> list[str]:
+    """Where two plans differ, ignoring ``plans_name`` (``"configurations.3d_fullres.patch_size: [..] vs [..]"``)."""
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, where: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in list(x) + [k for k in y if k not in x]:
+                if not where and k in _NAME_KEYS:
+                    continue
+                if k not in x or k not in y:
+                    out.append(f"{where + '.' if where else ''}{k}: only in {'the second' if k not in x else 'the first'}")
+                else:
+                    walk(x[k], y[k], f"{where + '.' if where else ''}{k}")
+        elif x != y:
+            out.append(f"{where}: {json.dumps(x)[:80]} vs {json.dumps(y)[:80]}")
+
+    walk(_plans_dict(a), _plans_dict(b), "")
+    return out
+
+
+def assert_twin_plans(a: str | Path | Mapping[str, Any], b: str | Path | Mapping[str, Any]) -> None:
+    """Raise unless the two plans are identical apart from their name (a fair pretrained-vs-scratch pair)."""
+    diffs = plans_differences(a, b)
+    if diffs:
+        raise PluginError(f"The plans differ beyond their name: {'; '.join(diffs[:3])}.",
+                          "Train the pretrained run and its baseline with the same -p (or the twin written by "
+                          "monai-ssl nnunet-plans).")
+
+
+def twin_plans_path(plans_file: str | Path) -> Path:
+    """Where :func:`write_plans_variant` writes the from-scratch twin of ``plans_file``."""
+    p = Path(plans_file)
+    return p.with_name(f"{p.stem}{TWIN_SUFFIX}.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing variants
+# ---------------------------------------------------------------------------------------------
+def _median_shape(plans: dict, conf: dict, spacing: Sequence[float] | None) -> list[int] | None:
+    """The configuration's median image size in voxels, recomputed for another ``spacing``."""
+    median = conf.get("median_image_size_in_voxels")
+    if spacing is None or [float(s) for s in spacing] == [float(s) for s in conf.get("spacing", [])]:
+        return [int(m) for m in median] if median else None
+    shape_mm = None
+    orig_shape, orig_spacing = plans.get("original_median_shape_after_transp"), plans.get(
+        "original_median_spacing_after_transp")
+    if orig_shape and orig_spacing and len(orig_shape) == len(spacing):
+        shape_mm = [float(s) * float(sp) for s, sp in zip(orig_shape, orig_spacing)]
+    elif median and conf.get("spacing"):
+        shape_mm = [float(m) * float(sp) for m, sp in zip(median, conf["spacing"])]
+    return [max(1, round(mm / float(s))) for mm, s in zip(shape_mm, spacing)] if shape_mm else None
+
+
 def write_plans_variant(dataset: str | int, *, backbone: str | None = None, checkpoint: str | Path | None = None,
                         source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres",
-                        plans_identifier: str | None = None, patch_size: list[int] | None = None,
-                        batch_size: int | None = None) -> Path:
+                        plans_identifier: str | None = None, patch_size: Sequence[int] | None = None,
+                        batch_size: int | None = None, spacing: str | Sequence[float] = "target",
+                        normalization: str = "target", scratch_twin: bool | None = None,
+                        log: Callable[[str], None] | None = print) -> Path:
     """Write ``<plans_identifier>.json`` next to the dataset's plans with the pretrained architecture.
 
-    Exactly one of ``backbone`` (a registered nnU-Net preset, e.g. ``nnunet_plain_small``) and
-    ``checkpoint`` (a pretraining checkpoint or nnU-Net export whose record names the
-    architecture) says which architecture to use. Returns the plans file; the identifier to pass
-    as ``-p`` is its stem.
-    """
-    from monai_ssl_plugin.backbones import NnUNetBackbone, create_backbone
+    Args:
+        dataset: nnU-Net dataset id or name (preprocessed with ``source_plans``).
+        backbone: a registered nnU-Net preset (e.g. ``nnunet_plain_small``; route (a): pretrain then
+            with these plans). Exactly one of ``backbone`` and ``checkpoint``.
+        checkpoint: route (b): a monai-ssl checkpoint / export (architecture from its record) or an
+            nnssl checkpoint (from ``nnssl_adaptation_plan``; nnssl's ``ResEncL`` is nnU-Net's
+            ResidualEncoderUNet preset). A ``monai``-ordered record gets the axis-reversed
+            kernels and strides (the trainers transpose the weights exactly).
+        plans_identifier: the new plans name (default ``<source_plans>_ssl`` for a checkpoint,
+            ``<source_plans>_<backbone>`` for a preset).
+        patch_size: explicit patch (made a multiple of the strides). Default: the checkpoint's
+            pretraining patch (else the source plans'), capped at the target's median image size.
+        batch_size: default: the source plans'.
+        spacing: ``"target"`` (keep, default), ``"checkpoint"`` (the pretraining spacing, in the
+            network's axis order) or explicit values. Anything but ``"target"`` needs one
+            preprocessing run (a new ``data_identifier``; the command is printed).
+        normalization: ``"target"`` (keep, default) or ``"checkpoint"`` (the pretraining scheme per
+            channel; needs preprocessing too).
+        scratch_twin: also write ``<name>_scratch.json``, identical except its name (default: with
+            ``checkpoint``). The same file with ``-tr nnUNetTrainerScratch`` is an equally fair twin.
+        log: where notes go (None: silent).
 
+    Returns the plans file; the identifier to pass as ``-p`` is its stem.
+    """
+    from monai_ssl_plugin.backbones import create_backbone
+
+    say = log or (lambda msg: None)
     if (backbone is None) == (checkpoint is None):
         raise PluginError("Say which architecture to use.", "Pass exactly one of --backbone NAME or --checkpoint FILE.")
     ds_dir = preprocessed_dataset_dir(dataset)
@@ -52,34 +174,124 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
     plans = load_plans(src_file)
     conf = resolve_configuration(plans, configuration)
     n_channels = len(conf["normalization_schemes"])
+    dims = len(conf["patch_size"])
+    provenance: dict[str, Any] = {"source_plans": source_plans}
+    pretrain_patch = None
+    record = None
     if checkpoint is not None:
-        from monai_ssl_plugin.checkpoint import safe_load
+        from monai_ssl_plugin.export.nnunet import read_pretrained
 
-        ckpt = safe_load(checkpoint)
-        record = ckpt.get("record") or ckpt.get("ssl_record")
-        if not record or not str(record.get("backbone_family", "")).startswith("nnunet."):
-            raise PluginError(f"{checkpoint} has no nnU-Net backbone record.",
-                              "Use a checkpoint written by monai-ssl pretraining on an nnU-Net backbone.")
-        constructor = record["backbone_kwargs"]
-        if record["in_channels"] != n_channels:
-            raise PluginError(f"The checkpoint was pretrained on {record['in_channels']} input channel(s); dataset "
-                              f"{dataset} has {n_channels}.", "Pretrain on data with the same channels.")
+        weights = read_pretrained(checkpoint, require_record=True, to_nnunet_order=True)
+        record = weights.record
+        if not record.backbone_family.startswith("nnunet."):
+            raise PluginError(f"{checkpoint} holds a {record.backbone_family} backbone, not an nnU-Net U-Net.",
+                              "Use a checkpoint pretrained on an nnU-Net backbone (nnunet_* presets or plans).")
+        constructor = record.backbone_kwargs
+        if record.in_channels != n_channels:
+            if n_channels > record.in_channels and n_channels % record.in_channels == 0:
+                say(f"[monai-ssl] NOTE: pretrained on {record.in_channels} input channel(s), dataset {ds_dir.name} has "
+                    f"{n_channels}: the trainers repeat the stem's input weights x{n_channels // record.in_channels} "
+                    "(divided by the repeat) and report it (adaptation 'channels', on by default).")
+            else:
+                raise PluginError(f"The checkpoint was pretrained on {record.in_channels} input channel(s); dataset "
+                                  f"{ds_dir.name} has {n_channels}.",
+                                  "Only more channels, a multiple of the pretrained count, can be adapted; pretrain on "
+                                  "data with this dataset's channels.")
+        pretrain_patch = list(record.patch_size) if record.patch_size else None
+        if weights.axis_transposed:
+            say(f"[monai-ssl] NOTE: {checkpoint} was pretrained on (x, y, z) volumes: the variant uses the axis-reversed "
+                "kernel sizes and strides; the trainers transpose the weights exactly.")
         name = plans_identifier or f"{source_plans}_ssl"
+        provenance.update(architecture_from=str(checkpoint), pretrained_family=record.backbone_family,
+                          pretrained_in_channels=record.in_channels,
+                          pretrained_from="nnssl_adaptation_plan" if weights.from_nnssl else "ssl_record")
     else:
-        constructor = create_backbone(backbone, in_channels=n_channels, spatial_dims=len(conf["patch_size"])).constructor
+        constructor = create_backbone(backbone, in_channels=n_channels, spatial_dims=dims).constructor
         name = plans_identifier or f"{source_plans}_{backbone}"
-    net = NnUNetBackbone(constructor["arch_class_name"], constructor["arch_kwargs"],
-                         constructor["arch_kwargs_req_import"], n_channels)
+        provenance.update(architecture_from=f"preset {backbone}")
+    if name == source_plans:
+        raise PluginError(f"The variant would overwrite {src_file.name}.", "Pass another --plans_identifier.")
+    architecture = architecture_from_backbone(constructor)
+    divisor = stride_divisor(architecture["arch_kwargs"], dims)
+
     new_conf = copy.deepcopy(plans["configurations"][configuration])
-    new_conf.pop("inherits_from", None)
     new_conf = {**conf, **{k: v for k, v in new_conf.items() if k != "inherits_from"}}
-    new_conf["architecture"] = architecture_from_backbone(constructor)
-    new_conf["patch_size"] = valid_patch_size(patch_size or conf["patch_size"], net.divisor())
+    new_conf["architecture"] = architecture
+    reprocess = []
+    # -- spacing -----------------------------------------------------------------------------
+    if isinstance(spacing, str) and spacing == "target":
+        target_spacing = None
+    elif isinstance(spacing, str) and spacing == "checkpoint":
+        if record is None or record.spacing is None:
+            raise PluginError("spacing='checkpoint' needs a checkpoint whose record gives its spacing.",
+                              "Pass --spacing with explicit values, or keep the target's spacing.")
+        target_spacing = [float(s) for s in record.spacing]
+    elif isinstance(spacing, str):
+        raise PluginError(f"Unknown spacing option {spacing!r}.", "Use 'target', 'checkpoint' or explicit values.")
+    else:
+        target_spacing = [float(s) for s in spacing]
+    if target_spacing is not None:
+        if len(target_spacing) != dims:
+            raise PluginError(f"spacing {target_spacing} has {len(target_spacing)} axes; the configuration is {dims}D.",
+                              f"Give {dims} values (in the network's axis order).")
+        if target_spacing != [float(s) for s in conf["spacing"]]:
+            reprocess.append(f"spacing {list(conf['spacing'])} -> {target_spacing}")
+            new_conf["median_image_size_in_voxels"] = _median_shape(plans, conf, target_spacing) \
+                or conf.get("median_image_size_in_voxels")
+            new_conf["spacing"] = target_spacing
+    # -- normalisation -------------------------------------------------------------------------
+    target_norm = list(conf["normalization_schemes"])
+    if normalization == "checkpoint":
+        if record is None or not record.normalization:
+            raise PluginError("normalization='checkpoint' needs a checkpoint whose record gives its normalisation.",
+                              "Keep the target's normalisation.")
+        theirs = list(record.normalization)
+        theirs = theirs * n_channels if len(theirs) == 1 else theirs
+        if len(theirs) != n_channels:
+            raise PluginError(f"The checkpoint's normalisation {record.normalization} does not give one scheme for each "
+                              f"of the {n_channels} channels.", "Keep the target's normalisation.")
+        if theirs != target_norm:
+            reprocess.append(f"normalisation {target_norm} -> {theirs}")
+            new_conf["normalization_schemes"] = theirs
+    elif normalization != "target":
+        raise PluginError(f"Unknown normalization option {normalization!r}.", "Use 'target' or 'checkpoint'.")
+    elif record is not None and record.normalization:
+        theirs = list(record.normalization)
+        if theirs != target_norm and theirs * n_channels != target_norm:
+            if provenance.get("pretrained_from") == "nnssl_adaptation_plan":
+                say(f"[monai-ssl] WARNING: nnssl pretrained with {theirs} (nnssl z-scores everything); the variant keeps "
+                    f"{target_norm} of {ds_dir.name}. The trainers warn about it; monai-ssl pretraining keeps "
+                    "nnU-Net's CTNormalization.")
+            else:
+                say(f"[monai-ssl] WARNING: pretrained with {theirs}, {ds_dir.name} uses {target_norm}: the trainers "
+                    "refuse this unless nnUNet_SSL_allow_normalization_mismatch=1 (or pass normalization='checkpoint' "
+                    "and preprocess again).")
+    if reprocess:
+        new_conf["data_identifier"] = f"{name}_{configuration}"
+    # -- patch and batch -----------------------------------------------------------------------
+    if patch_size is not None:
+        new_conf["patch_size"] = valid_patch_size([int(p) for p in patch_size], divisor)
+    else:
+        base = pretrain_patch if pretrain_patch and len(pretrain_patch) == dims else conf["patch_size"]
+        new_conf["patch_size"] = capped_patch_size(base, divisor, new_conf.get("median_image_size_in_voxels"))
     if batch_size is not None:
         new_conf["batch_size"] = int(batch_size)
+    provenance.update(spacing="target" if target_spacing is None else target_spacing, normalization=normalization)
+
     out = copy.deepcopy(plans)
     out["plans_name"] = name
     out["configurations"] = {configuration: new_conf}
+    out[PROVENANCE_KEY] = provenance
     target = ds_dir / f"{name}.json"
     atomic_write_text(json.dumps(out, indent=2), target)
+    if scratch_twin if scratch_twin is not None else checkpoint is not None:
+        twin = dict(out, plans_name=f"{name}{TWIN_SUFFIX}")
+        atomic_write_text(json.dumps(twin, indent=2), twin_plans_path(target))
+        assert_twin_plans(out, twin)
+        say(f"[monai-ssl] from-scratch twin: -p {name}{TWIN_SUFFIX} (identical plans, fingerprint "
+            f"{plans_fingerprint(out)}); or the same -p {name} with -tr nnUNetTrainerScratch")
+    if reprocess:
+        dataset_id = ds_dir.name[len("Dataset"):len("Dataset") + 3]
+        say(f"[monai-ssl] {'; '.join(reprocess)}: preprocess once with `nnUNetv2_preprocess -d {int(dataset_id)} "
+            f"-plans_name {name} -c {configuration}` (data identifier {new_conf['data_identifier']}).")
     return target

@@ -3,7 +3,14 @@
 Used by :class:`~monai_ssl_plugin.nnunet.trainers.nnUNetTrainerSSL` right after ``initialize()``:
 the record is checked against the plans (axis order, normalisation, architecture) and the
 pretrained parts are copied with the plugin's reported loader, so a bad pairing fails before the
-first training step with the first mismatching layer named.
+first training step with the first mismatching layer named and the command that fixes it.
+
+What is loaded (``load``): ``auto`` (the parts the pretext trained: stem + encoder, plus the
+decoder for MAE-type pretexts; stem + encoder for nnssl files), ``encoder`` (stem + encoder) or
+``encoder+decoder``. Shape differences are adapted only when allowed (``allowed_adaptations``,
+see :mod:`monai_ssl_plugin.export.adaptation`) and every adaptation is reported. A checkpoint
+pretrained on MONAI-ordered (x, y, z) volumes is transposed exactly to nnU-Net's (z, y, x), or
+refused when the plans are not the axis-reversed pretrained architecture.
 """
 
 from __future__ import annotations
@@ -14,14 +21,20 @@ from pathlib import Path
 
 from torch import nn
 
+import json
+from dataclasses import dataclass, field
+
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.export.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter, n_stages, parse_adaptations
 from monai_ssl_plugin.export.loading import LoadReport, load_weights
-from monai_ssl_plugin.export.nnunet import (EXPORT_COMMAND, PretrainedWeights, architecture_differences,
-                                            architecture_mismatch_error, first_mismatch, is_seg_layer, plans_fix,
-                                            pretrained_file_path, read_pretrained)
+from monai_ssl_plugin.export.nnunet import (EXPORT_COMMAND, PretrainedWeights, adaptation_hint,
+                                            architecture_differences, architecture_mismatch_error, check_transfer,
+                                            is_seg_layer, part_selector, plans_fix, pretrained_file_path,
+                                            read_pretrained)
 
 ENV_PRETRAINED = "nnUNet_SSL_pretrained"  # explicit file, overrides the conventional place
 ENV_ALLOW_NORMALIZATION_MISMATCH = "nnUNet_SSL_allow_normalization_mismatch"  # "1": warn instead of refusing
+LOAD_MODES = ("auto", "encoder", "encoder+decoder")
 
 
 def _truthy(value: str | None) -> bool:
@@ -51,15 +64,17 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                  log: Callable[[str], None]) -> None:
     """Refuse weights whose record contradicts the plans; warn about softer differences.
 
-    - axis order must be ``nnunet`` (a ``monai``-ordered checkpoint saw (x, y, z) volumes);
+    - axis order must be ``nnunet`` (``read_pretrained(to_nnunet_order=True)`` has already
+      transposed a ``monai``-ordered nnU-Net CNN exactly);
     - normalisation per channel must equal the plans' ``normalization_schemes`` (set
-      ``nnUNet_SSL_allow_normalization_mismatch=1`` to only warn);
+      ``nnUNet_SSL_allow_normalization_mismatch=1`` to only warn). nnssl checkpoints are z-scored
+      by construction (nnssl has no CT path): a different scheme (e.g. CTNormalization) is a warning;
     - a different spacing is reported (pretrained features transfer less well far from it).
     """
     record = weights.record
     if record is None:
-        log(f"[monai-ssl] WARNING: {weights.path} has no ssl_record: axis order and normalisation cannot be checked "
-            "(assuming nnU-Net order); loading stem + encoder only.")
+        log(f"[monai-ssl] WARNING: {weights.path} has no ssl_record and no nnssl_adaptation_plan: axis order and "
+            "normalisation cannot be checked (assuming nnU-Net order); loading stem + encoder only.")
         return
     if record.axis_order != "nnunet":
         raise PluginError(f"{weights.path} was pretrained on {record.axis_order}-ordered volumes (x, y, z), but "
@@ -70,12 +85,20 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
         log(f"[monai-ssl] WARNING: the record of {weights.path} does not say its intensity normalisation; "
             f"the plans use {norm}.")
     elif list(record.normalization) != norm:
-        msg = (f"{weights.path} was pretrained with intensity normalisation {list(record.normalization)}, the plans "
-               f"use {norm}.")
-        if not _truthy(os.environ.get(ENV_ALLOW_NORMALIZATION_MISMATCH)):
-            raise PluginError(msg, "Pretrain on data normalised like this dataset (e.g. its nnU-Net preprocessed "
-                                   f"folder), or set {ENV_ALLOW_NORMALIZATION_MISMATCH}=1 to fine-tune anyway.")
-        log(f"[monai-ssl] WARNING: {msg} Continuing because {ENV_ALLOW_NORMALIZATION_MISMATCH} is set.")
+        if weights.from_nnssl:
+            log(f"[monai-ssl] WARNING: {weights.path} is an nnssl checkpoint, pretrained with "
+                f"{list(record.normalization)} (nnssl z-scores everything); the plans use {norm}. Fine-tuning adapts, "
+                "but features transfer less well across normalisations (monai-ssl pretraining keeps "
+                "CTNormalization).")
+        else:
+            msg = (f"{weights.path} was pretrained with intensity normalisation {list(record.normalization)}, the plans "
+                   f"use {norm}.")
+            if not _truthy(os.environ.get(ENV_ALLOW_NORMALIZATION_MISMATCH)):
+                raise PluginError(msg, "Pretrain on data normalised like this dataset (e.g. its nnU-Net preprocessed "
+                                       f"folder), or set {ENV_ALLOW_NORMALIZATION_MISMATCH}=1 to fine-tune anyway.")
+            log(f"[monai-ssl] WARNING: {msg} Continuing because {ENV_ALLOW_NORMALIZATION_MISMATCH} is set.")
+    else:
+        log(f"[monai-ssl] normalisation {norm} matches the pretraining record")
     if record.spacing is not None and spacing is not None and len(record.spacing) == len(spacing):
         ratio = max(max(a, b) / max(min(a, b), 1e-8) for a, b in zip(record.spacing, spacing))
         if ratio > 1.5:
@@ -83,19 +106,30 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                 f"{list(spacing)}; transfer is weaker far from the pretraining spacing (Wald et al. 2025).")
 
 
-def pretrained_prefixes(weights: PretrainedWeights, network: nn.Module) -> tuple[list[str], list[str]]:
-    """(parts, state-dict prefixes) to load: stem + encoder, plus the decoder when the pretext trained it.
+def pretrained_prefixes(weights: PretrainedWeights, network: nn.Module, load: str = "auto",
+                        log: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
+    """(parts, state-dict prefixes) to load; seg layers are never among them.
 
-    Prefixes come from the record (or nnssl's adaptation plan), falling back to the network's own
-    ``key_to_stem`` / ``key_to_encoder``; seg layers are never among them.
+    ``load="auto"``: stem + encoder, plus the decoder when the record says the pretext trained it;
+    ``"encoder"``: stem + encoder; ``"encoder+decoder"``: all three (a warning when the record says the
+    decoder was not pretrained). Prefixes come from the record (or nnssl's adaptation plan), falling
+    back to the network's own ``key_to_stem`` / ``key_to_encoder``.
     """
+    if load not in LOAD_MODES:
+        raise PluginError(f"Unknown load mode {load!r}.", f"Use one of {', '.join(LOAD_MODES)} (nnUNet_SSL_load).")
     record, plan = weights.record, weights.adaptation_plan or {}
-    if record is not None:
-        parts = [p for p in ("stem", "encoder", "decoder") if p in record.pretrained_parts]
-        named = record.key_prefixes
-    else:
+    trained = list(record.pretrained_parts) if record is not None else ["stem", "encoder"]
+    if load == "auto":
+        parts = [p for p in ("stem", "encoder", "decoder") if p in trained]
+    elif load == "encoder":
         parts = ["stem", "encoder"]
-        named = {"stem": plan.get("key_to_stem"), "encoder": plan.get("key_to_encoder")}
+    else:
+        parts = ["stem", "encoder", "decoder"]
+        if "decoder" not in trained:
+            log(f"[monai-ssl] WARNING: the record of {weights.path} says the decoder was not pretrained "
+                f"(pretrained parts: {trained}); loading it anyway because encoder+decoder was asked for.")
+    named = record.key_prefixes if record is not None else {"stem": plan.get("key_to_stem"),
+                                                            "encoder": plan.get("key_to_encoder")}
     fallback = {"stem": getattr(network, "key_to_stem", None), "encoder": getattr(network, "key_to_encoder", None),
                 "decoder": "decoder"}
     prefixes = []
@@ -108,49 +142,125 @@ def pretrained_prefixes(weights: PretrainedWeights, network: nn.Module) -> tuple
     return parts, prefixes
 
 
-def _selector(prefixes: Sequence[str]) -> Callable[[str], bool]:
-    # "decoder" also covers "decoder.encoder.*", the decoder's reference to the same encoder tensors
-    heads = tuple(p.rstrip(".") + "." for p in prefixes)
-    return lambda key: key.startswith(heads) or key in prefixes
+@dataclass
+class PretrainedLoad:
+    """What :func:`load_pretrained_into` did: the loader's report plus how each adapted tensor was changed."""
+
+    report: LoadReport
+    parts: list[str]
+    notes: dict[str, str] = field(default_factory=dict)  # key -> adaptation applied
+
+
+def _json(x: object) -> object:
+    return json.loads(json.dumps(x))
+
+
+def _check_transposed_architecture(weights: PretrainedWeights, plans_architecture: dict | None, what: str,
+                                   fix: str) -> None:
+    """A transposed (monai -> nnunet) checkpoint is exact only on the axis-reversed architecture: check it."""
+    if not weights.axis_transposed or weights.record is None or plans_architecture is None:
+        return
+    mine, theirs = weights.record.backbone_kwargs["arch_kwargs"], plans_architecture["arch_kwargs"]
+    for name in ("kernel_sizes", "strides"):
+        a, b = _json(mine.get(name)), _json(theirs.get(name))
+        if a != b:
+            raise PluginError(f"{weights.path} was pretrained on (x, y, z) volumes; transposed to nnU-Net's (z, y, x) "
+                              f"its {name} are {a}, but {what} has {b}, so the transposed network would not compute "
+                              "the pretrained function.", fix)
 
 
 def load_pretrained_into(network: nn.Module, path: Path, *, normalization_schemes: Sequence[str],
                          spacing: Sequence[float] | None, what: str, dataset_name: str, configuration: str,
                          plans_architecture: dict | None = None, num_input_channels: int | None = None,
-                         log: Callable[[str], None] = print) -> LoadReport:
+                         load: str = "auto", allowed_adaptations: Sequence[str] | str = DEFAULT_ADAPTATIONS,
+                         min_loaded_fraction: float = 0.5, log: Callable[[str], None] = print) -> PretrainedLoad:
     """Check ``path`` against the plans and copy its pretrained parts into ``network``.
 
-    Raises :class:`PluginError` (before any weight changes) on a contradicting record or when a
-    layer of the pretrained parts is missing or shaped differently, naming the first such layer.
-    Logs the load report (loaded / skipped / missing) through ``log``.
+    Raises :class:`PluginError` (before any weight changes) on a contradicting record, or when a
+    layer of the pretrained parts is missing or shaped differently and no allowed adaptation fits,
+    naming the first such layer, the architecture difference and the command that fixes it.
+    With the ``stages`` adaptation, differing stage counts load the common encoder stages (the
+    decoder then starts fresh) and refuse below ``min_loaded_fraction`` of the targeted values.
+    Logs the load report (loaded / adapted / skipped / missing) through ``log``.
     """
-    weights = read_pretrained(path, require_record=False)
+    allowed = parse_adaptations(allowed_adaptations)
+    weights = read_pretrained(path, require_record=False, to_nnunet_order=True)
+    fix = plans_fix(dataset_name, configuration, path)
+    if weights.axis_transposed:
+        log(f"[monai-ssl] axis order: {path} was pretrained on (x, y, z) volumes; transposed "
+            f"{len(weights.axis_transposed)} kernels to nnU-Net's (z, y, x) (exact for convolutions; kernel sizes and "
+            "strides reversed in the record)")
+    _check_transposed_architecture(weights, plans_architecture, what, fix)
     check_record(weights, normalization_schemes, spacing, log)
     module = network.module if isinstance(getattr(network, "module", None), nn.Module) else network
     module = getattr(module, "_orig_mod", module)
-    parts, prefixes = pretrained_prefixes(weights, module)
-    include = _selector(prefixes)
-    mismatch = first_mismatch(weights.state, module.state_dict(), include=include, exclude=is_seg_layer)
-    if mismatch is not None:
-        diffs: list[str] = []
-        record = weights.record
-        if record is not None and num_input_channels is not None and record.in_channels != num_input_channels:
-            diffs.append(f"input channels {record.in_channels} vs {num_input_channels}")
-        if record is not None and plans_architecture is not None:
-            c = record.backbone_kwargs
-            diffs += architecture_differences(c["arch_class_name"], c["arch_kwargs"],
-                                              plans_architecture["network_class_name"],
-                                              plans_architecture["arch_kwargs"])
-        raise architecture_mismatch_error(mismatch, what, plans_fix(dataset_name, configuration), diffs)
+    parts, prefixes = pretrained_prefixes(weights, module, load, log)
+    record = weights.record
+    diffs: list[str] = []
+    if record is not None and plans_architecture is not None:
+        c = record.backbone_kwargs
+        diffs = architecture_differences(c["arch_class_name"], c["arch_kwargs"], plans_architecture["network_class_name"],
+                                         plans_architecture["arch_kwargs"])
+    if record is not None and num_input_channels is not None and record.in_channels != num_input_channels:
+        diffs.insert(0, f"input channels {record.in_channels} vs {num_input_channels}")
+    stage_counts = (n_stages(record.backbone_kwargs.get("arch_kwargs")) if record is not None else None,
+                    n_stages(plans_architecture.get("arch_kwargs")) if plans_architecture else None)
+    stages_differ = None not in stage_counts and stage_counts[0] != stage_counts[1]
+    allow_stages = "stages" in allowed
+    if stages_differ and allow_stages and "decoder" in parts:
+        log(f"[monai-ssl] encoder stages differ ({stage_counts[0]} pretrained vs {stage_counts[1]} in the plans): "
+            "loading the common encoder stages; the decoder starts fresh")
+        keep = [(pt, px) for pt, px in zip(parts, prefixes) if pt != "decoder"]
+        parts, prefixes = [k[0] for k in keep], [k[1] for k in keep]
+    include = part_selector(prefixes)
+    in_proj = list(getattr(module, "keys_to_in_proj", ()) or ()) + list((record.key_prefixes.get("in_proj") or [])
+                                                                       if record is not None else [])
+    target = module.state_dict()
+    check = check_transfer(weights.state, target, include, exclude=is_seg_layer,
+                           adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=allow_stages)
+    if check.problem is not None:
+        if check.first_refused_kind == "stages" and not stages_differ:
+            check.first_refused_kind = None  # a missing key that is not a stage-count difference
+        raise architecture_mismatch_error(check.problem, what,
+                                          plans_fix(dataset_name, configuration, path, adaptation_hint(check, allowed)),
+                                          diffs)
+    if check.missing or check.unexpected:
+        targeted = sum(v.numel() for k, v in target.items() if include(k) and not is_seg_layer(k)
+                       and v.is_floating_point())
+        missing = sum(target[k].numel() for k in check.missing if target[k].is_floating_point())
+        fraction = 1.0 - missing / max(targeted, 1)
+        if fraction < min_loaded_fraction:
+            raise PluginError(f"Only {100 * fraction:.1f}% of the targeted pretrained values would load into {what} "
+                              f"(need {100 * min_loaded_fraction:.1f}%): {len(check.missing)} tensors missing, e.g. "
+                              f"{check.missing[0]} (encoder stages: {stage_counts[0]} pretrained vs {stage_counts[1]}).",
+                              fix[:-1] + "; or lower nnUNet_SSL_min_loaded_fraction.")
+    shape_free = [d for d in diffs if not d.startswith("input channels")]
+    if shape_free and not check.adapted and not (check.missing or check.unexpected):
+        log(f"[monai-ssl] NOTE: the plans' architecture differs where the shapes agree: {'; '.join(shape_free[:3])}")
     log(f"[monai-ssl] loading pretrained {' + '.join(parts)} from {path}")
-    report = load_weights(module, weights.state, include=include, exclude=is_seg_layer, min_fraction=0.999,
-                          strict_shapes=True, log=log)
+    adapter = ShapeAdapter(allowed, in_proj)
+    report = load_weights(module, weights.state, include=include, exclude=is_seg_layer,
+                          min_fraction=min(min_loaded_fraction, 0.999) if (check.missing or check.unexpected) else 0.999,
+                          adapt=adapter, strict_shapes=True, log=log)
+    notes = dict(adapter.notes)
+    transposed = set(weights.axis_transposed) & set(report.loaded)
+    for key in sorted(transposed):
+        notes[key] = "axes (x, y, z) -> (z, y, x)" + (f"; {notes[key]}" if key in notes else "")
+        if key not in report.adapted:
+            report.adapted.append(key)
     for line in report.details().splitlines()[1:]:
-        log(f"[monai-ssl] {line.strip()}")
+        if not line.strip().startswith("adapted"):  # listed below, with how
+            log(f"[monai-ssl] {line.strip()}")
+    shown = [k for k in notes if not k.startswith("decoder.encoder.")]
+    for key in shown[:10]:
+        log(f"[monai-ssl] adapted {key}: {notes[key]}")
+    if len(shown) > 10:
+        log(f"[monai-ssl] ... {len(shown) - 10} more adapted")
+    loaded = {target[k].data_ptr() for k in report.loaded}  # aliases (decoder.encoder.*) share the loaded tensors
     state = module.state_dict()
-    loaded = {state[k].data_ptr() for k in report.loaded}  # aliases (decoder.encoder.*) share the loaded tensors
     fresh = [k for k, v in state.items() if not include(k) and not is_seg_layer(k) and v.data_ptr() not in loaded]
-    log(f"[monai-ssl] pretrained {' + '.join(parts)}: {len(report.loaded)} tensors loaded, "
-        f"{len(report.missing)} missing, {len(report.skipped_shape)} skipped; starting fresh: "
-        f"{len(report.skipped_filtered)} seg-layer tensors" + (f" + {len(fresh)} others" if fresh else ""))
-    return report
+    log(f"[monai-ssl] pretrained {' + '.join(parts)}: {len(report.loaded)} tensors loaded "
+        f"({len(report.adapted)} adapted), {len(report.missing)} missing, {len(report.unexpected)} unexpected, "
+        f"{len(report.skipped_shape)} skipped; starting fresh: {len(report.skipped_filtered)} seg-layer tensors"
+        + (f" + {len(fresh)} others" if fresh else ""))
+    return PretrainedLoad(report, parts, notes)

@@ -1,10 +1,14 @@
-"""Fine-tuning LR schedule for nnU-Net trainers: linear warm-up, then nnU-Net's poly decay.
+"""Fine-tuning LR schedules for nnU-Net trainers: linear warm-up then nnU-Net's poly decay, and the sawtooth.
 
 The published fine-tuning recipe for pretrained CNNs (nnssl; Wald et al., CVPR 2025; OpenMind,
 ICCV 2025): SGD (momentum 0.99, Nesterov), peak lr 1e-3, linear warm-up over the first 50 epochs,
 then poly decay with exponent 0.9 over the remaining epochs. It is stepped once per epoch with the
 epoch index, as nnU-Net steps its own ``PolyLRScheduler`` (``lr_scheduler.step(current_epoch)``),
 so a continued run (``--c``) lands on the right rate without any scheduler state.
+
+The sawtooth (OpenMind, ICCV 2025; best for pretrained CNNs there) runs that shape twice: first
+over the decoder alone (encoder frozen: warm-up, then poly down), then over the whole network
+(warm-up again, then poly to the end) — two teeth.
 """
 
 from __future__ import annotations
@@ -67,3 +71,33 @@ class WarmupPolyLRScheduler(LRScheduler):
 
     def get_last_lr(self) -> list[float]:
         return self._last_lr
+
+
+def sawtooth_lr(epoch: int, peak_lr: float, num_epochs: int, warmup_epochs: int, decoder_epochs: int,
+                exponent: float = 0.9) -> float:
+    """The sawtooth rate for ``epoch`` (0-based).
+
+    Phase 1, ``epoch < decoder_epochs`` (decoder only): :func:`warmup_poly_lr` over ``decoder_epochs``
+    with ``min(warmup_epochs, decoder_epochs)`` warm-up epochs. Phase 2 (whole network): the same
+    shape restarted over the remaining ``num_epochs - decoder_epochs`` epochs.
+    """
+    if epoch < decoder_epochs:
+        return warmup_poly_lr(epoch, peak_lr, decoder_epochs, min(warmup_epochs, decoder_epochs), exponent)
+    return warmup_poly_lr(epoch - decoder_epochs, peak_lr, num_epochs - decoder_epochs,
+                          min(warmup_epochs, num_epochs - decoder_epochs), exponent)
+
+
+class SawtoothLRScheduler(WarmupPolyLRScheduler):
+    """Epoch-indexed sawtooth (see :func:`sawtooth_lr`); ``decoder_epochs`` is the first (decoder-only) tooth."""
+
+    def __init__(self, optimizer: Optimizer, peak_lr: float, num_epochs: int, warmup_epochs: int,
+                 decoder_epochs: int, exponent: float = 0.9, current_step: int | None = None):
+        if not 0 < decoder_epochs < num_epochs:
+            raise PluginError(f"decoder_epochs={decoder_epochs} is outside (0, num_epochs={num_epochs}).",
+                              "Set nnUNet_SSL_decoder_epochs between 1 and the number of epochs - 1.")
+        self.decoder_epochs = int(decoder_epochs)
+        super().__init__(optimizer, peak_lr, num_epochs, min(warmup_epochs, num_epochs), exponent, current_step)
+
+    def lr_at(self, epoch: int) -> float:
+        return sawtooth_lr(epoch, self.peak_lr, self.num_epochs, self.warmup_epochs, self.decoder_epochs,
+                           self.exponent)

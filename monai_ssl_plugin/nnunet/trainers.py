@@ -8,20 +8,31 @@ Selected with ``nnUNetv2_train D CONF FOLD -tr NAME`` once ``nnUNet_extTrainer``
   (``$nnUNet_preprocessed/<Dataset>/ssl_pretrained/<plans>__<configuration>.pth``), through the
   plugin's reported loader; stem + encoder, plus the decoder when the pretext trained it (MAE);
   never the seg layers. It refuses, before any training step, weights whose record contradicts
-  the plans (axis order, normalisation) or whose architecture differs (first layer named).
+  the plans (axis order, normalisation) or whose architecture differs (first layer named, with
+  the command that fixes it), unless an allowed adaptation fits (reported).
   LR: SGD (momentum 0.99, Nesterov), linear warm-up to 1e-3 over 50 epochs, then poly.
+- :class:`nnUNetTrainerSSLSawtooth`: the OpenMind sawtooth — the decoder alone first (encoder
+  frozen; 25 warm-up + 25 poly epochs), then the whole network (25 warm-up, then poly).
+- :class:`nnUNetTrainerSSLFrozenEncoder`: a probe — the pretrained encoder is never trained.
 - :class:`nnUNetTrainerScratch` is the same trainer without pretrained weights and with nnU-Net's
   default peak rate 1e-2: same plans, epochs and schedule shape, so the baseline is fair.
 
 Numbers are class attributes, so a variant is one line (see the ``_short`` / ``_5epochs``
-classes); ``build_network_architecture`` is nnU-Net's, so ``nnUNetv2_predict -tr`` works.
+classes); ``build_network_architecture`` is nnU-Net's, so ``nnUNetv2_predict -tr`` works (a
+subclass may use nnU-Net's old static signature: nnU-Net's own code detects it; loading is
+unaffected because it happens after the network is built).
 
 Environment variables (read when the trainer is created):
     nnUNet_SSL_pretrained         file to load instead of the conventional location
-    nnUNet_SSL_lr                 peak lr of the SSL trainers (default 1e-3)
+    nnUNet_SSL_lr                 peak lr of the pretrained trainers (default 1e-3; probe 1e-2)
     nnUNet_SSL_scratch_lr         peak lr of the scratch trainers (default 1e-2)
-    nnUNet_SSL_warmup_epochs      warm-up epochs of both (default: the class's, 50; 1 for _short)
-    nnUNet_SSL_epochs             number of epochs of both (default: the class's, 1000)
+    nnUNet_SSL_warmup_epochs      warm-up epochs (default: the class's, 50; sawtooth 25 per tooth)
+    nnUNet_SSL_decoder_epochs     sawtooth: epochs of the decoder-only tooth (default 50)
+    nnUNet_SSL_epochs             number of epochs (default: the class's, 1000)
+    nnUNet_SSL_iterations         training iterations per epoch (default: the class's, 250)
+    nnUNet_SSL_load               auto | encoder | encoder+decoder (default auto: what the pretext trained)
+    nnUNet_SSL_adapt              allowed shape adaptations: channels,kernels,stages | all | none (default channels)
+    nnUNet_SSL_min_loaded_fraction   with stage adaptation: refuse below this share loaded (default 0.5)
     nnUNet_SSL_allow_normalization_mismatch=1   warn instead of refusing a normalisation mismatch
 """
 
@@ -34,14 +45,21 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.export.adaptation import DEFAULT_ADAPTATIONS, parse_adaptations
 from monai_ssl_plugin.export.loading import LoadReport
-from monai_ssl_plugin.nnunet.pretrained import find_pretrained_file, load_pretrained_into
-from monai_ssl_plugin.nnunet.schedules import WarmupPolyLRScheduler
+from monai_ssl_plugin.nnunet.plans import plans_fingerprint
+from monai_ssl_plugin.nnunet.pretrained import LOAD_MODES, find_pretrained_file, load_pretrained_into
+from monai_ssl_plugin.nnunet.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 
 ENV_LR = "nnUNet_SSL_lr"
 ENV_SCRATCH_LR = "nnUNet_SSL_scratch_lr"
 ENV_WARMUP = "nnUNet_SSL_warmup_epochs"
+ENV_DECODER_EPOCHS = "nnUNet_SSL_decoder_epochs"
 ENV_EPOCHS = "nnUNet_SSL_epochs"
+ENV_ITERATIONS = "nnUNet_SSL_iterations"
+ENV_LOAD = "nnUNet_SSL_load"
+ENV_ADAPT = "nnUNet_SSL_adapt"
+ENV_MIN_FRACTION = "nnUNet_SSL_min_loaded_fraction"
 
 
 def _env_number(name: str, default: float, kind: type) -> float:
@@ -58,6 +76,20 @@ def _env_number(name: str, default: float, kind: type) -> float:
     return value
 
 
+def _env_set(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
+
+
+def sawtooth_lengths(num_epochs: int, reference_epochs: int, warmup_epochs: int, decoder_epochs: int
+                     ) -> tuple[int, int]:
+    """(warm-up, decoder tooth) epochs scaled from a ``reference_epochs``-long run to ``num_epochs``
+    (at least 1 each; the decoder tooth at least as long as its warm-up; a whole-network phase left)."""
+    factor = num_epochs / max(1, reference_epochs)
+    warmup = max(1, round(warmup_epochs * factor))
+    decoder = min(max(warmup, round(decoder_epochs * factor)), max(1, num_epochs - 1))
+    return min(warmup, decoder), decoder
+
+
 class nnUNetTrainerSSL(nnUNetTrainer):
     """Fine-tunes pretrained weights (see the module docstring for where they come from)."""
 
@@ -70,27 +102,55 @@ class nnUNetTrainerSSL(nnUNetTrainer):
     save_every: int = 50
     load_pretrained: bool = True
     lr_env: str = ENV_LR
+    # what to load and which shape differences to adapt (env: nnUNet_SSL_load / _adapt / _min_loaded_fraction)
+    load_parts: str = "auto"
+    allowed_adaptations: tuple[str, ...] = DEFAULT_ADAPTATIONS
+    min_loaded_fraction: float = 0.5
+    # encoder training: frozen for the whole run (probe) or for the first tooth (sawtooth)
+    freeze_encoder: bool = False
+    sawtooth: bool = False
+    decoder_epochs: int = 0  # sawtooth: length of the decoder-only tooth (incl. its warm-up)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         cls = type(self)
         # nnUNetTrainer.__init__ set its defaults on the instance; apply this class's numbers over them
-        self.num_iterations_per_epoch = cls.num_iterations_per_epoch
+        self.num_iterations_per_epoch = max(1, int(_env_number(ENV_ITERATIONS, cls.num_iterations_per_epoch, int)))
         self.num_val_iterations_per_epoch = cls.num_val_iterations_per_epoch
         self.save_every = cls.save_every
         self.initial_lr = float(_env_number(cls.lr_env, cls.initial_lr, float))
         self.num_epochs = max(1, int(_env_number(ENV_EPOCHS, cls.num_epochs, int)))
         warmup = int(_env_number(ENV_WARMUP, cls.warmup_epochs, int))
-        if not os.environ.get(ENV_WARMUP, "").strip() and warmup > self.num_epochs // 2:
+        if cls.sawtooth:
+            decoder = int(_env_number(ENV_DECODER_EPOCHS, cls.decoder_epochs, int))
+            if self.num_epochs != cls.num_epochs and not (_env_set(ENV_WARMUP) or _env_set(ENV_DECODER_EPOCHS)):
+                warmup, decoder = sawtooth_lengths(self.num_epochs, cls.num_epochs, warmup, decoder)
+            if not 0 < decoder < self.num_epochs:
+                raise PluginError(f"The sawtooth's decoder tooth ({decoder} epochs) must be shorter than the run "
+                                  f"({self.num_epochs} epochs).", f"Set {ENV_DECODER_EPOCHS} below {ENV_EPOCHS}.")
+            self.decoder_epochs = decoder
+        elif not _env_set(ENV_WARMUP) and warmup > self.num_epochs // 2:
             warmup = self.num_epochs // 2 if self.num_epochs > 1 else 0  # a shortened run keeps a decay phase
         self.warmup_epochs = warmup
+        self.load_parts = os.environ.get(ENV_LOAD, "").strip().lower() or cls.load_parts
+        if self.load_parts not in LOAD_MODES:
+            raise PluginError(f"{ENV_LOAD}={self.load_parts!r} is not a load mode.",
+                              f"Use one of {', '.join(LOAD_MODES)}.")
+        self.allowed_adaptations = parse_adaptations(os.environ.get(ENV_ADAPT), cls.allowed_adaptations)
+        self.min_loaded_fraction = float(_env_number(ENV_MIN_FRACTION, cls.min_loaded_fraction, float))
         self.pretrained_report: LoadReport | None = None
+        self.pretrained_notes: dict[str, str] = {}
         self._restoring_checkpoint = False
+        self._encoder_trainable: bool | None = None
 
+    # -- network and pretrained weights ---------------------------------------------------------
     def initialize(self) -> None:
         """nnU-Net's initialize, then the pretrained weights (unless a checkpoint is being restored)."""
         super().initialize()
+        self.print_to_log_file(f"[monai-ssl] plans {self.plans_manager.plans_name}: fingerprint "
+                               f"{plans_fingerprint(self.plans_manager.plans)} (everything except the plans name; "
+                               "equal fingerprints = identical plans)")
         if self.load_pretrained and not self._restoring_checkpoint:
             self.load_pretrained_weights()
 
@@ -98,13 +158,15 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         """Find, check and load the pretrained weights into ``self.network``; the report goes to the log."""
         pm, cm = self.plans_manager, self.configuration_manager
         path = find_pretrained_file(pm.dataset_name, self.configuration_name, pm.plans_name)
-        self.pretrained_report = load_pretrained_into(
+        result = load_pretrained_into(
             self.network, path, normalization_schemes=cm.normalization_schemes, spacing=cm.spacing,
             what=f"{pm.dataset_name} {pm.plans_name} {self.configuration_name} "
                  f"({self.num_input_channels} input channel(s))",
             dataset_name=pm.dataset_name, configuration=self.configuration_name,
             plans_architecture=cm.configuration.get("architecture"), num_input_channels=self.num_input_channels,
-            log=self.print_to_log_file)
+            load=self.load_parts, allowed_adaptations=self.allowed_adaptations,
+            min_loaded_fraction=self.min_loaded_fraction, log=self.print_to_log_file)
+        self.pretrained_report, self.pretrained_notes = result.report, result.notes
         return self.pretrained_report
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
@@ -115,14 +177,55 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         finally:
             self._restoring_checkpoint = False
 
+    # -- schedule ---------------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                     momentum=0.99, nesterov=True)
-        scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
-        self.print_to_log_file(f"[monai-ssl] LR schedule: linear warm-up to {self.initial_lr:g} over "
-                               f"{self.warmup_epochs} epoch(s), then poly (0.9) to epoch {self.num_epochs}; "
-                               f"{self.num_iterations_per_epoch} iterations/epoch")
+        if self.sawtooth:
+            scheduler = SawtoothLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs,
+                                            self.decoder_epochs)
+            self.print_to_log_file(
+                f"[monai-ssl] LR schedule: sawtooth — decoder only (encoder frozen) for epochs 0-"
+                f"{self.decoder_epochs - 1}: warm-up to {self.initial_lr:g} over {scheduler.warmup_epochs} epoch(s), "
+                f"then poly; whole network from epoch {self.decoder_epochs}: warm-up over {scheduler.warmup_epochs} "
+                f"epoch(s), then poly (0.9) to epoch {self.num_epochs}; {self.num_iterations_per_epoch} iterations/epoch")
+        else:
+            scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
+            self.print_to_log_file(f"[monai-ssl] LR schedule: linear warm-up to {self.initial_lr:g} over "
+                                   f"{self.warmup_epochs} epoch(s), then poly (0.9) to epoch {self.num_epochs}; "
+                                   f"{self.num_iterations_per_epoch} iterations/epoch"
+                                   + ("; encoder frozen for the whole run" if self.freeze_encoder else ""))
         return optimizer, scheduler
+
+    # -- frozen encoder (probe, sawtooth's first tooth) ------------------------------------------
+    def encoder_frozen_at(self, epoch: int) -> bool:
+        return self.freeze_encoder or (self.sawtooth and epoch < self.decoder_epochs)
+
+    def _encoder_module(self) -> torch.nn.Module:
+        net = self.network.module if isinstance(getattr(self.network, "module", None), torch.nn.Module) \
+            else self.network
+        net = getattr(net, "_orig_mod", net)
+        encoder = getattr(net, "encoder", None)
+        if not isinstance(encoder, torch.nn.Module):
+            raise PluginError(f"{type(net).__name__} has no .encoder to freeze.",
+                              "Use a dynamic-network-architectures U-Net (PlainConvUNet / ResidualEncoderUNet).")
+        return encoder
+
+    def set_encoder_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze stem + encoder (frozen parameters get no gradient, so SGD leaves them as they are)."""
+        if trainable == self._encoder_trainable:
+            return
+        encoder = self._encoder_module()
+        for p in encoder.parameters():
+            p.requires_grad_(trainable)
+        n = sum(p.numel() for p in encoder.parameters())
+        self.print_to_log_file(f"[monai-ssl] encoder {'trainable' if trainable else 'frozen'} from epoch "
+                               f"{self.current_epoch} ({n:,} parameters)")
+        self._encoder_trainable = trainable
+
+    def on_train_epoch_start(self) -> None:
+        self.set_encoder_trainable(not self.encoder_frozen_at(self.current_epoch))
+        super().on_train_epoch_start()
 
 
 class nnUNetTrainerScratch(nnUNetTrainerSSL):
@@ -131,6 +234,26 @@ class nnUNetTrainerScratch(nnUNetTrainerSSL):
     initial_lr = 1e-2
     load_pretrained = False
     lr_env = ENV_SCRATCH_LR
+
+
+class nnUNetTrainerSSLSawtooth(nnUNetTrainerSSL):
+    """OpenMind's sawtooth: decoder alone first (encoder frozen), then everything; each tooth warm-up + poly.
+
+    Over 1000 epochs: 25 warm-up + 25 poly epochs for the decoder tooth, then 25 warm-up epochs and
+    poly to the end; ``nnUNet_SSL_epochs`` scales both teeth proportionally (``nnUNet_SSL_warmup_epochs``
+    / ``nnUNet_SSL_decoder_epochs`` set them explicitly).
+    """
+
+    sawtooth = True
+    warmup_epochs = 25
+    decoder_epochs = 50
+
+
+class nnUNetTrainerSSLFrozenEncoder(nnUNetTrainerSSL):
+    """A probe: the pretrained stem + encoder never train; the decoder (and seg layers) do, at nnU-Net's 1e-2."""
+
+    freeze_encoder = True
+    initial_lr = 1e-2
 
 
 class ShortRun:
@@ -153,6 +276,16 @@ class nnUNetTrainerScratch_short(ShortRun, nnUNetTrainerScratch):
     """:class:`nnUNetTrainerScratch` with :class:`ShortRun`'s numbers."""
 
 
+class nnUNetTrainerSSLSawtooth_short(ShortRun, nnUNetTrainerSSLSawtooth):
+    """Sawtooth in 3 epochs × 4 iterations: epoch 0 decoder only, epochs 1-2 the whole network."""
+
+    num_epochs, warmup_epochs, decoder_epochs = 3, 1, 1
+
+
+class nnUNetTrainerSSLFrozenEncoder_short(ShortRun, nnUNetTrainerSSLFrozenEncoder):
+    """:class:`nnUNetTrainerSSLFrozenEncoder` with :class:`ShortRun`'s numbers."""
+
+
 class nnUNetTrainerSSL_5epochs(FiveEpochs, nnUNetTrainerSSL):
     """:class:`nnUNetTrainerSSL` with :class:`FiveEpochs`' numbers."""
 
@@ -161,5 +294,17 @@ class nnUNetTrainerScratch_5epochs(FiveEpochs, nnUNetTrainerScratch):
     """:class:`nnUNetTrainerScratch` with :class:`FiveEpochs`' numbers."""
 
 
-TRAINERS = (nnUNetTrainerSSL, nnUNetTrainerScratch, nnUNetTrainerSSL_short, nnUNetTrainerScratch_short,
-            nnUNetTrainerSSL_5epochs, nnUNetTrainerScratch_5epochs)
+class nnUNetTrainerSSLSawtooth_5epochs(FiveEpochs, nnUNetTrainerSSLSawtooth):
+    """Sawtooth in 5 epochs × 50 iterations: epochs 0-1 decoder only (1 warm-up), epochs 2-4 everything."""
+
+    warmup_epochs, decoder_epochs = 1, 2
+
+
+class nnUNetTrainerSSLFrozenEncoder_5epochs(FiveEpochs, nnUNetTrainerSSLFrozenEncoder):
+    """:class:`nnUNetTrainerSSLFrozenEncoder` with :class:`FiveEpochs`' numbers."""
+
+
+TRAINERS = (nnUNetTrainerSSL, nnUNetTrainerScratch, nnUNetTrainerSSLSawtooth, nnUNetTrainerSSLFrozenEncoder,
+            nnUNetTrainerSSL_short, nnUNetTrainerScratch_short, nnUNetTrainerSSLSawtooth_short,
+            nnUNetTrainerSSLFrozenEncoder_short, nnUNetTrainerSSL_5epochs, nnUNetTrainerScratch_5epochs,
+            nnUNetTrainerSSLSawtooth_5epochs, nnUNetTrainerSSLFrozenEncoder_5epochs)

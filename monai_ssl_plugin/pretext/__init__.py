@@ -8,5 +8,6 @@ through :func:`create_pretext`.
 from monai_ssl_plugin.pretext.registry import create_pretext, list_pretexts, register_pretext
 from monai_ssl_plugin.pretext.generative import mae  # noqa: F401  (registers)
 from monai_ssl_plugin.pretext import contrastive, non_contrastive  # noqa: F401
+from monai_ssl_plugin.pretext import predictive, hybrid  # noqa: F401
 
 __all__ = ["create_pretext", "list_pretexts", "register_pretext"]

@@ -1,6 +1,7 @@
 """What every joint-embedding pretext (contrastive and non-contrastive) shares: views made on the
 training device from ``batch["image"]``, a light intensity augmentation, view sizes that fit the
-backbone, a batch-size guard and the frozen copy an EMA teacher starts from.
+backbone, a batch-size guard, the frozen copy an EMA teacher starts from, and the running
+standardiser that goes in front of the heads.
 
 The data pipeline only delivers patches ``(B, C, *spatial)`` (issue 8). Crops come from
 :mod:`monai_ssl_plugin.transforms.views` (``overlapping_crop_pair``, ``multi_crop``, the VoCo
@@ -11,9 +12,11 @@ run draws the same views).
 
 Heads: every projector / predictor here uses ``LayerNorm`` (``pretext.heads``, the default), so the
 joint-embedding pretexts run at the 3D batch sizes people can afford (1-4). ``BatchNorm1d`` as in
-the 2D papers fails at batch 1 in training mode and is noise at 2. VoCo alone keeps its published
-``BatchNorm1d(affine=False, track_running_stats=False)``: it normalises over the 20 crops of each
-volume, never over volumes.
+the 2D papers fails at batch 1 in training mode and is noise at 2. What the 2D recipes' batch norm
+also did -- remove the component shared by every embedding -- is done by a
+:class:`RunningStandardiser` in front of the head, with statistics from past steps. VoCo alone keeps
+its published ``BatchNorm1d(affine=False, track_running_stats=False)``: it normalises over the
+B x 20 crops of a step, which are >= 20 rows even at batch size 1.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.transforms.corruptions import random_flip
 from monai_ssl_plugin.transforms.views import overlapping_crop_pair
 
-__all__ = ["ViewsMixin", "fit_view_size", "light_intensity_augment", "momentum_copy"]
+__all__ = ["RunningStandardiser", "ViewsMixin", "fit_view_size", "light_intensity_augment", "momentum_copy",
+           "standardised"]
 
 
 def light_intensity_augment(
@@ -112,6 +116,77 @@ def momentum_copy(module: nn.Module) -> nn.Module:
     return teacher
 
 
+class RunningStandardiser(nn.Module):
+    """Standardise embeddings with running (EMA) statistics: the batch-size-free stand-in for the
+    ``BatchNorm1d`` at the input of the 2D recipes' projectors.
+
+    Why: nnU-Net's deepest stage ends with InstanceNorm + LeakyReLU, so every channel of the map is
+    standardised over space and its average -- what ``embed`` returns -- is nearly the same number
+    for every input (measured at initialisation: cosine 0.9997 between the embeddings of different
+    synthetic volumes, ``nnunet_plain_tiny`` and ``nnunet_plain_small`` alike). A per-sample
+    ``LayerNorm`` head cannot remove that shared vector, so the views of different volumes look
+    identical to the loss and SimCLR sits at its saddle (loss log(2B - 1)). The 2D recipes escape
+    it with batch statistics in the projector; here a running mean and variance of the embeddings,
+    EMA over steps like DINO's centre, take their place:
+
+    ``y = (x - mean) / sqrt(var + eps)``, statistics per dimension, no gradient through them.
+    In training the statistics of the current rows update the EMA *after* being used (the first
+    call initialises them from its own rows), so a sample's output depends on past steps only and
+    batch size 1 works; in eval the stored statistics are used. Buffers: in ``state_dict``, copied
+    into EMA teachers by ``ema_update``.
+
+    Args:
+        dim: D.
+        momentum: EMA momentum of the statistics (0.9, as DINO's centre).
+        eps: added to the variance.
+
+    Shapes: (..., D) -> (..., D).
+    """
+
+    mean: Tensor
+    var: Tensor
+    initialised: Tensor
+
+    def __init__(self, dim: int, momentum: float = 0.9, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def _update(self, x: Tensor) -> None:
+        flat = x.detach().float().reshape(-1, x.shape[-1])
+        mean = flat.mean(0)
+        if not bool(self.initialised):
+            self.mean.copy_(mean)
+            if flat.shape[0] > 1:  # a single first row leaves the variance at 1
+                self.var.copy_(flat.var(0, correction=0))
+            self.initialised.fill_(True)
+            return
+        # squared deviation from the running mean: defined for a single row as well
+        var = (flat - self.mean).pow(2).mean(0)
+        self.mean.lerp_(mean, 1.0 - self.momentum)
+        self.var.lerp_(var, 1.0 - self.momentum)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            first = not bool(self.initialised)
+            if first:
+                self._update(x)
+            mean, var = self.mean.clone(), self.var.clone()
+            if not first:
+                self._update(x)
+        else:
+            mean, var = self.mean, self.var
+        return (x - mean.to(x.dtype)) / torch.sqrt(var + self.eps).to(x.dtype)
+
+
+def standardised(head: nn.Module, dim: int, enabled: bool = True) -> nn.Module:
+    """``head`` preceded by a :class:`RunningStandardiser` of its ``dim`` inputs (when ``enabled``)."""
+    return nn.Sequential(RunningStandardiser(dim), head) if enabled else head
+
+
 def _sizes(value: int | Sequence[int] | None, n: int) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -153,8 +228,7 @@ class ViewsMixin:
 
     def view_settings(self) -> dict[str, Any]:
         size = list(self.view_size) if isinstance(self.view_size, tuple) else self.view_size
-        return {"view_size": size,
-                "min_overlap": self.min_overlap, "augment": self.augment}
+        return {"view_size": size, "min_overlap": self.min_overlap, "augment": self.augment}
 
     # -- sizes -------------------------------------------------------------------------------
     def _crop_size(self, spatial: Sequence[int], requested: int | Sequence[int] | None,

@@ -30,6 +30,9 @@ TRAIN_IDS = ["bundle_root", "device", "dataset_dir", "network_def", "train#train
 SSL_TRAIN_IDS = ["output_dir", "train#dataloader", "optimizer", "pretext", "patch_size", "batch_size", "resume",
                  "seed", "amp"]
 INFERENCE_IDS = ["bundle_root", "device", "network_def", "inferer"]
+# the model zoo's ci/bundle_custom_data.py keeps the same kind of list (it excludes lung_nodule_ct_detection):
+# verify_net_in_out needs a network returning one tensor
+EXCLUDE_VERIFY_SHAPE = {"detection_finetune": "RetinaNet returns a dict of head outputs"}
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
 ids = [b.name for b in BUNDLES]
@@ -127,8 +130,10 @@ def test_logging_conf_passes_monai_allowlist(bundle):
     _reject_executable_logging_config(str(bundle / "configs" / "logging.conf"))
 
 
-@pytest.mark.parametrize("bundle", [b for b in BUNDLES if (b / "configs" / "inference.yaml").is_file()],
-                         ids=[b.name for b in BUNDLES if (b / "configs" / "inference.yaml").is_file()])
+VERIFIABLE = [b for b in BUNDLES if (b / "configs" / "inference.yaml").is_file() and b.name not in EXCLUDE_VERIFY_SHAPE]
+
+
+@pytest.mark.parametrize("bundle", VERIFIABLE, ids=[b.name for b in VERIFIABLE])
 def test_verify_net_in_out(bundle, tmp_path):
     configs = bundle / "configs"
     proc = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",

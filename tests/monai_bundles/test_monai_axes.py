@@ -12,9 +12,10 @@ from monai_ssl_plugin.monai_bundles import axis_permutation, load_pretrained, pe
 def test_axis_permutation():
     assert axis_permutation("nnunet", "monai") == (2, 1, 0)
     assert axis_permutation("monai", "monai") == (0, 1, 2)
-    state, changed = permute_axes({"w": torch.arange(24.0).reshape(1, 1, 2, 3, 4), "b": torch.zeros(1)}, (2, 1, 0))
+    w = torch.arange(24.0).reshape(1, 1, 2, 3, 4)
+    state, changed = permute_axes({"w": w, "b": torch.zeros(1)}, (2, 1, 0))
     assert state["w"].shape == (1, 1, 4, 3, 2) and changed == ["w"]
-    assert torch.equal(state["w"][0, 0, 3, 2, 1], torch.tensor(1 * 1 + 2 * 4 + 3 * 1.0 + 12))  # w[0,0,1,2,3]
+    assert state["w"][0, 0, 3, 2, 1] == w[0, 0, 1, 2, 3] == 23
 
 
 def test_resnet_nnunet_to_monai_is_exact(tmp_path):

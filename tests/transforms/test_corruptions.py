@@ -352,6 +352,41 @@ def test_coarse_shuffle_permutes_each_channel_within_holes() -> None:
     assert not torch.equal(out[:, 0], out[:, 1]), "channels must get their own permutations"
 
 
+def test_coarse_shuffle_overlapping_holes_stay_permutations() -> None:
+    # many large holes in a small volume: overlaps force several sequential layers
+    x = _unique_batch(3, 2, (12, 12, 12))
+    out = C.coarse_shuffle(x, 1, holes=8, spatial_size=7)
+    for b in range(3):
+        for c in range(2):
+            assert torch.equal(out[b, c].flatten().sort().values, x[b, c].flatten().sort().values)
+    assert not torch.equal(out, x)
+
+
+def test_coarse_dropout_large_holes_use_the_mask_path() -> None:
+    x = torch.rand(4, 1, 16, 16, 16) + 1.0
+    out = C.coarse_dropout(x, 0, holes=4, spatial_size=12, fill_value=(0.0, 0.5))
+    changed = out != x
+    assert (changed.flatten(1).float().mean(1) >= 12**3 / 16**3 - 1e-9).all()
+    assert ((out[changed] >= 0.0) & (out[changed] < 0.5)).all()
+
+
+def test_hash_noise_is_uniform_and_keyed_on_the_index() -> None:
+    seed = torch.tensor(123)
+    u = C._hash_uniform(torch.arange(200_000), seed)
+    assert 0.0 <= float(u.min()) and float(u.max()) < 1.0
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    hist = torch.histc(u, 20, 0.0, 1.0) / u.numel()
+    assert (hist - 0.05).abs().max() < 0.005
+    assert abs(float(torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1])) < 0.01
+    # the same index always gets the same value (deterministic writes where boxes overlap)
+    idx = torch.tensor([5, 17, 5, 99_999, 17])
+    v = C._hash_uniform(idx, seed)
+    assert v[0] == v[2] and v[1] == v[4]
+    assert not torch.equal(C._hash_uniform(idx, torch.tensor(124)), v)
+    bell = C._hash_bell(torch.arange(200_000), seed)
+    assert abs(float(bell.mean()) - 0.5) < 0.005 and 0.13 < float(bell.std()) < 0.16
+
+
 def test_monai_ssl_view_corrupts_samples_within_their_range() -> None:
     x = torch.rand(8, 1, 48, 48, 48) + 2.0
     out = C.monai_ssl_view(x, 0)

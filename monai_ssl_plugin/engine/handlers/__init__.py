@@ -5,8 +5,10 @@ output_transform=lambda out: out)`` writes every entry of the trainer's ``{name:
 """
 
 from monai_ssl_plugin.engine.handlers.checkpoint import ResumableDataset, SSLCheckpointHandler
+from monai_ssl_plugin.engine.handlers.collapse import CollapseHandler
 from monai_ssl_plugin.engine.handlers.data_wait import DataWaitHandler
 from monai_ssl_plugin.engine.handlers.nan_guard import NaNGuard
 from monai_ssl_plugin.engine.handlers.progress import ProgressHandler
 
-__all__ = ["DataWaitHandler", "NaNGuard", "ProgressHandler", "ResumableDataset", "SSLCheckpointHandler"]
+__all__ = ["CollapseHandler", "DataWaitHandler", "NaNGuard", "ProgressHandler", "ResumableDataset",
+           "SSLCheckpointHandler"]

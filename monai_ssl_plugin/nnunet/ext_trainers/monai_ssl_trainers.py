@@ -11,4 +11,10 @@ from monai_ssl_plugin.nnunet.trainers import (  # noqa: F401
     nnUNetTrainerSSL,
     nnUNetTrainerSSL_5epochs,
     nnUNetTrainerSSL_short,
+    nnUNetTrainerSSLFrozenEncoder,
+    nnUNetTrainerSSLFrozenEncoder_5epochs,
+    nnUNetTrainerSSLFrozenEncoder_short,
+    nnUNetTrainerSSLSawtooth,
+    nnUNetTrainerSSLSawtooth_5epochs,
+    nnUNetTrainerSSLSawtooth_short,
 )

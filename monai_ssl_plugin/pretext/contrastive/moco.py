@@ -20,7 +20,7 @@ from monai_ssl_plugin.losses import MoCoLoss
 from monai_ssl_plugin.pretext.ema import ema_update
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy, standardised
 
 
 @register_pretext("moco", paradigm="contrastive")
@@ -44,6 +44,9 @@ class MoCo(ViewsMixin, nn.Module):
         projection_dim, hidden_dim, num_layers, norm: projector (MoCo v2: 2 layers, 2048, 128;
             ``"layer"`` norm so batch 1 works).
         symmetric: use both view orders.
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
 
     Works at batch size 1 with a queue (the negatives are queued keys); ``queue_size=0`` needs
@@ -60,13 +63,14 @@ class MoCo(ViewsMixin, nn.Module):
     def __init__(self, backbone: nn.Module, queue_size: int = 65536, temperature: float = 0.2,
                  momentum: float = 0.999, projection_dim: int = 128, hidden_dim: int = 2048, num_layers: int = 2,
                  norm: str | None = "layer", symmetric: bool = False, view_size: int | Sequence[int] | None = None,
-                 min_overlap: float = 0.5, augment: bool = True):
+                 min_overlap: float = 0.5, augment: bool = True, standardise: bool = True):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        self.projector = standardised(head, backbone.embed_dim, standardise)
         self.key_backbone = momentum_copy(backbone)
         self.key_projector = momentum_copy(self.projector)
         # the pretext enqueues itself, after every term of the step, so a symmetric step never
@@ -74,8 +78,8 @@ class MoCo(ViewsMixin, nn.Module):
         self.criterion = MoCoLoss(projection_dim, queue_size, temperature, update_queue=False)
         self.momentum = float(momentum)
         self.symmetric = bool(symmetric)
-        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "num_layers": num_layers,
-                      "norm": norm}
+        self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
+                      "num_layers": num_layers, "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         return {"queue_size": self.criterion.queue.size if self.criterion.queue is not None else 0,

@@ -18,7 +18,7 @@ from torch import nn
 from monai_ssl_plugin.losses import NTXentLoss
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
 
 
 @register_pretext("simclr", paradigm="contrastive")
@@ -38,6 +38,9 @@ class SimCLR(ViewsMixin, nn.Module):
         hidden_dim: projector width (2048, SimCLR).
         num_layers: Linear layers of the projector (2, SimCLR).
         norm: projector norm, ``"layer"`` (works at any batch size, see ``pretext.heads``).
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
         gather_distributed: gather negatives from all processes under DDP.
 
@@ -54,14 +57,15 @@ class SimCLR(ViewsMixin, nn.Module):
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, projection_dim: int = 128,
                  hidden_dim: int = 2048, num_layers: int = 2, norm: str | None = "layer",
                  view_size: int | Sequence[int] | None = None, min_overlap: float = 0.5, augment: bool = True,
-                 gather_distributed: bool = True):
+                 gather_distributed: bool = True, standardise: bool = True):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        self.projector = standardised(head, backbone.embed_dim, standardise)
         self.criterion = NTXentLoss(temperature, gather_distributed)
-        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "num_layers": num_layers,
-                      "norm": norm}
+        self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
+                      "num_layers": num_layers, "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         return {"temperature": float(self.criterion.temperature), **self._head, **self.view_settings()}

@@ -23,7 +23,7 @@ from monai_ssl_plugin.losses import VoCoLoss, voco_logits
 from monai_ssl_plugin.pretext.ema import ema_update
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, fit_view_size, momentum_copy
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, fit_view_size, momentum_copy, standardised
 from monai_ssl_plugin.transforms.views import base_crops_grid, random_crop_with_overlap_targets
 
 
@@ -55,6 +55,8 @@ class VoCo(ViewsMixin, nn.Module):
             published; it normalises over the B (K + M) >= 20 crops, so batch size 1 works.
             ``"layer"`` is available too.
         pred_weight, reg_weight: loss weights (1, 1).
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (off: the batch-norm head already standardises over the crops).
         augment: intensity jitter on the crops (off, as in VoCo; flips are never applied, they
             would break the position targets).
 
@@ -69,7 +71,7 @@ class VoCo(ViewsMixin, nn.Module):
     def __init__(self, backbone: nn.Module, grid: int | Sequence[int] = (4, 4), axes: Sequence[int] = (-2, -1),
                  n_crops: int = 4, momentum: float = 0.9, hidden_dim: int = 2048, out_dim: int = 2048,
                  num_layers: int = 3, norm: str | None = "batch", pred_weight: float = 1.0, reg_weight: float = 1.0,
-                 augment: bool = False):
+                 augment: bool = False, standardise: bool = False):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
@@ -81,11 +83,13 @@ class VoCo(ViewsMixin, nn.Module):
         self.axes = tuple(int(a) for a in axes)
         self.n_crops = int(n_crops)
         self.momentum = float(momentum)
-        self.head = ProjectionHead(backbone.embed_dim, hidden_dim, out_dim, num_layers, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, out_dim, num_layers, norm)
+        self.head = standardised(head, backbone.embed_dim, standardise)
         self.teacher_backbone = momentum_copy(backbone)
         self.teacher_head = momentum_copy(self.head)
         self.criterion = VoCoLoss(pred_weight, reg_weight)
-        self._head = {"hidden_dim": hidden_dim, "out_dim": out_dim, "num_layers": num_layers, "norm": norm}
+        self._head = {"standardise": bool(standardise), "hidden_dim": hidden_dim, "out_dim": out_dim,
+                      "num_layers": num_layers, "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         grid = self.grid if isinstance(self.grid, int) else list(self.grid)

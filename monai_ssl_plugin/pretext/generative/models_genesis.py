@@ -19,24 +19,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_ssl_plugin.backbones.base import BackboneAdapter
-from monai_ssl_plugin.backbones.resnet import make_light_decoder
+from monai_ssl_plugin.backbones.resnet import LightDecoder, make_light_decoder
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.transforms.corruptions import models_genesis
 
 __all__ = ["DenseOutput", "ModelsGenesis", "to_unit_range"]
 
 
+# adapters whose first ``encode`` level is a full-resolution convolution on the raw image that belongs to the
+# network's *decoder* (SwinUNETR / UNETR ``encoder1``), with the stride of their next level: a light decoder
+# reads only the transformer's levels, so only the encoder (``swinViT`` / ``vit``) learns
+DECODER_SIDE_STEM = {"monai.SwinUNETR": 2, "monai.UNETR": 16}
+
+
 class DenseOutput(nn.Module):
-    """A dense output (B, C_in, *spatial) from a backbone adapter, as a restorative pretext needs it.
+    """A dense output (B, C_in, *spatial) from a backbone adapter, as the restorative pretexts need it.
 
     * ``decoder="auto"`` (default): the network's own decoder when it has one whose output channels
       equal the input channels (the whole U-Net is pretrained and exported), otherwise a
       pretext-owned :func:`~monai_ssl_plugin.backbones.resnet.make_light_decoder` (ResNet, ViT:
       only the encoder is exported; the light decoder never enters ``backbone.network``).
-    * ``"network"``: require the network's decoder; ``"light"``: always the light decoder.
+    * ``"network"``: require the network's decoder.
+    * ``"light"``: always a light decoder. For SwinUNETR and UNETR it reads the transformer's
+      levels only (``swinViT`` hidden states / ViT token maps), not ``encoder1``, which is on the
+      decoder side of those networks: only the encoder is pretrained (Swin UNETR pretraining).
 
-    The backbone is passed to :meth:`forward`, not stored, so the pretext owns it once.
-    ``trains_decoder`` tells :func:`monai_ssl_plugin.checkpoint.build_record` whether the
+    The backbone is passed to :meth:`encode` / :meth:`decode`, not stored, so the pretext owns it
+    once. ``trains_decoder`` tells :func:`monai_ssl_plugin.checkpoint.build_record` whether the
     network's decoder was pretrained.
     """
 
@@ -54,17 +63,34 @@ class DenseOutput(nn.Module):
                              f"needs {backbone.in_channels}: build it with out_channels=in_channels (the output "
                              "layer is never transferred), or pass decoder='light'")
         self.kind = "network" if (own and decoder != "light") else "light"
-        self.light = make_light_decoder(backbone, backbone.in_channels, width) if self.kind == "light" else None
+        self.encoder_only = self.kind == "light" and backbone.family in DECODER_SIDE_STEM
+        self.light: nn.Module | None = None
+        if self.encoder_only:
+            stride = [DECODER_SIDE_STEM[backbone.family]] * backbone.spatial_dims
+            self.light = LightDecoder(backbone.feature_channels[1:], backbone.in_channels, backbone.spatial_dims,
+                                      width=width, stem_stride=stride)
+        elif self.kind == "light":
+            self.light = make_light_decoder(backbone, backbone.in_channels, width)
 
     @property
     def trains_decoder(self) -> bool:
         return self.kind == "network"
 
-    def forward(self, backbone: BackboneAdapter, x: torch.Tensor) -> torch.Tensor:
-        features = backbone.encode(x)
+    def encode(self, backbone: BackboneAdapter, x: torch.Tensor) -> list[torch.Tensor]:
+        """The features :meth:`decode` reads; the last is the deepest (pool it for ``embed``)."""
+        if self.encoder_only and backbone.family == "monai.SwinUNETR":
+            return backbone._hidden_states(x)  # swinViT only (checks the input size)
+        if self.encoder_only:  # UNETR: the ViT's token maps, as UNETR's encode gives them after encoder1
+            return backbone.encode(x)[1:]  # encoder1's output is left unused (no gradient reaches it)
+        return backbone.encode(x)
+
+    def decode(self, backbone: BackboneAdapter, features: list[torch.Tensor], size) -> torch.Tensor:
         if self.light is None:
             return backbone.decode(features)
-        return self.light(features, size=x.shape[2:])
+        return self.light(features, size=size)
+
+    def forward(self, backbone: BackboneAdapter, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(backbone, self.encode(backbone, x), x.shape[2:])
 
 
 def to_unit_range(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

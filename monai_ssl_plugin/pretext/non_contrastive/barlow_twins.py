@@ -16,7 +16,7 @@ from torch import nn
 from monai_ssl_plugin.losses import BarlowTwinsLoss
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
 
 
 @register_pretext("barlow_twins", paradigm="non_contrastive")
@@ -34,35 +34,43 @@ class BarlowTwins(ViewsMixin, nn.Module):
         lambd: off-diagonal weight (5e-3).
         norm: head norm (``"layer"``, see ``pretext.heads``; the standardisation in the loss is over
             the batch anyway).
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
         gather_distributed: standardise and correlate over the batch of all DDP processes.
 
-    Needs >= 2 volumes per global batch (a std over one sample is 0); batch 1 raises a one-line
-    error naming the fix. ``forward`` returns ``{"loss", "barlow_twins", "alignment"}``
-    (alignment: mean cos(z1, z2), detached); ``last_embeddings``: the projections (2B, P), detached.
-    Trains the encoder only.
+    Needs >= 3 volumes per global batch: the loss standardises each dimension over the batch, and
+    over 2 rows every standardised entry is +-1 whatever the embeddings are (no gradient); batch
+    sizes 1-2 raise a one-line error naming the fix. ``forward`` returns ``{"loss", "barlow_twins",
+    "alignment"}`` (alignment: mean cos(z1, z2), detached); ``last_embeddings``: the projections
+    (2B, P), detached. Trains the encoder only.
     """
 
     trains_decoder = False
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 8192, hidden_dim: int = 8192, num_layers: int = 3,
                  lambd: float = 5e-3, norm: str | None = "layer", view_size: int | Sequence[int] | None = None,
-                 min_overlap: float = 0.5, augment: bool = True, gather_distributed: bool = True):
+                 min_overlap: float = 0.5, augment: bool = True, gather_distributed: bool = True,
+                 standardise: bool = True):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        self.projector = standardised(head, backbone.embed_dim, standardise)
         self.criterion = BarlowTwinsLoss(lambd, gather_distributed=gather_distributed)
-        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "num_layers": num_layers,
-                      "norm": norm}
+        self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
+                      "num_layers": num_layers, "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         return {"lambd": self.criterion.lambd, **self._head, **self.view_settings()}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image = batch["image"]
-        self._require_batch(image, 2, "Barlow Twins standardises every dimension over the batch",
-                            "Use batch_size >= 2 (or several DDP processes), or byol / simsiam / dino at batch 1.")
+        self._require_batch(image, 3, "Barlow Twins standardises every dimension over the batch, and with 2 volumes "
+                            "each standardised entry is +-1 whatever the network outputs, so nothing is learnt",
+                            "Use batch_size >= 3 (the bundle uses 4), or several DDP processes, or byol / simsiam / "
+                            "vicreg / dino at small batches.")
         v1, v2 = self.two_views(image)
         h1, h2 = self.embed_pair(self.backbone, v1, v2)
         z = self.projector(torch.cat([h1, h2]))

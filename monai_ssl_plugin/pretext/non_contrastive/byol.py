@@ -18,7 +18,7 @@ from monai_ssl_plugin.losses import BYOLLoss
 from monai_ssl_plugin.pretext.ema import cosine_momentum, ema_update
 from monai_ssl_plugin.pretext.heads import PredictionHead, ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy, standardised
 
 
 @register_pretext("byol", paradigm="non_contrastive")
@@ -37,6 +37,9 @@ class BYOL(ViewsMixin, nn.Module):
         norm: head norm (``"layer"``: no negatives and no batch statistics, so batch size 1 works).
         base_momentum: target momentum at step 0 (0.996).
         total_steps: steps of the run, for the cosine; ``None`` keeps ``base_momentum`` constant.
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
 
     ``forward`` returns ``{"loss", "byol", "alignment"}`` (alignment: mean cos(p, z'), detached);
@@ -48,11 +51,13 @@ class BYOL(ViewsMixin, nn.Module):
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 256, hidden_dim: int = 4096,
                  norm: str | None = "layer", base_momentum: float = 0.996, total_steps: int | None = None,
-                 view_size: int | Sequence[int] | None = None, min_overlap: float = 0.5, augment: bool = True):
+                 view_size: int | Sequence[int] | None = None, min_overlap: float = 0.5, augment: bool = True,
+                 standardise: bool = True):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 2, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 2, norm)
+        self.projector = standardised(head, backbone.embed_dim, standardise)
         self.predictor = PredictionHead(projection_dim, hidden_dim, norm=norm)
         self.target_backbone = momentum_copy(backbone)
         self.target_projector = momentum_copy(self.projector)
@@ -60,7 +65,8 @@ class BYOL(ViewsMixin, nn.Module):
         self.base_momentum = float(base_momentum)
         self.total_steps = None if total_steps is None else int(total_steps)
         self.momentum = self.base_momentum
-        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "norm": norm}
+        self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
+                      "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         return {"base_momentum": self.base_momentum, "final_momentum": 1.0, "momentum_schedule": "cosine",

@@ -20,7 +20,7 @@ from monai_ssl_plugin.pretext.collapse import teacher_entropy
 from monai_ssl_plugin.pretext.ema import cosine_momentum, ema_update
 from monai_ssl_plugin.pretext.heads import DINOHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy, standardised
 from monai_ssl_plugin.transforms.views import multi_crop
 
 
@@ -60,6 +60,9 @@ class DINO(ViewsMixin, nn.Module):
         center_momentum: 0.9.
         base_momentum: teacher EMA momentum at step 0 (0.996), rising to 1 on a cosine over
             ``total_steps`` (``None``: constant).
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         augment: light intensity jitter + flips on every crop.
 
     ``forward`` returns ``{"loss", "dino", "teacher_entropy", "teacher_temp"}``;
@@ -79,14 +82,16 @@ class DINO(ViewsMixin, nn.Module):
                  local_size: int | Sequence[int] | None = None, global_scale: Sequence[float] = (0.4, 1.0),
                  local_scale: Sequence[float] = (0.05, 0.4), student_temp: float = 0.1, teacher_temp: float = 0.04,
                  warmup_teacher_temp: float = 0.04, warmup_teacher_temp_steps: int = 0, center_momentum: float = 0.9,
-                 base_momentum: float = 0.996, total_steps: int | None = None, augment: bool = True):
+                 base_momentum: float = 0.996, total_steps: int | None = None, augment: bool = True,
+                 standardise: bool = True):
         super().__init__()
         if int(n_global) < 1 or int(n_global) + int(n_local) < 2:
             raise ValueError(f"DINO needs >= 1 global crop and >= 2 crops in all, got {n_global} + {n_local}")
         self.backbone = backbone
         self._init_views(None, 0.0, augment)
-        self.head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, num_layers, head_norm,
+        head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, num_layers, head_norm,
                              norm_last_layer)
+        self.head = standardised(head, backbone.embed_dim, standardise)
         self.teacher_backbone = momentum_copy(backbone)
         self.teacher_head = momentum_copy(self.head)
         self.criterion = DINOLoss(out_dim, int(n_global), student_temp, teacher_temp, warmup_teacher_temp,
@@ -100,8 +105,9 @@ class DINO(ViewsMixin, nn.Module):
         self.total_steps = None if total_steps is None else int(total_steps)
         self.momentum = self.base_momentum
         self.last_teacher_probs: torch.Tensor | None = None
-        self._head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
-                      "num_layers": num_layers, "head_norm": head_norm, "norm_last_layer": norm_last_layer}
+        self._head = {"standardise": bool(standardise), "out_dim": out_dim, "hidden_dim": hidden_dim,
+                      "bottleneck_dim": bottleneck_dim, "num_layers": num_layers, "head_norm": head_norm,
+                      "norm_last_layer": norm_last_layer}
 
     def settings(self) -> dict[str, Any]:
         c = self.criterion

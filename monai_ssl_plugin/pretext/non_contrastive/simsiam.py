@@ -17,7 +17,7 @@ from torch import nn
 from monai_ssl_plugin.losses import SimSiamLoss
 from monai_ssl_plugin.pretext.heads import PredictionHead, ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
 
 
 @register_pretext("simsiam", paradigm="non_contrastive")
@@ -34,6 +34,9 @@ class SimSiam(ViewsMixin, nn.Module):
         predictor_dim: predictor bottleneck (512).
         norm: head norm (``"layer"``; batch size 1 works). The paper's projector ends with a
             BatchNorm, which here is the final Linear without norm.
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
 
     ``forward`` returns ``{"loss", "simsiam", "alignment"}`` (alignment = -loss, detached);
@@ -44,15 +47,16 @@ class SimSiam(ViewsMixin, nn.Module):
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 2048, hidden_dim: int = 2048,
                  predictor_dim: int = 512, norm: str | None = "layer", view_size: int | Sequence[int] | None = None,
-                 min_overlap: float = 0.5, augment: bool = True):
+                 min_overlap: float = 0.5, augment: bool = True, standardise: bool = True):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 3, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 3, norm)
+        self.projector = standardised(head, backbone.embed_dim, standardise)
         self.predictor = PredictionHead(projection_dim, predictor_dim, norm=norm)
         self.criterion = SimSiamLoss()
-        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "predictor_dim": predictor_dim,
-                      "norm": norm}
+        self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
+                      "predictor_dim": predictor_dim, "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         return {**self._head, **self.view_settings()}

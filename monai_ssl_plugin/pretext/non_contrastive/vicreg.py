@@ -15,7 +15,7 @@ from torch import nn
 from monai_ssl_plugin.losses import VICRegLoss, vicreg_terms
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
 
 
 @register_pretext("vicreg", paradigm="non_contrastive")
@@ -32,6 +32,9 @@ class VICReg(ViewsMixin, nn.Module):
             1024-2048 for CPU runs).
         sim_weight, var_weight, cov_weight: 25, 25, 1.
         norm: head norm (``"layer"``, see ``pretext.heads``).
+        standardise: a :class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser` before the
+            head (on; without it nnU-Net's InstanceNorm embeddings start nearly identical for
+            every input, see there).
         view_size, min_overlap, augment: see :class:`~monai_ssl_plugin.pretext.views_mixin.ViewsMixin`.
         gather_distributed: variance / covariance over all DDP processes.
 
@@ -46,14 +49,15 @@ class VICReg(ViewsMixin, nn.Module):
     def __init__(self, backbone: nn.Module, projection_dim: int = 8192, hidden_dim: int = 8192, num_layers: int = 3,
                  sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0,
                  norm: str | None = "layer", view_size: int | Sequence[int] | None = None, min_overlap: float = 0.5,
-                 augment: bool = True, gather_distributed: bool = True):
+                 augment: bool = True, gather_distributed: bool = True, standardise: bool = True):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        self.projector = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        self.projector = standardised(head, backbone.embed_dim, standardise)
         self.criterion = VICRegLoss(sim_weight, var_weight, cov_weight, gather_distributed=gather_distributed)
-        self._head = {"projection_dim": projection_dim, "hidden_dim": hidden_dim, "num_layers": num_layers,
-                      "norm": norm}
+        self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
+                      "num_layers": num_layers, "norm": norm}
 
     def settings(self) -> dict[str, Any]:
         c = self.criterion

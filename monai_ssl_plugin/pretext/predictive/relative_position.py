@@ -19,6 +19,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
 from monai_ssl_plugin.transforms._random import integers
 from monai_ssl_plugin.transforms.views import crop_boxes
 
@@ -57,7 +58,9 @@ class RelativePatchPosition(nn.Module):
             ``(S - 2 * gap - 2 * jitter) // 3``.
         gap: voxels between neighbouring grid cells (Doersch: half a patch in 2D; default 4).
         jitter: maximal random shift of each patch per axis (Doersch: up to 7 pixels; default 2).
-        head_hidden: width of the 2-layer head.
+        head_hidden: width of the 2-layer head (LayerNorm: any batch size).
+        standardise: standardise each patch embedding with running statistics before the head
+            (:class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser`).
 
     Shapes: image (B, C, *S) -> patches (B, 2, C, *p) -> embed (B*2, D) -> concat (B, 2D) ->
     logits (B, 3**dims - 1). Returns ``{"loss", "position", "accuracy"}``.
@@ -67,7 +70,8 @@ class RelativePatchPosition(nn.Module):
     trains_decoder = False
 
     def __init__(self, backbone: BackboneAdapter, patch_size: int | Sequence[int] | None = None,
-                 gap: int | Sequence[int] = 4, jitter: int | Sequence[int] = 2, head_hidden: int = 512):
+                 gap: int | Sequence[int] = 4, jitter: int | Sequence[int] = 2, head_hidden: int = 512,
+                 standardise: bool = True):
         super().__init__()
         dims = backbone.spatial_dims
         self.backbone = backbone
@@ -76,12 +80,14 @@ class RelativePatchPosition(nn.Module):
         self.gap, self.jitter = _per_axis(gap, dims), _per_axis(jitter, dims)
         self.register_buffer("offsets", neighbour_offsets(dims), persistent=False)
         self.num_classes = len(self.offsets)
+        self.standardise = bool(standardise)
+        self.standardiser = RunningStandardiser(backbone.embed_dim) if self.standardise else nn.Identity()
         self.head = ProjectionHead(2 * backbone.embed_dim, head_hidden, self.num_classes, num_layers=2, norm="layer")
         self.last_outputs: dict[str, torch.Tensor] = {}
 
     def settings(self) -> dict[str, Any]:
         return {"classes": self.num_classes, "patch_size": self.patch_size, "gap": self.gap, "jitter": self.jitter,
-                "grid": [3] * self.dims}
+                "grid": [3] * self.dims, "standardise": self.standardise}
 
     def _patch(self, spatial: Sequence[int]) -> list[int]:
         if self.patch_size is not None:
@@ -116,7 +122,8 @@ class RelativePatchPosition(nn.Module):
         pairs = self.sample_pairs(batch["image"])
         patches = pairs["patches"]
         b = patches.shape[0]
-        features = self.backbone.embed(patches.reshape(b * 2, *patches.shape[2:])).reshape(b, -1)
+        embeddings = self.backbone.embed(patches.reshape(b * 2, *patches.shape[2:])).reshape(b, 2, -1)
+        features = self.standardiser(embeddings).reshape(b, -1)  # centre first
         logits = self.head(features)
         loss = F.cross_entropy(logits, pairs["label"])
         accuracy = (logits.detach().argmax(1) == pairs["label"]).float().mean()

@@ -18,6 +18,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.views_mixin import standardised
 from monai_ssl_plugin.transforms.views import random_rotation90
 
 __all__ = ["RotationPrediction"]
@@ -33,6 +34,9 @@ class RotationPrediction(nn.Module):
             have equal size. Default ``(-2, -1)``: the last two axes (Swin UNETR), i.e. the axial
             plane (y, x) for nnU-Net's (z, y, x) order.
         head_hidden: width of the 2-layer classification head (LayerNorm, works at batch size 1).
+        standardise: standardise the embedding with running statistics before the head
+            (:class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser`): nnU-Net's pooled
+            features are nearly the same vector for every input at initialisation.
 
     Shapes: ``batch["image"]`` (B, C, *spatial) -> rotated (B, C, *spatial) -> ``embed`` (B, D) ->
     logits (B, 4). ``forward`` returns ``{"loss", "rotation", "accuracy"}``; ``last_outputs`` holds
@@ -46,15 +50,18 @@ class RotationPrediction(nn.Module):
     num_classes = 4
 
     def __init__(self, backbone: BackboneAdapter, plane: tuple[int, int] | list[int] = (-2, -1),
-                 head_hidden: int = 256):
+                 head_hidden: int = 256, standardise: bool = True):
         super().__init__()
         self.backbone = backbone
         self.plane = (int(plane[0]), int(plane[1]))
-        self.head = ProjectionHead(backbone.embed_dim, head_hidden, self.num_classes, num_layers=2, norm="layer")
+        self.standardise, self.head_hidden = bool(standardise), int(head_hidden)
+        self.head = standardised(ProjectionHead(backbone.embed_dim, head_hidden, self.num_classes, num_layers=2,
+                                                norm="layer"), backbone.embed_dim, self.standardise)
         self.last_outputs: dict[str, torch.Tensor] = {}
 
     def settings(self) -> dict[str, Any]:
-        return {"classes": self.num_classes, "plane": list(self.plane), "head_hidden": self.head.mlp[0].out_features}
+        return {"classes": self.num_classes, "plane": list(self.plane), "head_hidden": self.head_hidden,
+                "standardise": self.standardise}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rotated, labels = random_rotation90(batch["image"], self.plane)

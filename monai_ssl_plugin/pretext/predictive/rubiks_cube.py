@@ -28,6 +28,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
 from monai_ssl_plugin.transforms._random import bernoulli, integers
 from monai_ssl_plugin.transforms.masking import random_block_mask
 from monai_ssl_plugin.transforms.views import cube_grid
@@ -94,7 +95,10 @@ class RubiksCube(nn.Module):
         rotation, masking: enable the orientation and the masking tasks (cube+).
         mask_prob, mask_ratio: share of cubes masked, share of a masked cube's blocks zeroed.
         weights: loss weights of order / rotation / masking.
-        head_hidden: width of the 2-layer heads.
+        head_hidden: width of the 2-layer heads (LayerNorm: any batch size).
+        standardise: standardise each cube embedding with running statistics before the heads
+            (:class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser`; nnU-Net's pooled
+            features are nearly identical for all inputs at initialisation).
 
     Shapes: image (B, C, *S) -> cubes (B, M, C, *s) -> embed (B*M, D) -> concat (B, M*D) -> logits
     (B, K), (B, M*R), (B, M) with M = 2**dims, R = rotation flags per cube (2 in 3D, 1 in 2D).
@@ -106,7 +110,7 @@ class RubiksCube(nn.Module):
 
     def __init__(self, backbone: BackboneAdapter, num_permutations: int = 100, gap: int | Sequence[int] = 4,
                  rotation: bool = True, masking: bool = True, mask_prob: float = 0.5, mask_ratio: float = 0.5,
-                 weights: Sequence[float] = (1.0, 1.0, 1.0), head_hidden: int = 512):
+                 weights: Sequence[float] = (1.0, 1.0, 1.0), head_hidden: int = 512, standardise: bool = True):
         super().__init__()
         dims = backbone.spatial_dims
         self.backbone = backbone
@@ -124,6 +128,8 @@ class RubiksCube(nn.Module):
         self.rotation_planes: list[tuple[int, int]] = [(-3, -1), (-3, -2)] if dims == 3 else [(-2, -1)]
         self.register_buffer("permutations", maximal_hamming_permutations(self.n_cubes, self.num_permutations),
                              persistent=False)
+        self.standardise = bool(standardise)
+        self.standardiser = RunningStandardiser(backbone.embed_dim) if self.standardise else nn.Identity()
         width = self.n_cubes * backbone.embed_dim
         self.order_head = ProjectionHead(width, head_hidden, self.num_permutations, num_layers=2, norm="layer")
         self.rotation_head = (ProjectionHead(width, head_hidden, self.n_cubes * len(self.rotation_planes),
@@ -136,7 +142,8 @@ class RubiksCube(nn.Module):
         return {"grid": [2] * self.dims, "num_permutations": self.num_permutations, "gap": self.gap,
                 "min_hamming_distance": int(self.min_hamming_distance()), "rotation": self.rotation,
                 "rotation_planes": [list(p) for p in self.rotation_planes], "masking": self.masking,
-                "mask_prob": self.mask_prob, "mask_ratio": self.mask_ratio, "weights": list(self.weights)}
+                "mask_prob": self.mask_prob, "mask_ratio": self.mask_ratio, "weights": list(self.weights),
+                "standardise": self.standardise}
 
     def min_hamming_distance(self) -> int:
         if self.num_permutations < 2:
@@ -176,7 +183,8 @@ class RubiksCube(nn.Module):
         puzzle = self.make_puzzle(batch["image"])
         cubes = puzzle["cubes"]
         b, m = cubes.shape[:2]
-        features = self.backbone.embed(cubes.reshape(b * m, *cubes.shape[2:])).reshape(b, -1)  # slot order
+        embeddings = self.backbone.embed(cubes.reshape(b * m, *cubes.shape[2:])).reshape(b, m, -1)
+        features = self.standardiser(embeddings).reshape(b, -1)  # concatenated in slot order
         order_logits = self.order_head(features)
         order_loss = F.cross_entropy(order_logits, puzzle["order"])
         zero = order_loss.new_zeros(())
