@@ -64,3 +64,10 @@ def test_record_survives_weights_only_roundtrip(tmp_path):
     path = atomic_save({"record": record.to_dict()}, tmp_path / "r.pt")
     back = CheckpointRecord.from_dict(safe_load(path)["record"])
     assert back == record and back.pretrained_parts == ["stem", "encoder", "decoder"]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    path = atomic_save({"w": torch.zeros(1)}, tmp_path / "p.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -407,10 +407,11 @@ def _require_nnunet_record(weights: PretrainedWeights) -> CheckpointRecord:
 
 
 def part_selector(prefixes: list[str]) -> Callable[[str], bool]:
-    """Keys under any of the prefixes (``"encoder.stages"`` also selects ``decoder.encoder.stages.*``, its alias)."""
+    """Keys under any of the prefixes. ``"decoder"`` also covers ``decoder.encoder.*``, the decoder's
+    reference to the encoder's tensors; an encoder-only selection leaves those aliases out (they share
+    the loaded tensors, and encoder-only files do not have them)."""
     heads = tuple(p.rstrip(".") + "." for p in prefixes)
-    aliases = tuple("decoder." + h for h in heads if h.startswith("encoder."))
-    return lambda key: key.startswith(heads + aliases) or key in prefixes
+    return lambda key: key.startswith(heads) or key in prefixes
 
 
 def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.PathLike | None = None,

@@ -85,7 +85,8 @@ def permute_axes(state: Mapping[str, torch.Tensor], perm: Sequence[int], *, spat
             if grid is None or int(torch.tensor(grid).prod()) != value.shape[1]:
                 raise PluginError(f"Cannot re-order the position embeddings {key} {tuple(value.shape)}: the patch grid "
                                   f"{tuple(grid) if grid else 'is unknown'}.",
-                                  "Record img_size and patch_size in backbone_kwargs, or pretrain on data in the target's axis order.")
+                                  "Record img_size and patch_size in backbone_kwargs, or pretrain on data in the "
+                                  "target's axis order.")
             b, n, d = value.shape
             g = value.reshape(b, *grid, d).permute(0, *[1 + p for p in perm], spatial_dims + 1)
             out[key] = g.reshape(b, n, d).contiguous()
@@ -116,7 +117,8 @@ def check_axis_order(state: Mapping[str, torch.Tensor], family: str, source_orde
     if mode == "permute":
         if not permutable(family):
             raise PluginError(f"{origin} ({family}) was pretrained on ({src_axes}) volumes and cannot be transposed "
-                              f"exactly to ({dst_axes}): Swin patch merging and relative-position tables depend on the axis order.",
+                              f"exactly to ({dst_axes}): Swin patch merging and relative-position tables depend on "
+                              "the axis order.",
                               "Pretrain on data loaded the target's way (axis order "
                               f"{target_order!r}) or transpose the volumes in the target pipeline.")
         grid = _grid(record_kwargs, family, spatial_dims)

@@ -45,8 +45,8 @@ def param_groups(network: nn.Module, target: str | Target = "auto", lr: float | 
         pretrained_lr = float(lr) * float(pretrained_lr_mult)
     pre = {id(p) for _, p in pretrained_parameters(network, target)}
     if not pre:
-        raise PluginError(f"The target {_target(network, target).name} of {type(unwrap(network)).__name__} has no parameters.",
-                          "Check target=.")
+        raise PluginError(f"The target {_target(network, target).name} of {type(unwrap(network)).__name__} has no "
+                          "parameters.", "Check target=.")
     params = list(unwrap(network).parameters())
     groups = [{"params": [p for p in params if id(p) in pre], "lr": pretrained_lr, "name": "pretrained"},
               {"params": [p for p in params if id(p) not in pre], "name": "new"}]

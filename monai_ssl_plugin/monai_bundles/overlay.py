@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,8 +207,9 @@ def _optimizer(parser) -> tuple[str, Mapping[str, Any], str] | None:
     return opt_id, node, net_expr
 
 
-def _dry_run(parser, net_id: str, ssl: str, target: str, settings: dict[str, Any], log) -> bool:
+def _dry_run(parser, net_id: str, ssl: str, target: str, settings: dict[str, Any], log, bundle: Path) -> bool:
     """Build the network definition and load into it: every check runs before training starts."""
+    sys.path.insert(0, str(bundle))  # `scripts.` targets resolve as in `monai.bundle run`
     try:
         network = parser.get_parsed_content(net_id, instantiate=True)
     except Exception as e:  # the config may need data or devices that are not here; the handler checks at run time
@@ -215,6 +217,9 @@ def _dry_run(parser, net_id: str, ssl: str, target: str, settings: dict[str, Any
             log(f"[monai-ssl] note: could not build `{net_id}` for a dry run ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:120] if str(e) else ''}); the handler checks when training starts")
         return False
+    finally:
+        if str(bundle) in sys.path:
+            sys.path.remove(str(bundle))
     from monai_ssl_plugin.monai_bundles.load import load_pretrained
 
     load_pretrained(network, ssl, target, log=log, **settings)
@@ -258,7 +263,8 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
     if pretrained_lr_mult != 1.0 and (opt is None or "lr" not in opt[1]):
         raise PluginError("pretrained_lr_mult needs an optimizer `optimizer` with `lr` and `params: $@network.parameters()`"
                           " in the train config, which was not found.",
-                          "Use param_groups() in the optimizer's params by hand (see docs/monai.md), or keep the multiplier at 1.")
+                          "Use param_groups() in the optimizer's params by hand (see docs/monai.md), or keep the "
+                          "multiplier at 1.")
     settings = dict(min_fraction=float(min_fraction), axis_order=axis_order, on_axis_mismatch=on_axis_mismatch,
                     normalization=norm, backbone_family=backbone_family, source_axis_order=source_axis_order)
     overrides = dict(overrides or {})
@@ -266,7 +272,7 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
     if check:
         dry = _parser(ConfigParser.load_config_files(str(cfg_path)))
         dry.update(overrides)
-        checked = _dry_run(dry, net_id, str(ssl_path), tgt, settings, log)
+        checked = _dry_run(dry, net_id, str(ssl_path), tgt, settings, log, bundle)
 
     out = Path(output) if output else bundle / "configs" / "ssl_init.yaml"
     out = out if out.is_absolute() else bundle / out
@@ -299,12 +305,14 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
     extra += "".join(f" --{k} {shlex.quote(json.dumps(v) if not isinstance(v, str) else v)}" for k, v in overrides.items())
     command = (f"cd {bundle} && python -m monai.bundle run --config_file \"['{rel_cfg}','{rel_out}']\" "
                f"--meta_file configs/metadata.json{extra}")
+    lr_note = (f"x{pretrained_lr_mult} of the optimizer LR" if pretrained_lr_mult != 1.0
+               else "same as the rest (re-run with --pretrained_lr_mult to lower it)")
     header = [
         f"# SSL initialisation overlay, {MARKER}.",
         f"# Source: {src.describe()}",
         f"# Network: `{net_id}` ({cls}); receives the weights: {tgt} ({meaning}).",
         f"# Normalisation of this bundle's train pipeline: {norm or 'not detected (not checked)'}.",
-        f"# Pretrained-part LR: {'x' + str(pretrained_lr_mult) + ' of the optimizer LR' if pretrained_lr_mult != 1.0 else 'same as the rest (re-run with --pretrained_lr_mult to lower it)'}.",
+        f"# Pretrained-part LR: {lr_note}.",
         f"# Dry run at writing time: {'passed' if checked else 'not run'}. Train the unchanged bundle from these weights:",
         f"#   {command}",
         "# `+id` extends the list `id` of the earlier config file (monai.bundle ConfigParser merge key).",

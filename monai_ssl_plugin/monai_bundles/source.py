@@ -148,6 +148,7 @@ def read_source(source: SourceLike, *, backbone_family: str | None = None, in_ch
                               "or pass the pretraining checkpoint that carries the record.")
         if log is not None:
             log(f"[monai-ssl] WARNING: {origin} has no pretraining record; trusting the caller's statement "
-                f"(family {backbone_family}, axis order {axis_order or 'unstated'}, in_channels {in_channels or 'unstated'}, "
+                f"(family {backbone_family}, axis order {axis_order or 'unstated'}, "
+                f"in_channels {in_channels or 'unstated'}, "
                 f"normalisation {stated['normalization'] or 'unstated'}).")
     return SSLSource(state=state, record=record, origin=origin, kind=kind, stated=stated)

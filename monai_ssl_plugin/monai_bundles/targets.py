@@ -5,7 +5,7 @@
 
 | network | receives the weights | stays new |
 | --- | --- | --- |
-| ``monai.apps.detection`` ``RetinaNet`` (+ ``resnet_fpn_feature_extractor``) | ``feature_extractor.body`` (the ResNet) | FPN, heads |
+| ``RetinaNet`` (``monai.apps.detection``, + ``resnet_fpn_feature_extractor``) | ``feature_extractor.body`` | FPN, heads |
 | ``monai.networks.nets.ResNet`` (``resnet10..200``) classifier | everything | ``fc`` |
 | ``DenseNet`` / ``DenseNet121..264`` | ``features`` | ``class_layers`` |
 | ``SwinUNETR`` | ``swinViT`` | CNN encoders, decoder |

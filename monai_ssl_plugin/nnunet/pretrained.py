@@ -81,10 +81,15 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                           "nnU-Net feeds its network (z, y, x) volumes; the kernels would see transposed anatomy.",
                           "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet') and export again.")
     norm = list(normalization_schemes)
+    theirs = list(record.normalization or [])
+    repeated = ""
+    if theirs and len(norm) > len(theirs) and len(norm) % len(theirs) == 0:  # channels adaptation repeats the stem
+        theirs, repeated = theirs * (len(norm) // len(theirs)), \
+            f" ({len(record.normalization)} channel{'s' if len(record.normalization) > 1 else ''} repeated)"
     if not record.normalization:
         log(f"[monai-ssl] WARNING: the record of {weights.path} does not say its intensity normalisation; "
             f"the plans use {norm}.")
-    elif list(record.normalization) != norm:
+    elif theirs != norm:
         if weights.from_nnssl:
             log(f"[monai-ssl] WARNING: {weights.path} is an nnssl checkpoint, pretrained with "
                 f"{list(record.normalization)} (nnssl z-scores everything); the plans use {norm}. Fine-tuning adapts, "
@@ -98,7 +103,7 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                                        f"folder), or set {ENV_ALLOW_NORMALIZATION_MISMATCH}=1 to fine-tune anyway.")
             log(f"[monai-ssl] WARNING: {msg} Continuing because {ENV_ALLOW_NORMALIZATION_MISMATCH} is set.")
     else:
-        log(f"[monai-ssl] normalisation {norm} matches the pretraining record")
+        log(f"[monai-ssl] normalisation {norm} matches the pretraining record{repeated}")
     if record.spacing is not None and spacing is not None and len(record.spacing) == len(spacing):
         ratio = max(max(a, b) / max(min(a, b), 1e-8) for a, b in zip(record.spacing, spacing))
         if ratio > 1.5:

@@ -425,41 +425,38 @@ def _box_elements(
         spatial: spatial shape (S_0, ..., S_{D-1}).
         volume: (K,) index of the volume each box lies in.
         starts, sizes: (K, D) int64 box corners and side lengths (sizes >= 1).
-        dtype: integer dtype of ``dest`` (int32 halves memory traffic when indices fit).
+        dtype: integer dtype of ``dest``.
 
     Returns:
         ``dest`` (M,) flat index ``volume * prod(spatial) + linear voxel index`` of every box
         voxel, boxes one after another, each in row-major order; ``counts`` (K,) voxels per box.
+
+    Expanded one axis at a time: each unit (box, then plane, row, voxel) splits into ``size_d``
+    sub-units whose flat indices step by the axis stride, so one ``cumsum`` of the steps -- with
+    a jump at the first sub-unit of every unit -- yields them. No division or modulo per voxel.
     """
     dev = starts.device
-    dims = len(spatial)
     n_vox = math.prod(spatial)
-    strides = [math.prod(spatial[d + 1 :]) for d in range(dims)]
+    strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
     counts = sizes.prod(1)
-    n_box = counts.numel()
-    if n_box == 0:
+    if counts.numel() == 0:
         return torch.empty(0, dtype=dtype, device=dev), counts
-    # Rows = runs along the last axis, contiguous in memory. Work per row first (rows are
-    # ~mean(side) times fewer than voxels), then expand rows to voxels with one cumsum.
-    rows_per_box = sizes[:, :-1].prod(1)
-    n_rows = int(rows_per_box.sum())
-    row_box = torch.repeat_interleave(torch.arange(n_box, device=dev), rows_per_box, output_size=n_rows)
-    local = torch.arange(n_rows, device=dev) - (torch.cumsum(rows_per_box, 0) - rows_per_box)[row_box]
-    base = volume.long() * n_vox + (starts * torch.tensor(strides, device=dev)).sum(1)  # (K,)
-    row_start = base[row_box]
-    for d in range(dims - 2, -1, -1):  # row-major: axis dims-2 varies fastest among rows
-        side = sizes[row_box, d]
-        row_start = row_start + (local % side) * strides[d]
-        local = local // side
-    row_len = sizes[row_box, -1]
-    n_el = int(counts.sum())
-    # dest increases by one inside a row and jumps at each row start.
-    jumps = torch.empty_like(row_start)
-    jumps[1:] = row_start[1:] - (row_start[:-1] + row_len[:-1] - 1)
-    jumps[0] = row_start[0]
-    inc = torch.ones(n_el, dtype=dtype, device=dev)
-    inc[torch.cumsum(row_len, 0) - row_len] = jumps.to(dtype)
-    return torch.cumsum(inc, 0, dtype=dtype), counts
+    unit_start = volume.long() * n_vox + (starts * torch.tensor(strides, device=dev)).sum(1)  # (K,)
+    owner = torch.arange(counts.numel(), device=dev)  # box of each unit
+    for d, stride in enumerate(strides):
+        n_sub = sizes[:, d].index_select(0, owner)  # sub-units per unit
+        last = d == len(strides) - 1
+        step_dtype = dtype if last else torch.int64
+        total = int(counts.sum()) if last else int(n_sub.sum())
+        steps = torch.full((total,), stride, dtype=step_dtype, device=dev)
+        jumps = torch.empty_like(unit_start)
+        jumps[0] = unit_start[0]
+        jumps[1:] = unit_start[1:] - (unit_start[:-1] + (n_sub[:-1] - 1) * stride)  # from the previous unit's last
+        steps.index_copy_(0, torch.cumsum(n_sub, 0) - n_sub, jumps.to(step_dtype))
+        unit_start = torch.cumsum(steps, 0, dtype=step_dtype)
+        if not last:
+            owner = torch.repeat_interleave(owner, n_sub, output_size=total)
+    return unit_start, counts
 
 
 def _gather_voxels(x: Tensor, source: Tensor, out: Tensor | None = None) -> Tensor:

@@ -90,3 +90,57 @@ def plans_copy(plans: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(plans)
     out["continue_training"] = False
     return out
+
+
+def tiny_resenc_kwargs(features: tuple[int, ...] = (8, 16, 32)) -> dict[str, Any]:
+    """arch_kwargs of a small ResidualEncoderUNet (nnssl's ResEnc-L layout, scaled down)."""
+    n = len(features)
+    return {"n_stages": n, "features_per_stage": list(features), "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[3, 3, 3]] * n, "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
+            "n_blocks_per_stage": [1] * n, "n_conv_per_stage_decoder": [1] * (n - 1), "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}}
+
+
+def write_nnssl_checkpoint(path: Path, arch_class_name: str = "ResidualEncoderUNet",
+                           arch_kwargs: dict[str, Any] | None = None, *, in_channels: int = 1,
+                           prefix: str = "encoder", encoder_only: bool = False,
+                           state: dict[str, torch.Tensor] | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A checkpoint in nnssl's documented layout: ``network_weights`` + ``nnssl_adaptation_plan`` (no ssl_record).
+
+    ``prefix`` renames the encoder's module (nnssl's BYOL uses ``online_encoder``); ``encoder_only``
+    keeps only stem + encoder weights (contrastive pretexts). Returns (path, the weights in nnU-Net's naming).
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    if state is None:
+        kwargs = arch_kwargs or tiny_resenc_kwargs()
+        net = get_network_from_plans(DNA + arch_class_name.rsplit(".", 1)[-1], kwargs,
+                                     ["conv_op", "norm_op", "dropout_op", "nonlin"], in_channels, in_channels,
+                                     allow_init=True, deep_supervision=False)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        state = net.state_dict()
+        stem, encoder, in_proj = net.key_to_stem, net.key_to_encoder, list(net.keys_to_in_proj)
+    else:
+        stem, encoder = "encoder.stem", "encoder.stages"
+        in_proj = ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]
+    canonical = dict(state)
+    if encoder_only:
+        state = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    ren = (lambda k: prefix + k[len("encoder"):] if k.startswith("encoder.") else k)
+    plan = {
+        "architecture_plans": {"arch_class_name": arch_class_name,
+                               **({"arch_kwargs": arch_kwargs} if arch_kwargs is not None else {}),
+                               "arch_kwargs_requiring_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+        "pretrain_plan": {"dataset_name": "Dataset745_OpenMind", "plans_name": "nnsslPlans",
+                          "configurations": {"onemmiso": {"spacing": [1.0, 1.0, 1.0], "patch_size": [160, 160, 160],
+                                                          "normalization_schemes": ["ZScoreNormalization"]}}},
+        "pretrain_num_input_channels": in_channels, "recommended_downstream_patchsize": [160, 160, 160],
+        "key_to_encoder": ren(encoder), "key_to_stem": ren(stem), "keys_to_in_proj": [ren(k) for k in in_proj],
+        "key_to_lpe": None}
+    torch.save({"network_weights": {ren(k): v for k, v in state.items()}, "nnssl_adaptation_plan": plan,
+                "current_epoch": 1000, "trainer_name": "BaseMAETrainer"}, path)
+    return path, canonical

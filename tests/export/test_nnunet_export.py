@@ -1,4 +1,4 @@
-"""Export to nnU-Net: the file passes nnU-Net's own loader, carries the nnssl plan, fails cleanly."""
+"""Export to nnU-Net: the file passes nnU-Net's own loader, carries the nnssl plan, reads nnssl files, fails cleanly."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.export.nnssl import ADAPTATION_PLAN_KEYS
 from monai_ssl_plugin.export.nnunet import (ADAPTATION_PLAN_FILE, describe_shape, export_nnunet, first_mismatch,
+                                            read_pretrained,
                                             pretrained_file_path)
 
-from nnunet_helpers import tiny_plans, write_checkpoint, write_preprocessed_dataset
+from nnunet_helpers import (tiny_plans, tiny_resenc_kwargs, write_checkpoint, write_nnssl_checkpoint,
+                            write_preprocessed_dataset)
 
 
 @pytest.fixture
@@ -94,7 +96,8 @@ def test_export_into_dataset_with_other_plans_names_first_mismatching_layer(tmp_
     ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(tiny_plans()))
     with pytest.raises(PluginError, match=expected) as err:
         export_nnunet(ckpt, dataset=901)
-    assert "\n" not in str(err.value) and "Fix:" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert f"Fix: Run `monai-ssl nnunet-plans Dataset901_Tiny --checkpoint {ckpt}`" in str(err.value)
     assert not (preprocessed / "Dataset901_Tiny" / "ssl_pretrained").exists()
 
 
@@ -119,16 +122,72 @@ def test_missing_and_corrupt_checkpoints_fail_in_one_line_without_output(tmp_pat
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_refuses_monai_axis_order_and_inconsistent_record(tmp_path: Path):
-    with pytest.raises(PluginError, match="monai-ordered"):
-        export_nnunet(write_checkpoint(tmp_path / "m.pt", axis_order="monai"), tmp_path / "m.pth")
+def test_monai_axis_order_is_transposed_and_inconsistent_record_refused(tmp_path: Path):
+    monai = export_nnunet(write_checkpoint(tmp_path / "m.pt", axis_order="monai", spacing=[1.0, 1.0, 3.0]),
+                          tmp_path / "m.pth")
+    payload = torch.load(monai, weights_only=True)
+    record = payload["ssl_record"]
+    assert record["axis_order"] == "nnunet" and record["data"]["axis_order_converted_from"] == "monai"
+    assert record["spacing"] == [3.0, 1.0, 1.0]
+    original = torch.load(tmp_path / "m.pt", weights_only=True)["network"]
+    key = "encoder.stages.1.0.convs.0.conv.weight"
+    assert torch.equal(payload["network_weights"][key], original[key].permute(0, 1, 4, 3, 2))
+
     ckpt = write_checkpoint(tmp_path / "c.pt")
     data = torch.load(ckpt, weights_only=True)
     data["record"]["backbone_kwargs"]["arch_kwargs"]["features_per_stage"] = [8, 16, 64]  # the record lies
     torch.save(data, ckpt)
     with pytest.raises(PluginError, match="do not match the architecture its record describes"):
         export_nnunet(ckpt, tmp_path / "c.pth")
-    assert not (tmp_path / "m.pth").exists() and not (tmp_path / "c.pth").exists()
+    assert not (tmp_path / "c.pth").exists()
+
+
+def test_export_to_a_dataset_with_more_channels_leaves_the_adaptation_to_the_trainer(tmp_path: Path,
+                                                                                     preprocessed: Path):
+    write_preprocessed_dataset(preprocessed, tiny_plans(), n_channels=2)
+    ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(tiny_plans()))
+    with pytest.warns(UserWarning, match=r"adapts them at load time.*input channels 1 -> 2"):
+        out = export_nnunet(ckpt, dataset=901)
+    assert torch.load(out, weights_only=True)["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"].shape[1] == 1
+    with pytest.raises(PluginError, match=r"input channels 1 vs 2 \(adaptation 'channels' not allowed\).*"
+                                          r"nnUNet_SSL_adapt=channels"):
+        export_nnunet(ckpt, tmp_path / "x.pth", dataset=901, allowed_adaptations="none")
+
+
+@pytest.mark.parametrize("prefix, encoder_only", [("encoder", False), ("online_encoder", True)])
+def test_nnssl_checkpoint_is_read_through_its_adaptation_plan(tmp_path: Path, prefix: str, encoder_only: bool):
+    path, canonical = write_nnssl_checkpoint(tmp_path / "checkpoint_final.pth", "ResidualEncoderUNet",
+                                             tiny_resenc_kwargs(), prefix=prefix, encoder_only=encoder_only)
+    weights = read_pretrained(path)
+    rec = weights.record
+    assert weights.from_nnssl and rec.data["derived_from"] == "nnssl_adaptation_plan"
+    assert rec.backbone_family == "nnunet.ResidualEncoderUNet" and rec.axis_order == "nnunet"
+    assert rec.normalization == ["ZScoreNormalization"] and rec.spacing == [1.0, 1.0, 1.0]
+    assert rec.pretrained_parts == ["stem", "encoder"] and rec.patch_size == [160, 160, 160]
+    assert rec.key_prefixes["stem"] == "encoder.stem" and rec.key_prefixes["encoder"] == "encoder.stages"
+    assert rec.key_prefixes["in_proj"] == ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]
+    key = "encoder.stem.convs.0.conv.weight"
+    assert torch.equal(weights.state[key], canonical[key])  # online_encoder.* renamed through the key remapper
+
+    out = export_nnunet(path, tmp_path / "exported.pth")
+    payload = torch.load(out, weights_only=True)
+    assert payload["ssl_record"]["data"]["derived_from"] == "nnssl_adaptation_plan"
+    plan = payload["nnssl_adaptation_plan"]
+    assert plan["architecture_plans"]["arch_class_name"] == "ResidualEncoderUNet"
+    assert plan["pretrain_plan"]["dataset_name"] == "Dataset745_OpenMind"  # nnssl's own plan is kept
+    assert plan["key_to_encoder"] == "encoder.stages"
+
+
+def test_nnssl_architectures_nnunet_cannot_build_are_refused(tmp_path: Path):
+    state = {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)}
+    for name in ("PrimusM", "NoSkipResEncL"):
+        path, _ = write_nnssl_checkpoint(tmp_path / f"{name}.pth", name, state=state)
+        with pytest.raises(PluginError, match=f"nnssl architecture '{name}' is not an nnU-Net U-Net"):
+            read_pretrained(path)
+    path, _ = write_nnssl_checkpoint(tmp_path / "resencl.pth", "ResEncL", state=state)
+    rec = read_pretrained(path).record  # nnssl's preset: the plugin's nnunet_resenc_l architecture
+    assert rec.backbone_kwargs["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+    assert rec.backbone_kwargs["arch_kwargs"]["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6]
 
 
 def test_first_mismatch_helpers():

@@ -20,7 +20,8 @@ def _trainer(net, handlers, epochs, opt=None):
     from monai.engines import SupervisedTrainer
 
     opt = opt or torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    return SupervisedTrainer(device=torch.device("cpu"), max_epochs=epochs, train_data_loader=DataLoader(_data(), batch_size=2),
+    return SupervisedTrainer(device=torch.device("cpu"), max_epochs=epochs,
+                             train_data_loader=DataLoader(_data(), batch_size=2),
                              network=net, optimizer=opt, loss_function=torch.nn.CrossEntropyLoss(),
                              train_handlers=handlers)
 

@@ -27,7 +27,8 @@ def test_wrong_backbone_family(tmp_path):
                                              r"feature_extractor.body of RetinaNet")
     assert "monai.ResNet" in msg
     # a CNN checkpoint into a transformer
-    _refused(unetr(seed=2), save_checkpoint(tmp_path / "r.pt", resnet(seed=1), "monai.ResNet"), "cannot initialise vit of UNETR")
+    _refused(unetr(seed=2), save_checkpoint(tmp_path / "r.pt", resnet(seed=1), "monai.ResNet"),
+             "cannot initialise vit of UNETR")
 
 
 def test_wrong_channel_count(tmp_path):

@@ -147,7 +147,18 @@ def test_plugin_bundles_decide_their_targets(tmp_path, name):
     overrides = {"widths": [8, 16, 32, 64]} if family == "monai.ResNet" else {
         "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "norm_name": "batch"}
     plan = write_overlay(ckpt, bundle, overrides=overrides, log=None)
-    assert plan.checked and plan.target == {"classification_finetune": "auto", "detection_finetune": "feature_extractor.body",
-                                            "segmentation_finetune": "swinViT"}[name]
+    expected = {"classification_finetune": "auto", "detection_finetune": "feature_extractor.body",
+                "segmentation_finetune": "swinViT"}
+    assert plan.checked and plan.target == expected[name]
     assert plan.train_config.name == "train.yaml"
     assert ("--widths" if family == "monai.ResNet" else "--feature_size") in plan.command
+
+
+def test_network_that_cannot_be_built_here_skips_the_dry_run(tmp_path, data, capsys):
+    net_def = {"_target_": "SwinUNETR", "in_channels": "$int(os.environ['NO_SUCH_VARIABLE_FOR_SSL_TEST'])",
+               "out_channels": 2, "feature_size": 12}
+    ckpt = save_checkpoint(tmp_path / "s.pt", swinunetr(seed=1), "monai.SwinUNETR")
+    plan = write_overlay(ckpt, write_bundle(tmp_path / "seg", zoo_segmentation_config(data, net_def)))
+    assert not plan.checked and plan.target == "swinViT" and plan.path.is_file()
+    assert "could not build `network_def` for a dry run" in capsys.readouterr().out
+    assert "Dry run at writing time: not run" in plan.path.read_text()

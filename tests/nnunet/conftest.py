@@ -1,10 +1,19 @@
-"""Fixtures for the nnU-Net tests: nnU-Net's folders in a tmp directory, set in this process."""
+"""Fixtures for the nnU-Net tests.
+
+- ``nnunet_env``: nnU-Net's folders in a tmp directory, set in this process (unit tests).
+- ``e2e`` (session): folders for the end-to-end runs with the real ``nnUNetv2_*`` commands;
+  ``route_a`` (session): the shared route-(a) pipeline (plan, pretrain with the target's plans,
+  export, fine-tune folds 0 and 1), whose checkpoint route (b) reuses on a new dataset.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,8 +21,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "export"))
 from nnunet_helpers import plans_copy, tiny_plans, write_checkpoint, write_preprocessed_dataset  # noqa: E402,F401
 
-SSL_ENV = ("nnUNet_SSL_pretrained", "nnUNet_SSL_lr", "nnUNet_SSL_scratch_lr", "nnUNet_SSL_warmup_epochs",
-           "nnUNet_SSL_epochs", "nnUNet_SSL_allow_normalization_mismatch")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nnunet_e2e import CONFIGURATION, SHORT, SSL_ENV, TINY_PLANS, E2E, e2e_vars, pretrain_mae  # noqa: E402
 
 
 def _nnunet_env(root: Path) -> dict[str, str]:
@@ -40,14 +49,37 @@ def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     return env
 
 
-@pytest.fixture(scope="module")
-def module_nnunet_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Like ``nnunet_env`` but shared by a module's tests (for the expensive end-to-end pipeline)."""
-    env = _nnunet_env(tmp_path_factory.mktemp("nnunet"))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        for k in SSL_ENV:
-            mp.delenv(k, raising=False)
-        yield env
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    root = tmp_path_factory.mktemp("nnunet_e2e")
+    session = E2E(root, e2e_vars(root), root / "nnunet_commands.log")
+    yield session
+    if session.times:
+        print("\n[e2e] step timings (s):", json.dumps(session.times, indent=1))
+
+
+@pytest.fixture(scope="session")
+def route_a(e2e: E2E) -> SimpleNamespace:
+    """Route (a) on Dataset951_RouteA (MRI, 6 labelled + 3 unlabelled + 1 test, 32^3): plan, tiny plans variant,
+    MAE pretraining with those plans on all images, export, fine-tune folds 0 and 1 (in parallel)."""
+    from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
+    from monai_ssl_plugin.export.nnunet import export_nnunet
+    from monai_ssl_plugin.nnunet.plans import write_plans_variant
+
+    raw = make_synthetic_dataset(e2e.raw, 951, "RouteA", n_labelled=6, n_unlabelled=3, shape=(32, 32, 32), n_test=1)
+    e2e.run("nnUNetv2_plan_and_preprocess", "-d", 951, "-c", CONFIGURATION, "-np", 1, plan=True)
+    with e2e.active():
+        plans_file = write_plans_variant(951, backbone="nnunet_plain_tiny", configuration=CONFIGURATION,
+                                         patch_size=[32, 32, 32], log=None)
+    checkpoint = pretrain_mae(e2e, raw, plans_file, e2e.root / "pretraining_a", [32, 32, 32])
+    with e2e.active():
+        exported = export_nnunet(checkpoint, dataset=951, configuration=CONFIGURATION, plans_identifier=TINY_PLANS)
+    with ThreadPoolExecutor(2) as pool:  # two folds at once: half of each run is start-up
+        outputs = list(pool.map(lambda fold: e2e.run("nnUNetv2_train", 951, CONFIGURATION, fold, "-tr", SHORT, "-p",
+                                                     TINY_PLANS, "-device", "cpu"), (0, 1)))
+    preprocessed = e2e.preprocessed / raw.name
+    return SimpleNamespace(raw=raw, preprocessed=preprocessed, plans_file=plans_file, checkpoint=checkpoint,
+                           exported=exported, train_outputs=outputs,
+                           model=e2e.results / raw.name / f"{SHORT}__{TINY_PLANS}__{CONFIGURATION}")
+
 

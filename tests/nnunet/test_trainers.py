@@ -1,8 +1,9 @@
-"""The fine-tuning trainers in-process on a fake preprocessed dataset: load, refuse, resume, schedule."""
+"""The fine-tuning trainers in-process on a fake preprocessed dataset: load, adapt, refuse, resume, schedule."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,13 @@ import torch
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.export.nnunet import export_nnunet
-from monai_ssl_plugin.nnunet import (WarmupPolyLRScheduler, env_line, ext_trainer_dir, nnUNetTrainerScratch_short,
-                                     nnUNetTrainerSSL, nnUNetTrainerSSL_short, warmup_poly_lr)
+from monai_ssl_plugin.nnunet import (SawtoothLRScheduler, WarmupPolyLRScheduler, env_line, ext_trainer_dir,
+                                     nnUNetTrainerScratch_short, nnUNetTrainerSSL, nnUNetTrainerSSL_short,
+                                     nnUNetTrainerSSLFrozenEncoder_short, nnUNetTrainerSSLSawtooth,
+                                     nnUNetTrainerSSLSawtooth_short, sawtooth_lr, warmup_poly_lr)
 
-from nnunet_helpers import plans_copy, tiny_plans, write_checkpoint, write_preprocessed_dataset
+from nnunet_helpers import (plans_copy, tiny_plans, tiny_resenc_kwargs, write_checkpoint, write_nnssl_checkpoint,
+                            write_preprocessed_dataset)
 
 
 @pytest.fixture
@@ -95,26 +99,173 @@ def test_architecture_mismatch_is_refused_naming_first_layer(tmp_path: Path, dat
     assert "\n" not in str(err.value)
 
 
-def test_more_input_channels_downstream_is_refused_at_the_stem(tmp_path: Path, nnunet_env,
-                                                               monkeypatch: pytest.MonkeyPatch):
+def _two_channel_dataset(nnunet_env) -> tuple[dict, dict]:
     plans = tiny_plans()
     folder = write_preprocessed_dataset(Path(nnunet_env["nnUNet_preprocessed"]), plans, n_channels=2)
+    return plans, json.loads((folder / "dataset.json").read_text())
+
+
+def _extra_dataset(plans: dict, name: str, n_channels: int = 1) -> tuple[dict, dict]:
+    plans = json.loads(json.dumps(dict(plans, dataset_name=name)))
+    folder = write_preprocessed_dataset(Path(os.environ["nnUNet_preprocessed"]), plans, n_channels=n_channels)
+    return plans, json.loads((folder / "dataset.json").read_text())
+
+
+def test_more_input_channels_downstream_repeat_the_stem_and_are_reported(tmp_path: Path, nnunet_env,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    plans, dataset_json = _two_channel_dataset(nnunet_env)
+    source = NnUNetBackbone.from_plans(plans)
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(write_checkpoint(tmp_path / "c1.pt", source)))
+    trainer = make_trainer(nnUNetTrainerSSL_short, (plans, dataset_json))
+    trainer.initialize()
+    report, stem = trainer.pretrained_report, "encoder.stages.0.0.convs.0.conv.weight"
+    assert report.loaded_fraction == 1.0 and stem in report.adapted
+    assert trainer.pretrained_notes[stem] == "input channels 1 -> 2 (repeated x2, divided by 2)"
+    assert f"adapted {stem}: input channels 1 -> 2 (repeated x2, divided by 2)" in log_text(trainer)
+    # both channels equal to the pretrained input: the encoder computes exactly the pretrained features
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        got = trainer.network.encoder(x.repeat(1, 2, 1, 1, 1))
+        want = source.network.encoder(x)
+    assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(got, want))
+
+
+def test_channel_adaptation_can_be_switched_off_and_the_error_names_the_fix(tmp_path: Path, nnunet_env,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    plans, dataset_json = _two_channel_dataset(nnunet_env)
     one_channel = write_checkpoint(tmp_path / "c1.pt", NnUNetBackbone.from_plans(plans))
     monkeypatch.setenv("nnUNet_SSL_pretrained", str(one_channel))
-    trainer = make_trainer(nnUNetTrainerSSL_short, (plans, json.loads((folder / "dataset.json").read_text())))
+    monkeypatch.setenv("nnUNet_SSL_adapt", "none")
+    trainer = make_trainer(nnUNetTrainerSSL_short, (plans, dataset_json))
     with pytest.raises(PluginError, match=r"encoder\.stages\.0\.0\.convs\.0\.conv\.weight \(encoder stage 0\): "
                                           r"checkpoint 8 out / 1 in channels.*vs network 8 out / 2 in channels"
-                                          r".*input channels 1 vs 2"):
+                                          r".*input channels 1 vs 2") as err:
         trainer.initialize()
+    msg = str(err.value)
+    assert "\n" not in msg and f"monai-ssl nnunet-plans Dataset901_Tiny --checkpoint {one_channel}" in msg
+    assert "nnUNet_SSL_adapt=channels" in msg
 
 
-def test_axis_order_and_normalisation_are_checked(tmp_path: Path, dataset, monkeypatch: pytest.MonkeyPatch):
+def test_kernel_differences_are_refused_by_default_and_averaged_when_allowed(tmp_path: Path, nnunet_env,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    dataset = _extra_dataset(tiny_plans(kernel=(1, 3, 3)), "Dataset901_Tiny")
+    ckpt = write_checkpoint(tmp_path / "k.pt", NnUNetBackbone.from_plans(tiny_plans()))
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(ckpt))
+    with pytest.raises(PluginError, match=r"encoder stage 0\): checkpoint 8 out / 1 in channels, kernel 3x3x3 vs "
+                                          r"network 8 out / 1 in channels, kernel 1x3x3.*kernel_sizes at stage 0"
+                                          r".*monai-ssl nnunet-plans Dataset901_Tiny --checkpoint .*"
+                                          r"nnUNet_SSL_adapt=channels,kernels"):
+        make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    monkeypatch.setenv("nnUNet_SSL_adapt", "channels,kernels")
+    trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+    trainer.initialize()
+    key = "encoder.stages.1.0.convs.0.conv.weight"
+    pretrained = torch.load(ckpt, weights_only=True)["network"]
+    assert torch.allclose(trainer.network.state_dict()[key], pretrained[key].mean(dim=2, keepdim=True))
+    assert trainer.pretrained_notes[key] == "kernel 3x3x3 -> 1x3x3 (averaged)"
+    assert trainer.pretrained_report.loaded_fraction == 1.0
+
+
+def test_stage_differences_load_the_common_stages_or_refuse_below_the_minimum(tmp_path: Path, dataset,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    deeper = write_checkpoint(tmp_path / "d.pt", NnUNetBackbone.from_plans(tiny_plans(features=(8, 16, 32, 64))))
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(deeper))
+    with pytest.raises(PluginError, match=r"n_stages 4 vs 3.*nnUNet_SSL_adapt=channels,stages"):
+        make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    monkeypatch.setenv("nnUNet_SSL_adapt", "channels,stages")
+    trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+    trainer.initialize()
+    report = trainer.pretrained_report
+    assert report.loaded_fraction == 1.0 and not report.missing
+    assert any(k.startswith("encoder.stages.3.") for k in report.unexpected)
+    assert all(k.startswith("encoder.") for k in report.loaded)  # the decoder starts fresh
+    assert "loading the common encoder stages; the decoder starts fresh" in log_text(trainer)
+
+    # the other way round: the network is deeper than the checkpoint
+    deep = _extra_dataset(tiny_plans(features=(8, 16, 32, 64)), "Dataset902_Deep")
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(write_checkpoint(tmp_path / "s.pt",
+                                                                     NnUNetBackbone.from_plans(dataset[0]))))
+    with pytest.raises(PluginError, match=r"Only \d+\.\d% of the targeted pretrained values would load .*need 50\.0%"
+                                          r".*encoder stages: 3 pretrained vs 4.*nnUNet_SSL_min_loaded_fraction"):
+        make_trainer(nnUNetTrainerSSL_short, deep).initialize()
+    monkeypatch.setenv("nnUNet_SSL_min_loaded_fraction", "0.05")
+    trainer = make_trainer(nnUNetTrainerSSL_short, deep)
+    trainer.initialize()
+    assert trainer.pretrained_report.missing and all(".stages.3." in k for k in trainer.pretrained_report.missing)
+
+
+def test_load_modes(tmp_path: Path, dataset, monkeypatch: pytest.MonkeyPatch):
+    plans, _ = dataset
+    ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(plans))  # MAE: decoder pretrained
+    pretrained = torch.load(ckpt, weights_only=True)["network"]
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(ckpt))
+    dec = "decoder.stages.0.convs.0.conv.weight"
+    monkeypatch.setenv("nnUNet_SSL_load", "encoder")
+    trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+    trainer.initialize()
+    assert not torch.equal(trainer.network.state_dict()[dec], pretrained[dec])
+    assert "loading pretrained stem + encoder from" in log_text(trainer)
+
+    data = torch.load(ckpt, weights_only=True)
+    data["record"]["pretrained_parts"] = ["stem", "encoder"]
+    torch.save(data, tmp_path / "enc.pt")
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(tmp_path / "enc.pt"))
+    monkeypatch.setenv("nnUNet_SSL_load", "encoder+decoder")
+    trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+    trainer.initialize()
+    assert torch.equal(trainer.network.state_dict()[dec], pretrained[dec])
+    assert "says the decoder was not pretrained" in log_text(trainer)
+    monkeypatch.setenv("nnUNet_SSL_load", "everything")
+    with pytest.raises(PluginError, match="nnUNet_SSL_load='everything' is not a load mode"):
+        make_trainer(nnUNetTrainerSSL_short, dataset)
+
+
+def test_nnssl_checkpoint_initialises_the_trainer(tmp_path: Path, nnunet_env, monkeypatch: pytest.MonkeyPatch):
+    """A file in nnssl's layout (no ssl_record; BYOL-style encoder prefix, encoder only) into a 2-channel CT target."""
+    plans = tiny_plans(normalization="CTNormalization")
+    conf = plans["configurations"]["3d_fullres"]
+    conf["architecture"]["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    conf["architecture"]["arch_kwargs"] = tiny_resenc_kwargs()
+    conf["normalization_schemes"], conf["use_mask_for_norm"] = ["CTNormalization"] * 2, [False] * 2
+    dataset = _extra_dataset(plans, "Dataset901_Tiny", n_channels=2)
+    path, canonical = write_nnssl_checkpoint(tmp_path / "checkpoint_final.pth", "ResidualEncoderUNet",
+                                             tiny_resenc_kwargs(), prefix="online_encoder", encoder_only=True)
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(path))
+    trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+    trainer.initialize()
+    state, log = trainer.network.state_dict(), log_text(trainer)
+    key = "encoder.stages.2.blocks.0.conv1.conv.weight"
+    assert torch.equal(state[key], canonical[key])
+    assert "encoder.stem.convs.0.conv.weight" in trainer.pretrained_report.adapted  # 1 -> 2 channels
+    assert "is an nnssl checkpoint, pretrained with ['ZScoreNormalization']" in log  # CT target: a warning
+    assert "loading pretrained stem + encoder from" in log
+
+
+def test_axis_order_is_transposed_or_refused_and_normalisation_checked(tmp_path: Path, dataset,
+                                                                       monkeypatch: pytest.MonkeyPatch):
     plans, _ = dataset
     backbone = NnUNetBackbone.from_plans(plans)
-    # a raw pretraining checkpoint is accepted too (the export refuses monai order, so use it directly)
-    monkeypatch.setenv("nnUNet_SSL_pretrained", str(write_checkpoint(tmp_path / "m.pt", backbone, axis_order="monai")))
-    with pytest.raises(PluginError, match=r"monai-ordered volumes \(x, y, z\)"):
-        make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    # isotropic kernels and strides: the transposed architecture is the plans' own -> exact, loaded, reported
+    monai = write_checkpoint(tmp_path / "m.pt", backbone, axis_order="monai")
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(monai))
+    trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+    trainer.initialize()
+    key = "encoder.stages.1.0.convs.0.conv.weight"
+    source = torch.load(monai, weights_only=True)["network"][key]
+    assert torch.equal(trainer.network.state_dict()[key], source.permute(0, 1, 4, 3, 2))
+    assert trainer.pretrained_notes[key] == "axes (x, y, z) -> (z, y, x)" and key in trainer.pretrained_report.adapted
+    assert "was pretrained on (x, y, z) volumes; transposed" in log_text(trainer)
+    # anisotropic strides pretrained in (x, y, z): plans with the same (not reversed) strides are refused
+    aniso = tiny_plans()
+    aniso["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"] = [[1, 1, 1], [2, 2, 1],
+                                                                                         [2, 2, 1]]
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(write_checkpoint(tmp_path / "a.pt", NnUNetBackbone.from_plans(
+        aniso), axis_order="monai")))
+    aniso_ds = _extra_dataset(aniso, "Dataset903_Aniso")
+    with pytest.raises(PluginError, match=r"pretrained on \(x, y, z\) volumes; transposed to nnU-Net's \(z, y, x\) its "
+                                          r"strides are \[\[1, 1, 1\], \[1, 2, 2\], \[1, 2, 2\]\], but .* has "
+                                          r"\[\[1, 1, 1\], \[2, 2, 1\], \[2, 2, 1\]\].*monai-ssl nnunet-plans"):
+        make_trainer(nnUNetTrainerSSL_short, aniso_ds).initialize()
 
     ct = export_nnunet(write_checkpoint(tmp_path / "ct.pt", backbone, normalization="CTNormalization"),
                        tmp_path / "ct.pth")
@@ -157,14 +308,19 @@ def test_scratch_twin_shares_schedule_and_loads_nothing(dataset):
     numbers = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "warmup_epochs", "save_every")
     assert [getattr(ssl, a) for a in numbers] == [getattr(scratch, a) for a in numbers] == [2, 4, 2, 1, 1]
     assert isinstance(scratch.lr_scheduler, WarmupPolyLRScheduler)
+    # the plans fingerprint in the log makes the fairness checkable after the fact
+    from monai_ssl_plugin.nnunet.plans import plans_fingerprint
+
+    assert f"fingerprint {plans_fingerprint(dataset[0])}" in log_text(scratch)
 
 
 def test_env_overrides(dataset, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("nnUNet_SSL_lr", "5e-4")
     monkeypatch.setenv("nnUNet_SSL_warmup_epochs", "0")
     monkeypatch.setenv("nnUNet_SSL_epochs", "3")
+    monkeypatch.setenv("nnUNet_SSL_iterations", "7")
     t = make_trainer(nnUNetTrainerSSL_short, dataset)
-    assert (t.initial_lr, t.warmup_epochs, t.num_epochs) == (5e-4, 0, 3)
+    assert (t.initial_lr, t.warmup_epochs, t.num_epochs, t.num_iterations_per_epoch) == (5e-4, 0, 3, 7)
     assert make_trainer(nnUNetTrainerScratch_short, dataset, 1).initial_lr == 1e-2  # SSL lr is not the scratch lr
     monkeypatch.setenv("nnUNet_SSL_lr", "fast")
     with pytest.raises(PluginError, match="nnUNet_SSL_lr='fast' is not a number"):
@@ -184,13 +340,83 @@ def test_warmup_poly_schedule():
         WarmupPolyLRScheduler(opt, 1e-3, 100, 200)
 
 
+def test_sawtooth_schedule_and_frozen_encoder(dataset, monkeypatch: pytest.MonkeyPatch):
+    # published numbers over 1000 epochs: decoder tooth 25 warm-up + 25 poly, then 25 warm-up + poly
+    lrs = [sawtooth_lr(e, 1e-3, 1000, 25, 50) for e in (0, 24, 25, 49, 50, 74, 75)]
+    assert lrs == pytest.approx([4e-5, 1e-3, 1e-3, 1e-3 * (1 / 25) ** 0.9, 4e-5, 1e-3, 1e-3])
+    monkeypatch.setenv("nnUNet_SSL_epochs", "150")  # both teeth scale with the run
+    t = make_trainer(nnUNetTrainerSSLSawtooth, dataset)
+    assert (t.warmup_epochs, t.decoder_epochs, t.num_epochs) == (4, 8, 150)
+    monkeypatch.delenv("nnUNet_SSL_epochs")
+
+    saw = make_trainer(nnUNetTrainerSSLSawtooth_short, dataset)
+    saw.load_pretrained = False  # no weights needed to test the schedule and the freezing
+    saw.initialize()
+    assert isinstance(saw.lr_scheduler, SawtoothLRScheduler) and (saw.decoder_epochs, saw.num_epochs) == (1, 3)
+    saw.on_train_epoch_start()  # epoch 0: decoder only
+    encoder, decoder = saw.network.encoder, saw.network.decoder
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert all(p.requires_grad for n, p in decoder.named_parameters() if not n.startswith("encoder."))
+    assert saw.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    saw.current_epoch = 1  # epoch 1: the whole network, warm-up restarts
+    saw.on_train_epoch_start()
+    assert all(p.requires_grad for p in encoder.parameters())
+    log = log_text(saw)
+    assert "sawtooth — decoder only (encoder frozen) for epochs 0-0" in log
+    assert "encoder frozen from epoch 0" in log and "encoder trainable from epoch 1" in log
+
+    probe = make_trainer(nnUNetTrainerSSLFrozenEncoder_short, dataset)
+    probe.load_pretrained = False
+    probe.initialize()
+    for epoch in range(probe.num_epochs):
+        probe.current_epoch = epoch
+        probe.on_train_epoch_start()
+        assert not any(p.requires_grad for p in probe.network.encoder.parameters())
+    assert probe.initial_lr == 1e-2
+
+
+def test_frozen_parameters_do_not_move_in_a_training_step(dataset):
+    probe = make_trainer(nnUNetTrainerSSLFrozenEncoder_short, dataset)
+    probe.load_pretrained = False
+    probe.initialize()
+    probe.on_train_epoch_start()
+    before = {k: v.clone() for k, v in probe.network.state_dict().items()}
+    target = [torch.randint(0, 3, (2, 1, 16 // 2 ** i, 16 // 2 ** i, 16 // 2 ** i)).float() for i in range(3)]
+    probe.train_step({"data": torch.randn(2, 1, 16, 16, 16), "target": target})
+    after = probe.network.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("encoder."))
+    assert not all(torch.equal(after[k], before[k]) for k in after if k.startswith("decoder.stages."))
+
+
+def test_old_build_network_architecture_signature_still_loads(tmp_path: Path, dataset):
+    """A user subclass with nnU-Net's old static signature: nnU-Net builds through it, our loading is unaffected."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    class OldSignature(nnUNetTrainerSSL_short):
+        @staticmethod
+        def build_network_architecture(architecture_class_name, arch_init_kwargs, arch_init_kwargs_req_import,
+                                       num_input_channels, num_output_channels, enable_deep_supervision=True):
+            return get_network_from_plans(architecture_class_name, arch_init_kwargs, arch_init_kwargs_req_import,
+                                          num_input_channels, num_output_channels, allow_init=True,
+                                          deep_supervision=enable_deep_supervision)
+
+    plans, _ = dataset
+    export_nnunet(write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(plans)), dataset=901)
+    trainer = make_trainer(OldSignature, dataset)
+    with pytest.warns(DeprecationWarning, match="old build_network_architecture signature"):
+        trainer.initialize()
+    assert trainer.pretrained_report.loaded_fraction == 1.0
+
+
 def test_nnunet_finds_the_trainers_and_prediction_builder_is_nnunets(nnunet_env):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    assert recursive_find_trainer_class_by_name("nnUNetTrainerSSL_short") is nnUNetTrainerSSL_short
-    assert recursive_find_trainer_class_by_name("nnUNetTrainerScratch_short") is nnUNetTrainerScratch_short
-    # untouched (new signature): nnUNetv2_predict -tr builds the network through it
-    assert nnUNetTrainerSSL.build_network_architecture is nnUNetTrainer.build_network_architecture
+    from monai_ssl_plugin.nnunet.trainers import TRAINERS
+
+    for cls in TRAINERS:
+        assert recursive_find_trainer_class_by_name(cls.__name__) is cls
+        # untouched (new signature): nnUNetv2_predict -tr builds the network through it
+        assert cls.build_network_architecture is nnUNetTrainer.build_network_architecture
     assert env_line() == f"export nnUNet_extTrainer={ext_trainer_dir()}"
     assert sorted(p.name for p in Path(ext_trainer_dir()).glob("*.py")) == ["__init__.py", "monai_ssl_trainers.py"]
