@@ -77,6 +77,19 @@ class Commands:
                              plans_identifier=plans_identifier)
         print(f"wrote {path}")
 
+    def monai_overlay(self, ssl: str, bundle: str, target: str = "auto", **options):
+        """Write configs/ssl_init.yaml so an existing MONAI bundle trains from SSL weights (merge it after train.json)."""
+        from monai_ssl_plugin.monai_bundles.overlay import monai_overlay
+
+        print(monai_overlay(ssl, bundle, target, **options))
+
+    def make_lesion_data(self, output_dir: str, n_cases: int = 12, n_val: int = 2, size: int = 32,
+                         spacing: float = 1.5, seed: int = 0):
+        """Synthetic volumes with lesions: datalists for the classification, detection and segmentation bundles."""
+        from monai_ssl_plugin.monai_bundles.demo_data import make_lesion_dataset
+
+        print(f"wrote {make_lesion_dataset(output_dir, n_cases=n_cases, n_val=n_val, size=size, spacing=spacing, seed=seed)}")
+
     def nnunet_env(self):
         """Print the line that makes nnU-Net find the plugin's trainers (-tr nnUNetTrainerSSL ...)."""
         from monai_ssl_plugin.nnunet import env_line
