@@ -1,0 +1,145 @@
+"""Pretrained vs from-scratch twin in nnU-Net on the demo cohort: same plans, same budget, several seeds.
+
+    python benchmarks/bench_nnunet_finetune.py --output_dir bench_out                # 2 seeds, 3 epochs x 50 its
+    python benchmarks/bench_nnunet_finetune.py --seeds 0 1 2 --epochs 5 --n_train_labels 4
+
+Steps (the real nnU-Net commands, run as subprocesses; everything logged to ``<output>/logs``):
+
+1. the demo cohort (MNI152-based brain T1, 12 labelled + 24 unlabelled + 4 test subjects at 2 mm;
+   ``monai_ssl_plugin.data.demo_cohort.make_demo_dataset``) as ``Dataset501_MNIBrainTissue``;
+2. ``nnUNetv2_plan_and_preprocess``, then a plans variant with ``nnunet_plain_small`` at 48³ (batch 2);
+3. route (a): the ``mae_ssl_pretraining`` bundle on every image (labelled + unlabelled, preprocessed on
+   the fly with the variant's plans), once, then export to the dataset;
+4. per seed s: fold s of ``splits_final.json`` trains on ``--n_train_labels`` labelled cases (validation
+   on 2 others; a different random choice per seed), then both arms on that fold with the same plans
+   (``-p`` identical), the same number of epochs and iterations:
+   ``nnUNetTrainerSSL_5epochs`` (pretrained, peak lr 1e-3) and ``nnUNetTrainerScratch_5epochs``
+   (nnU-Net's 1e-2), with ``nnUNet_SSL_epochs`` = ``--epochs``;
+5. ``nnUNetv2_predict`` on the 4 held-out test subjects, mean Dice (grey + white matter) per arm.
+
+Writes ``<output>/bench_nnunet_finetune.json`` and prints a markdown table (per seed, mean ± sd of the
+paired difference) with the wall time of each step. The same plans for both arms are asserted from the
+two model folders' ``plans.json`` (``assert_twin_plans``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+DATASET_ID, CONFIGURATION, BACKBONE = 501, "3d_fullres", "nnunet_plain_small"
+ARMS = {"pretrained": "nnUNetTrainerSSL_5epochs", "scratch": "nnUNetTrainerScratch_5epochs"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", default="bench_nnunet_finetune_out")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of both arms (nnUNet_SSL_epochs)")
+    parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch (nnUNet_SSL_iterations)")
+    parser.add_argument("--n_train_labels", type=int, default=4)
+    parser.add_argument("--patch_size", type=int, default=48)
+    parser.add_argument("--pretrain_epochs", type=int, default=3)
+    parser.add_argument("--pretrain_epoch_length", type=int, default=50)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
+    from monai_ssl_plugin.engine.run import pretrain
+    from monai_ssl_plugin.export.nnunet import export_nnunet
+    from monai_ssl_plugin.nnunet.plans import assert_twin_plans, plans_fingerprint, write_plans_variant
+    from monai_ssl_plugin.workflows.demo import few_label_split, mean_dice
+    from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment, run_nnunet
+
+    t_start = time.time()
+    out = Path(args.output_dir).resolve()
+    env = nnunet_environment(out)
+    env.update({"nnUNet_SSL_epochs": str(args.epochs), "nnUNet_SSL_iterations": str(args.iterations)})
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
+    log = out / "logs" / "nnunet_commands.log"
+    timings: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = round(time.time() - t0, 1)
+        print(f"[bench] {name}: {timings[name]:.0f} s (total {(time.time() - t_start) / 60:.1f} min)", flush=True)
+
+    t0 = time.time()
+    raw = make_demo_dataset(env["nnUNet_raw"], dataset_id=DATASET_ID, seed=0)
+    pre = Path(env["nnUNet_preprocessed"]) / raw.name
+    if not (pre / "nnUNetPlans.json").is_file():
+        run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", CONFIGURATION, "-np", "2"], env, log)
+    plans_file = write_plans_variant(DATASET_ID, backbone=BACKBONE, configuration=CONFIGURATION,
+                                     patch_size=[args.patch_size] * 3, batch_size=2, log=None)
+    plans_id = plans_file.stem
+    step("cohort + plan + preprocess", t0)
+
+    t0 = time.time()
+    ckpt = out / "pretraining" / "checkpoints" / "final.pt"
+    if not ckpt.is_file():
+        ckpt = pretrain("mae_ssl_pretraining", dataset_dir=raw, output_dir=out / "pretraining", plans=str(plans_file),
+                        configuration=CONFIGURATION, patch_size=[args.patch_size] * 3, batch_size=2,
+                        **{"train#trainer#max_epochs": args.pretrain_epochs,
+                           "train#epoch_length": args.pretrain_epoch_length, "device": args.device, "seed": 0,
+                           "quiet": True})
+    export_nnunet(ckpt, dataset=DATASET_ID, configuration=CONFIGURATION, plans_identifier=plans_id)
+    step("pretraining + export", t0)
+
+    labelled = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+    splits = [few_label_split(labelled, args.n_train_labels, n_val=2, seed=s)[0] for s in args.seeds]
+    (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    labels = [int(v) for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if k != "background"]
+    rows = []
+    for fold, seed in enumerate(args.seeds):
+        row = {"seed": seed, "fold": fold, "train_cases": splits[fold]["train"]}
+        for arm, trainer in ARMS.items():
+            t0 = time.time()
+            run_nnunet(["nnUNetv2_train", DATASET_ID, CONFIGURATION, fold, "-tr", trainer, "-p", plans_id,
+                        "-device", "cpu" if args.device == "cpu" else "cuda"], env, log)
+            train_s = time.time() - t0
+            pred_dir = out / "predictions" / f"{arm}_seed{seed}"
+            run_nnunet(["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred_dir, "-d", DATASET_ID, "-c",
+                        CONFIGURATION, "-f", fold, "-tr", trainer, "-p", plans_id, "-device",
+                        "cpu" if args.device == "cpu" else "cuda", "-npp", "1", "-nps", "1", "--disable_progress_bar"],
+                       env, log)
+            row[arm] = mean_dice(pred_dir, raw / "labelsTs", labels)
+            row[f"{arm}_train_min"] = round(train_s / 60, 1)
+            step(f"seed {seed} {arm}: Dice {row[arm]:.3f}", t0)
+        rows.append(row)
+
+    models = {arm: Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}"
+              for arm, trainer in ARMS.items()}
+    assert_twin_plans(models["pretrained"] / "plans.json", models["scratch"] / "plans.json")
+    diffs = [r["pretrained"] - r["scratch"] for r in rows]
+    summary = {
+        "setup": {"dataset": raw.name, "plans": plans_id, "plans_fingerprint": plans_fingerprint(plans_file),
+                  "patch_size": [args.patch_size] * 3, "fine_tuning": f"{args.epochs} epochs x {args.iterations} "
+                  f"iterations, batch 2", "train_labels": args.n_train_labels, "test_subjects": 4,
+                  "pretraining": f"MAE, {args.pretrain_epochs} x {args.pretrain_epoch_length} iterations, batch 2, "
+                                 "all 36 training images", "arms": ARMS, "device": args.device,
+                  "cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "rows": rows, "mean": {arm: statistics.mean(r[arm] for r in rows) for arm in ARMS},
+        "mean_difference": statistics.mean(diffs), "sd_difference": statistics.stdev(diffs) if len(diffs) > 1 else None,
+        "timings_s": timings, "total_min": round((time.time() - t_start) / 60, 1),
+        "command": "python benchmarks/bench_nnunet_finetune.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    (out / "bench_nnunet_finetune.json").write_text(json.dumps(summary, indent=2))
+    print("\n| seed | labelled training cases | pretrained Dice | scratch Dice | difference |")
+    print("| --- | --- | --- | --- | --- |")
+    for r, d in zip(rows, diffs):
+        print(f"| {r['seed']} | {', '.join(r['train_cases'])} | {r['pretrained']:.3f} | {r['scratch']:.3f} | {d:+.3f} |")
+    sd = f" ± {summary['sd_difference']:.3f}" if summary["sd_difference"] is not None else ""
+    print(f"| mean | | {summary['mean']['pretrained']:.3f} | {summary['mean']['scratch']:.3f} | "
+          f"{summary['mean_difference']:+.3f}{sd} |")
+    print(f"\n{summary['total_min']} min in total; {json.dumps(timings)}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
