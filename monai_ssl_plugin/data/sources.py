@@ -580,8 +580,11 @@ def check_data(path: str | int | os.PathLike, configuration: str = "3d_fullres",
     return check_source(source)
 
 
-def check_source(source: UnlabelledSource) -> list[str]:
-    """Load every case and list the problems (unreadable, non-finite, constant); empty when all good."""
+def check_source(source: UnlabelledSource, patch_size: Sequence[int] | None = None) -> list[str]:
+    """Load every case and list the problems (unreadable, wrong dimensionality, empty, non-finite,
+    constant; with ``patch_size`` also flat 2D-in-3D volumes); empty when all good."""
+    from monai_ssl_plugin.data.guard import volume_problem
+
     problems = []
     for i, case in enumerate(source.case_ids):
         try:
@@ -589,8 +592,7 @@ def check_source(source: UnlabelledSource) -> list[str]:
         except PluginError as e:
             problems.append(f"{case}: {e.problem}")
             continue
-        if not np.isfinite(vol).all():
-            problems.append(f"{case}: contains NaN or infinite values")
-        elif any(float(vol[c].std()) == 0.0 for c in range(vol.shape[0])):
-            problems.append(f"{case}: a channel is constant (no signal)")
+        problem = volume_problem(vol, source.info.get("spatial_dims"), patch_size)
+        if problem:
+            problems.append(f"{case}: {problem}")
     return problems

@@ -318,7 +318,13 @@ def _scatter_boxes_(
 
 
 def _uniform_boxes(
-    x: Tensor, starts: Tensor, ends: Tensor, active: Tensor, low: float | Tensor, high: float | Tensor, gen: torch.Generator | None
+    x: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+    active: Tensor,
+    low: float | Tensor,
+    high: float | Tensor,
+    gen: torch.Generator | None,
 ) -> Tensor:
     """Copy of ``x`` with the box voxels set to uniform noise in ``[low, high)`` (per-sample
     bounds allowed): hash noise keyed on the voxel index and one seed drawn from ``gen``."""
@@ -919,7 +925,10 @@ def coarse_dropout(
         if fill_value is None or isinstance(fill_value, (tuple, list)):
             return _uniform_boxes(x, starts, starts + sizes, active, low, high, gen)
         out = x.clone(memory_format=torch.contiguous_format)
-        return _scatter_boxes_(out, starts, starts + sizes, active, lambda d, o: torch.full_like(d, 1).mul(fill_value))
+        value = float(fill_value)
+        return _scatter_boxes_(
+            out, starts, starts + sizes, active, lambda d, o: torch.full(d.shape, value, device=d.device)
+        )
     in_holes = _box_mask(spatial, starts, starts + sizes, active)
     region = in_holes if dropout_holes else _drop_samples(~in_holes, selected)
     if fill_value is None or isinstance(fill_value, (tuple, list)):
@@ -1137,10 +1146,11 @@ def swin_unetr_cutout(
     active = active & (partner != torch.arange(batch, device=dev))[:, None]
     flat = out.view(-1)
     sample_size = out[0].numel()
-    # same voxel of the partner sample; gathered before the scatter, so round-1 values are pasted
-    return _scatter_boxes_(
-        out, starts, ends, active, lambda dest, owner: flat.index_select(0, dest + (partner[owner] - owner) * sample_size)
-    )
+    def from_partner(dest: Tensor, owner: Tensor) -> Tensor:
+        # same voxel of the partner sample; gathered before the scatter, so round-1 values are pasted
+        return flat.index_select(0, dest + (partner[owner] - owner) * sample_size)
+
+    return _scatter_boxes_(out, starts, ends, active, from_partner)
 
 
 class SwinUNETRViews(NamedTuple):

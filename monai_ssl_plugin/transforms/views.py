@@ -332,8 +332,8 @@ def overlapping_crop_pair(
 def base_crop_boxes(
     spatial: Sequence[int], grid: int | Sequence[int] = (4, 4), axes: Sequence[int] = (0, 1)
 ) -> tuple[Tensor, tuple[int, ...]]:
-    """Corners and size of the VoCo base crops: a grid over the spatial ``axes`` (centred, side
-    ``S // g``), full extent along the other axes.
+    """Corners and size of the VoCo base crops (Wu et al., CVPR 2024): a grid over the spatial
+    ``axes`` (centred, side ``S // g``), full extent along the other axes.
 
     Returns:
         ``(starts, size)``: (M, D) int64 corners in row-major grid order, M = prod(grid); size.

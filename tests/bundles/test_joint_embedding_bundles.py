@@ -121,6 +121,7 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     before = _fixed_view_score(pretext, batches, key)
     pretext.load_state_dict(ckpt["pretext"])
     after = _fixed_view_score(pretext, batches, key)
+    print(f"{method}: {key} on fixed views {before:.4f} -> {after:.4f}")
     if key == "alignment":
         assert after > before, (before, after)
     else:

@@ -160,6 +160,19 @@ def test_shuffle_boxes_keeps_multiset_of_each_box() -> None:
     assert torch.equal(out.movedim(1, -1)[~covered], x.movedim(1, -1)[~covered])
 
 
+def test_shuffle_boxes_many_boxes_use_wide_sort_keys() -> None:
+    # 2 x 16,384 disjoint 1x1x2 boxes tile two 32^3 volumes: more boxes than int32 keys allow
+    x = _unique_batch(2, 1, (32, 32, 32))
+    i, j, k = torch.meshgrid(torch.arange(32), torch.arange(32), torch.arange(0, 32, 2), indexing="ij")
+    starts = torch.stack([i, j, k], -1).reshape(1, -1, 3).expand(2, -1, -1)
+    sizes = torch.tensor([1, 1, 2]).expand_as(starts)
+    out = C.shuffle_boxes(x, starts, sizes, 0)
+    pairs_in, pairs_out = x.view(2, -1, 2), out.view(2, -1, 2)
+    assert torch.equal(pairs_in.sort(-1).values, pairs_out.sort(-1).values)
+    swapped = (pairs_in != pairs_out).any(-1).float().mean()
+    assert 0.4 < float(swapped) < 0.6  # each 2-voxel box is swapped with probability 1/2
+
+
 @pytest.mark.parametrize("spatial", [(20, 20, 10), (30, 24)])
 def test_local_pixel_shuffle_is_local(spatial: tuple[int, ...]) -> None:
     x = _unique_batch(2, 1, spatial)

@@ -24,6 +24,7 @@ from monai_ssl_plugin.losses.nt_xent import NTXentLoss
 from monai_ssl_plugin.pretext.generative.models_genesis import DECODER_SIDE_STEM, DenseOutput
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.predictive.rotation import standardise_default
 from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
 from monai_ssl_plugin.transforms.corruptions import swin_unetr_augment
 
@@ -50,10 +51,10 @@ class SwinUNETRPretraining(nn.Module):
         decoder_width: width of the light decoder.
         plane: rotation plane (tensor dims of the batch), the last two axes by default.
         max_drop, max_block: cut-out settings (30 %, a quarter side).
-        standardise: standardise the pooled features with running statistics before the two heads
-            (:class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser`; a no-op in
-            expressiveness, needed on nnU-Net encoders whose pooled features barely differ at
-            initialisation).
+        standardise: standardise the pooled features with running statistics before the two heads;
+            ``"auto"``: for nnU-Net U-Nets only, whose pooled features barely differ at
+            initialisation (see :func:`~monai_ssl_plugin.pretext.predictive.rotation.standardise_default`);
+            SwinUNETR keeps the paper's plain linear heads.
 
     Shapes: image (B, C, *S) -> views (2B, C, *S) -> encoder features -> pooled (2B, D) ->
     rotation logits (2B, 4), projections (2B, 512); reconstruction (2B, C, *S).
@@ -65,7 +66,7 @@ class SwinUNETRPretraining(nn.Module):
     def __init__(self, backbone: BackboneAdapter, weights: Sequence[float] = (1.0, 1.0, 1.0),
                  temperature: float = 0.5, projection_dim: int = 512, head_layers: int = 1,
                  reconstruction: str = "auto", decoder_width: int = 64, plane: Sequence[int] = (-2, -1),
-                 max_drop: float = 0.3, max_block: float = 0.25, standardise: bool = True):
+                 max_drop: float = 0.3, max_block: float = 0.25, standardise: bool | str = "auto"):
         super().__init__()
         self.backbone = backbone
         self.weights = tuple(float(w) for w in weights)
@@ -73,7 +74,7 @@ class SwinUNETRPretraining(nn.Module):
         self.plane = (int(plane[0]), int(plane[1]))
         self.max_drop, self.max_block = float(max_drop), float(max_block)
         dim = backbone.embed_dim
-        self.standardise = bool(standardise)
+        self.standardise = standardise_default(backbone, standardise)
         self.standardiser = RunningStandardiser(dim) if self.standardise else nn.Identity()
         self.rotation_head = ProjectionHead(dim, dim, 4, num_layers=head_layers, norm="layer")
         self.contrastive_head = ProjectionHead(dim, dim, projection_dim, num_layers=head_layers, norm="layer")

@@ -19,6 +19,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.predictive.rotation import standardise_default
 from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
 from monai_ssl_plugin.transforms._random import integers
 from monai_ssl_plugin.transforms.views import crop_boxes
@@ -59,8 +60,9 @@ class RelativePatchPosition(nn.Module):
         gap: voxels between neighbouring grid cells (Doersch: half a patch in 2D; default 4).
         jitter: maximal random shift of each patch per axis (Doersch: up to 7 pixels; default 2).
         head_hidden: width of the 2-layer head (LayerNorm: any batch size).
-        standardise: standardise each patch embedding with running statistics before the head
-            (:class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser`).
+        standardise: standardise each patch embedding with running statistics before the head;
+            ``"auto"``: for nnU-Net U-Nets only (see
+            :func:`~monai_ssl_plugin.pretext.predictive.rotation.standardise_default`).
 
     Shapes: image (B, C, *S) -> patches (B, 2, C, *p) -> embed (B*2, D) -> concat (B, 2D) ->
     logits (B, 3**dims - 1). Returns ``{"loss", "position", "accuracy"}``.
@@ -71,7 +73,7 @@ class RelativePatchPosition(nn.Module):
 
     def __init__(self, backbone: BackboneAdapter, patch_size: int | Sequence[int] | None = None,
                  gap: int | Sequence[int] = 4, jitter: int | Sequence[int] = 2, head_hidden: int = 512,
-                 standardise: bool = True):
+                 standardise: bool | str = "auto"):
         super().__init__()
         dims = backbone.spatial_dims
         self.backbone = backbone
@@ -80,7 +82,7 @@ class RelativePatchPosition(nn.Module):
         self.gap, self.jitter = _per_axis(gap, dims), _per_axis(jitter, dims)
         self.register_buffer("offsets", neighbour_offsets(dims), persistent=False)
         self.num_classes = len(self.offsets)
-        self.standardise = bool(standardise)
+        self.standardise = standardise_default(backbone, standardise)
         self.standardiser = RunningStandardiser(backbone.embed_dim) if self.standardise else nn.Identity()
         self.head = ProjectionHead(2 * backbone.embed_dim, head_hidden, self.num_classes, num_layers=2, norm="layer")
         self.last_outputs: dict[str, torch.Tensor] = {}

@@ -28,6 +28,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
+from monai_ssl_plugin.pretext.predictive.rotation import standardise_default
 from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
 from monai_ssl_plugin.transforms._random import bernoulli, integers
 from monai_ssl_plugin.transforms.masking import random_block_mask
@@ -96,9 +97,9 @@ class RubiksCube(nn.Module):
         mask_prob, mask_ratio: share of cubes masked, share of a masked cube's blocks zeroed.
         weights: loss weights of order / rotation / masking.
         head_hidden: width of the 2-layer heads (LayerNorm: any batch size).
-        standardise: standardise each cube embedding with running statistics before the heads
-            (:class:`~monai_ssl_plugin.pretext.views_mixin.RunningStandardiser`; nnU-Net's pooled
-            features are nearly identical for all inputs at initialisation).
+        standardise: standardise each cube embedding with running statistics before the heads;
+            ``"auto"``: for nnU-Net U-Nets only (see
+            :func:`~monai_ssl_plugin.pretext.predictive.rotation.standardise_default`).
 
     Shapes: image (B, C, *S) -> cubes (B, M, C, *s) -> embed (B*M, D) -> concat (B, M*D) -> logits
     (B, K), (B, M*R), (B, M) with M = 2**dims, R = rotation flags per cube (2 in 3D, 1 in 2D).
@@ -110,7 +111,7 @@ class RubiksCube(nn.Module):
 
     def __init__(self, backbone: BackboneAdapter, num_permutations: int = 100, gap: int | Sequence[int] = 4,
                  rotation: bool = True, masking: bool = True, mask_prob: float = 0.5, mask_ratio: float = 0.5,
-                 weights: Sequence[float] = (1.0, 1.0, 1.0), head_hidden: int = 512, standardise: bool = True):
+                 weights: Sequence[float] = (1.0, 1.0, 1.0), head_hidden: int = 512, standardise: bool | str = "auto"):
         super().__init__()
         dims = backbone.spatial_dims
         self.backbone = backbone
@@ -128,7 +129,7 @@ class RubiksCube(nn.Module):
         self.rotation_planes: list[tuple[int, int]] = [(-3, -1), (-3, -2)] if dims == 3 else [(-2, -1)]
         self.register_buffer("permutations", maximal_hamming_permutations(self.n_cubes, self.num_permutations),
                              persistent=False)
-        self.standardise = bool(standardise)
+        self.standardise = standardise_default(backbone, standardise)
         self.standardiser = RunningStandardiser(backbone.embed_dim) if self.standardise else nn.Identity()
         width = self.n_cubes * backbone.embed_dim
         self.order_head = ProjectionHead(width, head_hidden, self.num_permutations, num_layers=2, norm="layer")

@@ -1,0 +1,162 @@
+"""Bad-data policy: a source wrapper that validates every loaded volume and skips or refuses bad cases.
+
+Bad kinds (:func:`volume_problem`): unreadable / corrupt file (the source's load raises), NaN or
+infinite voxels, empty volume (a zero-length axis), constant volume (a channel without signal),
+wrong dimensionality (not ``C + spatial_dims`` axes, or a spatial axis of size 1 where the patch
+needs more, i.e. a 2D slice in a 3D dataset). Volumes merely smaller than the patch are
+*handled*: :class:`~monai_ssl_plugin.data.dataset.RandomPatchDataset` zero-pads them (counted as
+``padded``, not as bad).
+
+Policy (``bad_data`` in the bundles):
+
+- ``"skip"``: the case is replaced by the next good case (deterministically: ``i+1, i+2, ...``), a
+  warning names the case and the reason once, and the skip is counted; :meth:`GuardedSource.summary`
+  (logged at the end of the run when the guard is in ``train#handlers``) gives the count. With
+  loader workers each process counts its own skips; ``log_file`` (one ``case<TAB>reason`` line per
+  distinct bad case and process) gathers them for the end-of-run count.
+- ``"raise"``: the first bad case stops the run with a one-line :class:`PluginError`.
+
+``monai-ssl check-data`` (:func:`monai_ssl_plugin.data.sources.check_data`) is the up-front check:
+it reports the same problems for every case before a run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_ssl_plugin.data.sources import UnlabelledSource
+from monai_ssl_plugin.errors import PluginError
+
+logger = logging.getLogger(__name__)
+
+BAD_DATA_POLICIES = ("skip", "raise")
+
+
+def volume_problem(volume: Any, spatial_dims: int | None = None, patch_size: Sequence[int] | None = None) -> str | None:
+    """Why a loaded ``(C, *spatial)`` volume cannot be trained on, or ``None`` when it is usable."""
+    vol = np.asarray(volume)
+    if spatial_dims is not None and vol.ndim != int(spatial_dims) + 1:
+        return f"wrong dimensionality: shape {list(vol.shape)}, expected (channels + {spatial_dims} spatial axes)"
+    if vol.size == 0 or vol.ndim < 2:
+        return f"empty volume (shape {list(vol.shape)})"
+    if patch_size is not None:
+        flat = [i for i, (s, p) in enumerate(zip(vol.shape[1:], patch_size)) if s == 1 and int(p) > 1]
+        if flat:
+            return f"wrong dimensionality: spatial axis {flat[0]} has size 1 (shape {list(vol.shape)}; a 2D image in 3D data?)"
+    finite = np.isfinite(vol)
+    if not finite.all():
+        bad = int(vol.size - np.count_nonzero(finite))
+        return f"contains NaN or infinite values ({bad} voxel(s))"
+    for c in range(vol.shape[0]):
+        if float(vol[c].max()) == float(vol[c].min()):
+            return "a channel is constant (no signal)"
+    return None
+
+
+def smaller_than(volume: np.ndarray, patch_size: Sequence[int] | None) -> bool:
+    return patch_size is not None and any(s < int(p) for s, p in zip(volume.shape[1:], patch_size))
+
+
+class GuardedSource(UnlabelledSource):
+    """An :class:`UnlabelledSource` whose ``load`` validates each volume and applies the policy.
+
+    Args:
+        source: the wrapped source.
+        policy: ``"skip"`` or ``"raise"`` (see the module docstring).
+        patch_size: to recognise flat (2D-in-3D) volumes and count the ones that will be padded.
+        log_file: optional file gathering the distinct skipped cases across loader processes.
+    """
+
+    def __init__(self, source: UnlabelledSource, policy: str = "skip", patch_size: Sequence[int] | None = None,
+                 log_file: str | os.PathLike | None = None):
+        policy = str(policy).strip().lower()
+        if policy not in BAD_DATA_POLICIES:
+            raise PluginError(f"bad_data={policy!r} is not a policy.", f"Use one of {BAD_DATA_POLICIES}.")
+        self.source = source
+        self.policy = policy
+        self.patch_size = None if patch_size is None else [int(p) for p in patch_size]
+        self.log_file = None if log_file in (None, "", "null") else Path(log_file)
+        self.case_ids = list(source.case_ids)
+        self.info = source.info
+        self.bad: dict[str, str] = {}  # case id -> reason (this process)
+        self.padded: set[str] = set()
+        self._good: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"GuardedSource({self.source!r}, policy={self.policy!r})"
+
+    def _check(self, i: int) -> tuple[np.ndarray | None, str | None]:
+        try:
+            vol = self.source.load(i)
+        except Exception as e:  # PluginError from the readers, or anything a custom source raises
+            text = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return None, f"unreadable ({text[:200]})"
+        problem = volume_problem(vol, self.info.get("spatial_dims"), self.patch_size)
+        return (None, problem) if problem else (vol, None)
+
+    def _record(self, i: int, reason: str) -> None:
+        case = self.case_ids[i]
+        if case in self.bad:
+            return
+        self.bad[case] = reason
+        logger.warning("Skipping case %s: %s (%d bad case(s) skipped so far in this process).", case, reason,
+                       len(self.bad))
+        if self.log_file is not None:
+            try:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_file, "a") as f:  # one short O_APPEND write per bad case
+                    f.write(f"{case}\t{reason}\n")
+            except OSError as e:
+                logger.warning("Cannot append to %s (%s).", self.log_file, e)
+
+    def load(self, i: int) -> np.ndarray:
+        n = len(self.case_ids)
+        for step in range(n):
+            j = (i + step) % n
+            if self.case_ids[j] in self.bad:
+                continue
+            vol, problem = self._check(j)
+            if problem is None:
+                self._good.add(j)
+                if smaller_than(vol, self.patch_size) and self.case_ids[j] not in self.padded:
+                    self.padded.add(self.case_ids[j])
+                    logger.info("Case %s %s is smaller than the patch %s: zero-padded.", self.case_ids[j],
+                                list(vol.shape[1:]), self.patch_size)
+                return vol
+            if self.policy == "raise":
+                raise PluginError(f"Bad case {self.case_ids[j]}: {problem}.",
+                                  "Fix or remove it (`monai-ssl check-data PATH` lists every problem), "
+                                  "or set bad_data: skip to skip bad cases.")
+            self._record(j, problem)
+        raise PluginError(f"Every case of {self.source!r} is unusable ({len(self.bad)} bad).",
+                          "Run `monai-ssl check-data PATH` and fix the data.")
+
+    # -- reporting -----------------------------------------------------------------------------
+    def skipped(self) -> dict[str, str]:
+        """Distinct skipped cases (this process plus the ``log_file`` of all loader processes)."""
+        out = dict(self.bad)
+        if self.log_file is not None and self.log_file.is_file():
+            for line in self.log_file.read_text().splitlines():
+                case, _, reason = line.partition("\t")
+                out.setdefault(case, reason)
+        return out
+
+    def summary(self) -> str:
+        skipped = self.skipped()
+        text = f"bad data: {len(skipped)} case(s) skipped of {len(self.case_ids)}"
+        if skipped:
+            text += " (" + "; ".join(f"{c}: {r}" for c, r in sorted(skipped.items())[:10])
+            text += ", ...)" if len(skipped) > 10 else ")"
+        return text + f", {len(self.padded)} padded (policy {self.policy})"
+
+    def attach(self, engine: Any) -> None:
+        """As an ignite handler: log :meth:`summary` when the run completes."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, lambda _: logger.info("%s.", self.summary()))
