@@ -83,18 +83,18 @@ def _umask_mode(mode: int = 0o666) -> int:
     return mode & ~current
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+def _atomic_write(path: str | os.PathLike, write: Any, binary: bool) -> Path:
+    """Write through ``write(file)`` to a temporary file in the same folder, fsync, then rename.
 
     A crash mid-write leaves the previous file intact (rename is atomic on POSIX), so a torn
-    write can never replace a good checkpoint.
+    write can never replace a good file, and no temporary file is left behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
@@ -104,25 +104,21 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically: a torn write never replaces a good checkpoint."""
+    return _atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write a text file atomically (same pattern as :func:`atomic_save`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a text file atomically."""
+    return _atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write a binary file atomically."""
+    return _atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
