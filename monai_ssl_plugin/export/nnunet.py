@@ -406,6 +406,16 @@ def _require_nnunet_record(weights: PretrainedWeights) -> CheckpointRecord:
     return record
 
 
+def normalization_matches(pretrained: list[str] | None, plans: list[str]) -> tuple[bool, int]:
+    """(equal, repeat): the pretrained schemes equal the plans', possibly repeated ``repeat`` times over
+    the extra input channels (the ``channels`` adaptation repeats the stem, so it repeats the scheme too)."""
+    pretrained, plans = list(pretrained or []), list(plans)
+    if pretrained and len(plans) > len(pretrained) and len(plans) % len(pretrained) == 0:
+        repeat = len(plans) // len(pretrained)
+        return pretrained * repeat == plans, repeat
+    return pretrained == plans, 1
+
+
 def part_selector(prefixes: list[str]) -> Callable[[str], bool]:
     """Keys under any of the prefixes. ``"decoder"`` also covers ``decoder.encoder.*``, the decoder's
     reference to the encoder's tensors; an encoder-only selection leaves those aliases out (they share
@@ -478,7 +488,7 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
                           f"{plans_identifier}; the fine-tuning trainer adapts them at load time, e.g. "
                           f"{next(iter(check.adapted))}: {next(iter(check.adapted.values()))}.", stacklevel=2)
         norm = list(target.configuration_dict.get("normalization_schemes", []))
-        if record.normalization and norm and list(record.normalization) != norm:
+        if record.normalization and norm and not normalization_matches(record.normalization, norm)[0]:
             warnings.warn(f"{weights.path} was pretrained with normalisation {record.normalization}, "
                           f"{target.dataset_name} {configuration} uses {norm}; nnUNetTrainerSSL will refuse it "
                           "unless nnUNet_SSL_allow_normalization_mismatch=1.", stacklevel=2)

@@ -256,8 +256,10 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
     elif normalization != "target":
         raise PluginError(f"Unknown normalization option {normalization!r}.", "Use 'target' or 'checkpoint'.")
     elif record is not None and record.normalization:
+        from monai_ssl_plugin.export.nnunet import normalization_matches
+
         theirs = list(record.normalization)
-        if theirs != target_norm and theirs * n_channels != target_norm:
+        if not normalization_matches(theirs, target_norm)[0]:
             if provenance.get("pretrained_from") == "nnssl_adaptation_plan":
                 say(f"[monai-ssl] WARNING: nnssl pretrained with {theirs} (nnssl z-scores everything); the variant keeps "
                     f"{target_norm} of {ds_dir.name}. The trainers warn about it; monai-ssl pretraining keeps "

@@ -29,8 +29,8 @@ from monai_ssl_plugin.export.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter
 from monai_ssl_plugin.export.loading import LoadReport, load_weights
 from monai_ssl_plugin.export.nnunet import (EXPORT_COMMAND, PretrainedWeights, adaptation_hint,
                                             architecture_differences, architecture_mismatch_error, check_transfer,
-                                            is_seg_layer, part_selector, plans_fix, pretrained_file_path,
-                                            read_pretrained)
+                                            is_seg_layer, normalization_matches, part_selector, plans_fix,
+                                            pretrained_file_path, read_pretrained)
 
 ENV_PRETRAINED = "nnUNet_SSL_pretrained"  # explicit file, overrides the conventional place
 ENV_ALLOW_NORMALIZATION_MISMATCH = "nnUNet_SSL_allow_normalization_mismatch"  # "1": warn instead of refusing
@@ -81,15 +81,13 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                           "nnU-Net feeds its network (z, y, x) volumes; the kernels would see transposed anatomy.",
                           "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet') and export again.")
     norm = list(normalization_schemes)
-    theirs = list(record.normalization or [])
-    repeated = ""
-    if theirs and len(norm) > len(theirs) and len(norm) % len(theirs) == 0:  # channels adaptation repeats the stem
-        theirs, repeated = theirs * (len(norm) // len(theirs)), \
-            f" ({len(record.normalization)} channel{'s' if len(record.normalization) > 1 else ''} repeated)"
+    same, repeat = normalization_matches(record.normalization, norm)
+    n = len(record.normalization or [])
+    repeated = f" ({n} channel{'s' if n > 1 else ''} repeated)" if repeat > 1 else ""
     if not record.normalization:
         log(f"[monai-ssl] WARNING: the record of {weights.path} does not say its intensity normalisation; "
             f"the plans use {norm}.")
-    elif theirs != norm:
+    elif not same:
         if weights.from_nnssl:
             log(f"[monai-ssl] WARNING: {weights.path} is an nnssl checkpoint, pretrained with "
                 f"{list(record.normalization)} (nnssl z-scores everything); the plans use {norm}. Fine-tuning adapts, "

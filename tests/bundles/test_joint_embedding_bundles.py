@@ -27,10 +27,11 @@ FAST = {"backbone": "nnunet_plain_tiny", "patch_size": [32, 32, 32], "batch_size
         "train#trainer#max_epochs": 1, "train#num_workers": 0, "quiet": True, "learning_rate": 1e-3,
         "collapse_every_n": 8, "pretext#hidden_dim": 64}
 # per bundle: tiny heads, and what the method needs (VoCo: 4 base crops per grid axis; Barlow Twins: >= 3 volumes;
-# SimCLR: 4 volumes so each step has 6 negatives instead of 2)
+# SimCLR: 4 volumes so each step has 6 negatives instead of 2; MoCo: momentum 0.99, the low end of the published
+# range, so that the key encoder moves within 32 steps)
 EXTRA = {
     "simclr": {"batch_size": 4},
-    "moco": {"pretext#queue_size": 8},
+    "moco": {"pretext#queue_size": 8, "pretext#momentum": 0.99},
     "voco": {"pretext#out_dim": 64, "patch_size": [16, 64, 64]},
     "byol": {"pretext#projection_dim": 32},
     "simsiam": {"pretext#projection_dim": 64, "pretext#predictor_dim": 16},

@@ -28,7 +28,7 @@ TINY_UNET = {"backbone": "nnunet_plain_tiny"}
 # per bundle: the tiny network, and what the record must say (pretext name, decoder pretrained or not)
 CASES = {
     "rotation": ({**TINY_UNET}, False),
-    "rubiks_cube": ({**TINY_UNET, "pretext#head_hidden": 64}, False),
+    "rubiks_cube": ({**TINY_UNET, "pretext#head_hidden": 64, "pretext#num_permutations": 10}, False),
     "relative_position": ({**TINY_UNET, "pretext#head_hidden": 64}, False),
     "models_genesis": ({**TINY_UNET, "pretext#n_blocks": 2000, "learning_rate": 0.1}, True),
     "denoising_ae": ({**TINY_UNET}, True),

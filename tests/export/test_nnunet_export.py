@@ -196,3 +196,27 @@ def test_first_mismatch_helpers():
     assert first_mismatch(a, b) is None  # seg layers never count
     assert "segmentation layer 0" in first_mismatch(a, b, exclude=None)
     assert describe_shape("decoder.transpconvs.0.weight", (32, 16, 2, 2, 2)) == "32 in / 16 out channels, kernel 2x2x2"
+
+
+def test_export_is_read_by_nnssl_style_adaptation_from_its_plan_alone(tmp_path: Path):
+    """What nnssl-aware loaders (nnssl, nnU-Net master) do with the file: build the network from
+    ``architecture_plans``, take the encoder by ``key_to_encoder``, repeat ``keys_to_in_proj`` over the
+    downstream channels, and load strictly into that submodule."""
+    ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(tiny_plans()))
+    payload = torch.load(export_nnunet(ckpt), weights_only=True)
+    plan, weights = payload["nnssl_adaptation_plan"], payload["network_weights"]
+    arch = plan["architecture_plans"]
+    downstream_channels = 2
+    with pytest.warns(UserWarning, match="not found"):  # nnssl's short class name: nnU-Net's builder finds it
+        network = get_network_from_plans(arch["arch_class_name"], arch["arch_kwargs"],
+                                         arch["arch_kwargs_requiring_import"], downstream_channels, 3,
+                                         allow_init=True, deep_supervision=True)
+    prefix = plan["key_to_encoder"]
+    encoder = {k: v for k, v in weights.items() if k.startswith(prefix + ".")}
+    repeated = encoder[plan["keys_to_in_proj"][0] + ".weight"].repeat(1, downstream_channels, 1, 1, 1)
+    for key in plan["keys_to_in_proj"]:
+        encoder[key + ".weight"] = repeated / downstream_channels
+    network.get_submodule(prefix).load_state_dict({k[len(prefix) + 1:]: v for k, v in encoder.items()})  # strict
+    assert plan["pretrain_num_input_channels"] == 1 and plan["key_to_lpe"] is None
+    assert torch.equal(network.state_dict()["encoder.stages.2.0.convs.0.conv.weight"],
+                       weights["encoder.stages.2.0.convs.0.conv.weight"])

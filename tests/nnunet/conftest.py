@@ -61,25 +61,28 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
 @pytest.fixture(scope="session")
 def route_a(e2e: E2E) -> SimpleNamespace:
     """Route (a) on Dataset951_RouteA (MRI, 6 labelled + 3 unlabelled + 1 test, 32^3): plan, tiny plans variant,
-    MAE pretraining with those plans on all images, export, fine-tune folds 0 and 1 (in parallel)."""
+    MAE pretraining with those plans on all images, export, fine-tune folds 0 and 1 (in parallel).
+
+    Route (b)'s target, Dataset952_RouteB (2 channels, another shape and spacing), is written and planned
+    in the same nnUNetv2_plan_and_preprocess call (one start-up instead of two)."""
     from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
     from monai_ssl_plugin.export.nnunet import export_nnunet
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
     raw = make_synthetic_dataset(e2e.raw, 951, "RouteA", n_labelled=6, n_unlabelled=3, shape=(32, 32, 32), n_test=1)
-    e2e.run("nnUNetv2_plan_and_preprocess", "-d", 951, "-c", CONFIGURATION, "-np", 1, plan=True)
+    make_synthetic_dataset(e2e.raw, 952, "RouteB", n_labelled=5, n_unlabelled=0, n_channels=2, shape=(40, 36, 28),
+                           spacing=(1.5, 1.5, 2.5), n_test=1, seed=3)
+    e2e.run("nnUNetv2_plan_and_preprocess", "-d", 951, 952, "-c", CONFIGURATION, "-np", 1, "-npfp", 1, plan=True)
     with e2e.active():
         plans_file = write_plans_variant(951, backbone="nnunet_plain_tiny", configuration=CONFIGURATION,
                                          patch_size=[32, 32, 32], log=None)
     checkpoint = pretrain_mae(e2e, raw, plans_file, e2e.root / "pretraining_a", [32, 32, 32])
     with e2e.active():
         exported = export_nnunet(checkpoint, dataset=951, configuration=CONFIGURATION, plans_identifier=TINY_PLANS)
-    with ThreadPoolExecutor(2) as pool:  # two folds at once: half of each run is start-up
+    with ThreadPoolExecutor(2) as pool:  # two folds at once: much of each run is start-up
         outputs = list(pool.map(lambda fold: e2e.run("nnUNetv2_train", 951, CONFIGURATION, fold, "-tr", SHORT, "-p",
                                                      TINY_PLANS, "-device", "cpu"), (0, 1)))
     preprocessed = e2e.preprocessed / raw.name
     return SimpleNamespace(raw=raw, preprocessed=preprocessed, plans_file=plans_file, checkpoint=checkpoint,
                            exported=exported, train_outputs=outputs,
                            model=e2e.results / raw.name / f"{SHORT}__{TINY_PLANS}__{CONFIGURATION}")
-
-

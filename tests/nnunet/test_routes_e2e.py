@@ -28,13 +28,10 @@ SAWTOOTH = "nnUNetTrainerSSLSawtooth_short"
 
 @pytest.fixture(scope="module")
 def route_b(route_a, e2e: E2E, tmp_path_factory) -> SimpleNamespace:
-    from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
     from monai_ssl_plugin.export.nnunet import export_nnunet
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
-    raw = make_synthetic_dataset(e2e.raw, 952, "RouteB", n_labelled=4, n_unlabelled=0, n_channels=2,
-                                 shape=(40, 36, 28), spacing=(1.5, 1.5, 2.5), n_test=1, seed=3)
-    e2e.run("nnUNetv2_plan_and_preprocess", "-d", 952, "-c", CONFIGURATION, "-np", 1, plan=True)
+    raw = e2e.raw / "Dataset952_RouteB"  # written and planned by the route_a fixture
     notes: list[str] = []
     with e2e.active(), pytest.warns(UserWarning, match="input channels 1 -> 2"):
         plans_file = write_plans_variant(952, checkpoint=route_a.checkpoint, log=notes.append)

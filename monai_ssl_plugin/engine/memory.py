@@ -1,0 +1,42 @@
+"""Activation checkpointing of a backbone's encoder stages (a config switch of the bundles).
+
+``activation_checkpointing(backbone, True)`` makes every module of ``backbone.encoder_stages()`` run
+its forward under ``torch.utils.checkpoint`` (non-reentrant) while gradients are recorded: the
+stage's inner activations are dropped after the forward and recomputed in the backward, trading
+about one extra encoder forward for memory. Forward hooks (SparK's re-masking) stay outside the
+checkpointed function and run once; parameters and state-dict keys are unchanged, so checkpoints
+and exports are identical with and without it. Mixed precision is the trainer's ``amp`` switch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def activation_checkpointing(backbone: Any, enabled: Any = True) -> Any:
+    """``backbone`` with checkpointed encoder stages when ``enabled`` (``"true"`` from the CLI works)."""
+    from monai_ssl_plugin.engine.run import as_bool
+
+    if not as_bool(enabled):
+        return backbone
+    stages = list(backbone.encoder_stages())
+    for stage in stages:
+        if getattr(stage, "_ssl_checkpointed", False):
+            continue
+        original = stage.forward
+
+        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            if torch.is_grad_enabled():
+                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+            return _original(*args, **kwargs)
+
+        stage.forward = forward
+        stage._ssl_checkpointed = True
+    logger.info("Activation checkpointing on %d encoder stage(s).", len(stages))
+    return backbone
