@@ -46,7 +46,7 @@ def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: st
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
             loss = pretext({"image": x})["loss"]
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     step()  # warm-up: allocator pools, gradients allocated
     if device.startswith("cuda"):

@@ -90,6 +90,26 @@ class Commands:
 
         print(f"wrote {make_lesion_dataset(output_dir, n_cases=n_cases, n_val=n_val, size=size, spacing=spacing, seed=seed)}")
 
+    def package_bundle(self, run_or_checkpoint: str, bundle: str = "mae_ssl_pretraining", name: str | None = None,
+                       out: str = ".", version: str | None = None, changelog: str | None = None, url: str | None = None):
+        """Package a pretrained run as a model-zoo bundle (models/model.pt, provenance, sha256) and NAME.zip."""
+        from monai_ssl_plugin.sharing import package_bundle
+
+        print(f"wrote {package_bundle(run_or_checkpoint, bundle=bundle, name=name, out=out, version=version, changelog=changelog, url=url)}")
+
+    def install_bundle(self, source: str, dest: str, sha256: str | None = None):
+        """Install a shared bundle from a folder, zip or URL; verifies sha256 and loads nothing executable."""
+        from monai_ssl_plugin.sharing import install_bundle
+
+        print(f"installed {install_bundle(source, dest, sha256=sha256)}")
+
+    def verify_bundle(self, folder: str, sha256: str | None = None):
+        """Verify an installed bundle's hashes and that its weights load with weights_only=True."""
+        from monai_ssl_plugin.sharing import verify_bundle
+
+        verify_bundle(folder, sha256=sha256)
+        print(f"{folder}: verified")
+
     def nnunet_env(self):
         """Print the line that makes nnU-Net find the plugin's trainers (-tr nnUNetTrainerSSL ...)."""
         from monai_ssl_plugin.nnunet import env_line

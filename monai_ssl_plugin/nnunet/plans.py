@@ -206,7 +206,10 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
                           pretrained_in_channels=record.in_channels,
                           pretrained_from="nnssl_adaptation_plan" if weights.from_nnssl else "ssl_record")
     else:
-        constructor = create_backbone(backbone, in_channels=n_channels, spatial_dims=dims).constructor
+        import torch
+
+        with torch.device("meta"):  # only the constructor is needed: no memory, no initialisation
+            constructor = create_backbone(backbone, in_channels=n_channels, spatial_dims=dims).constructor
         name = plans_identifier or f"{source_plans}_{backbone}"
         provenance.update(architecture_from=f"preset {backbone}")
     if name == source_plans:

@@ -127,3 +127,26 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
         assert after > before, (before, after)
     else:
         assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("method", ["moco", "dino"])
+def test_resume_continues_teacher_queue_and_centre(method, dataset, tmp_path):
+    """What only these pretexts keep (momentum encoder + queue, teacher + centre + step) survives a resume."""
+    from monai_ssl_plugin.engine.run import pretrain
+
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    fast = {**FAST, **EXTRA[method], "train#epoch_length": 4}
+    first = safe_load(pretrain(f"{method}_ssl_pretraining", dataset, out, **fast))
+    final = safe_load(pretrain(f"{method}_ssl_pretraining", dataset, out, resume=True,
+                               **{**fast, "train#trainer#max_epochs": 2}))
+    assert first["engine"]["iteration"] == 4 and final["engine"]["iteration"] == 8
+    teacher = "key_backbone." if method == "moco" else "teacher_backbone."
+    key = next(k for k in final["pretext"] if k.startswith(teacher) and k.endswith("weight"))
+    assert not torch.equal(first["pretext"][key], final["pretext"][key])  # the teacher kept moving
+    if method == "moco":  # batch 2, queue 8: 4 more steps wrote 8 more keys, so the pointer came round again
+        assert int(final["pretext"]["criterion.queue.ptr"]) == (8 * 2) % 8
+        assert not torch.equal(first["pretext"]["criterion.queue.queue"], final["pretext"]["criterion.queue.queue"])
+    else:
+        assert int(first["pretext"]["step"]) == 4 and int(final["pretext"]["step"]) == 8
+        assert not torch.equal(first["pretext"]["criterion.center"], final["pretext"]["criterion.center"])

@@ -39,6 +39,7 @@ CASES = {
     "composed": ({**TINY_UNET, "learning_rate": 0.01}, True),
 }
 BUNDLE = {"composed": "hybrid"}
+MONITORED = {"rotation", "rubiks_cube", "relative_position", "swin_unetr", "composed"}  # expose embeddings
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,8 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     extra, trains_decoder = CASES[method]
     out = tmp_path / "run"
     overrides = {"dataset_dir": str(dataset), "output_dir": str(out), **FAST, **extra}
+    if method in MONITORED:
+        overrides["collapse_every_n"] = 8
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.yaml"),
             "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
     for key, value in overrides.items():
@@ -80,6 +83,8 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    if method in MONITORED:
+        assert "collapse check at iteration 8" in proc.stdout + proc.stderr
 
     ckpt = safe_load(out / "checkpoints" / "final.pt")
     assert set(CHECKPOINT_KEYS) <= set(ckpt) and ckpt["engine"]["iteration"] == ITERATIONS

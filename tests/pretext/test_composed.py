@@ -93,6 +93,7 @@ def test_masked_modelling_plus_simclr():
     image = torch.randn(2, 1, 32, 32, 32)
     out = pretext({"image": image})
     assert torch.allclose(out["loss"].detach(), out["mae"] + 0.5 * out["simclr"])
+    assert pretext.last_embeddings is pretext.terms["simclr"].last_embeddings  # passed on to the collapse monitor
     out["loss"].backward()
     assert pretext.terms["simclr"].backbone is backbone
     assert torch.isfinite(out["loss"]) and backbone.network.encoder.stages[-1][0].convs[0].conv.weight.grad is not None

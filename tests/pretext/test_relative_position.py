@@ -54,6 +54,7 @@ def test_forward_and_learning(dims):
     out = pretext({"image": image})
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     assert pretext.num_classes == (26 if dims == 3 else 8)
+    assert pretext.last_embeddings.shape == (4, pretext.backbone.embed_dim)
     opt = torch.optim.Adam(pretext.parameters(), lr=1e-3)
     losses = []
     for _ in range(6):

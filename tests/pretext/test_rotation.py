@@ -41,6 +41,7 @@ def test_forward_labels_and_learning(dims):
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pretext.backbone.network.parameters())
+    assert pretext.last_embeddings.shape == (2, pretext.backbone.embed_dim)  # for the collapse monitor
     labels = pretext.last_outputs["labels"]
     assert labels.shape == (2,) and labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2, 3}
     for b in range(2):  # what the encoder saw is the sample turned by labels[b] quarter turns in the last two axes

@@ -102,6 +102,7 @@ def test_forward_and_learning(dims):
     out = pretext({"image": image})
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     assert set(out) == {"loss", "order", "rotation", "masking", "order_accuracy"}
+    assert pretext.last_embeddings.shape == (2 * 2**dims, pretext.backbone.embed_dim)
     assert torch.allclose(out["loss"].detach(), out["order"] + out["rotation"] + out["masking"])
     opt = torch.optim.Adam(pretext.parameters(), lr=1e-3)
     losses = []

@@ -33,6 +33,7 @@ def test_swinunetr_3d_terms_and_encoder_only():
     out = pretext({"image": torch.rand(2, 1, 64, 32, 32)})  # multiples of 32, rotation plane (last two axes) square
     assert set(out) == {"loss", "rotation", "contrastive", "reconstruction", "rotation_accuracy"}
     assert torch.allclose(out["loss"].detach(), out["rotation"] + out["contrastive"] + out["reconstruction"])
+    assert pretext.last_embeddings.shape == (4, 512)  # both views' projections, for the collapse monitor
     out["loss"].backward()
     assert swin.network.swinViT.layers4[0].blocks[0].attn.qkv.weight.grad is not None
     assert swin.network.encoder1.layer.conv1.conv.weight.grad is None  # decoder side of SwinUNETR: untouched

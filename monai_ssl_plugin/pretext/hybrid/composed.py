@@ -67,7 +67,8 @@ class ComposedPretext(nn.Module):
 
     ``forward(batch)`` runs every term on the batch and returns ``{"loss": sum_i w_i * loss_i}`` plus,
     for each term key ``k``, ``k`` (its unweighted loss) and ``k/<entry>`` for the term's other
-    entries. ``after_step(iteration)`` calls every term's ``after_step`` (EMA teachers, queues).
+    entries. ``after_step(iteration)`` calls every term's ``after_step`` (EMA teachers, queues);
+    ``last_embeddings`` / ``last_teacher_probs`` pass on the first term's (collapse monitoring).
     """
 
     needs = ("image",)
@@ -78,7 +79,6 @@ class ComposedPretext(nn.Module):
         specs = parse_terms(terms)
         self.terms = nn.ModuleDict()
         self.term_weights: dict[str, float] = {}
-        self._specs = specs
         for spec in specs:
             if spec["name"] == "composed":
                 raise ValueError("a composed pretext cannot contain another composed pretext")
@@ -113,6 +113,23 @@ class ComposedPretext(nn.Module):
                     report[f"{key}/{name}"] = value.detach() if isinstance(value, torch.Tensor) else value
         assert total is not None
         return {"loss": total, **report}
+
+    @property
+    def last_embeddings(self) -> torch.Tensor | None:
+        """The first term's ``last_embeddings`` (e.g. SimCLR's projections), for the collapse monitor."""
+        return self._first("last_embeddings")
+
+    @property
+    def last_teacher_probs(self) -> torch.Tensor | None:
+        """The first term's ``last_teacher_probs`` (DINO), for the collapse monitor."""
+        return self._first("last_teacher_probs")
+
+    def _first(self, name: str) -> torch.Tensor | None:
+        for term in self.terms.values():
+            value = getattr(term, name, None)
+            if isinstance(value, torch.Tensor):
+                return value
+        return None
 
     def after_step(self, iteration: int) -> None:
         for term in self.terms.values():

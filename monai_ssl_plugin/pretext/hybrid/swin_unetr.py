@@ -58,7 +58,9 @@ class SwinUNETRPretraining(nn.Module):
 
     Shapes: image (B, C, *S) -> views (2B, C, *S) -> encoder features -> pooled (2B, D) ->
     rotation logits (2B, 4), projections (2B, 512); reconstruction (2B, C, *S).
-    Returns ``{"loss", "rotation", "contrastive", "reconstruction", "rotation_accuracy"}``.
+    Returns ``{"loss", "rotation", "contrastive", "reconstruction", "rotation_accuracy"}``;
+    ``last_embeddings`` holds the (2B, projection_dim) contrastive projections (detached, for
+    :class:`~monai_ssl_plugin.engine.handlers.CollapseHandler`).
     """
 
     needs = ("image",)
@@ -86,6 +88,7 @@ class SwinUNETRPretraining(nn.Module):
         self.dense = DenseOutput(backbone, reconstruction, decoder_width)
         self.reconstruction = self.dense.kind
         self.last_outputs: dict[str, torch.Tensor] = {}
+        self.last_embeddings: torch.Tensor | None = None
 
     @property
     def trains_decoder(self) -> bool:
@@ -109,7 +112,9 @@ class SwinUNETRPretraining(nn.Module):
         pooled = self.standardiser(features[-1].flatten(2).mean(-1))  # the mean = backbone.embed(x), every adapter
         rot_logits = self.rotation_head(pooled)
         rot_loss = F.cross_entropy(rot_logits, labels)
-        z1, z2 = self.contrastive_head(pooled).chunk(2)
+        z = self.contrastive_head(pooled)
+        self.last_embeddings = z.detach()  # (2B, projection_dim), for the collapse monitor
+        z1, z2 = z.chunk(2)
         con_loss = self.contrastive_loss(z1, z2)
         rec_loss = F.l1_loss(reconstruction, target)
         w_rot, w_con, w_rec = self.weights

@@ -90,7 +90,7 @@ class DINO(ViewsMixin, nn.Module):
         self.backbone = backbone
         self._init_views(None, 0.0, augment)
         head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, num_layers, head_norm,
-                             norm_last_layer)
+                        norm_last_layer)
         self.head = standardised(head, backbone.embed_dim, standardise)
         self.teacher_backbone = momentum_copy(backbone)
         self.teacher_head = momentum_copy(self.head)

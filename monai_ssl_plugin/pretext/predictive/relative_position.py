@@ -65,7 +65,8 @@ class RelativePatchPosition(nn.Module):
             :func:`~monai_ssl_plugin.pretext.predictive.rotation.standardise_default`).
 
     Shapes: image (B, C, *S) -> patches (B, 2, C, *p) -> embed (B*2, D) -> concat (B, 2D) ->
-    logits (B, 3**dims - 1). Returns ``{"loss", "position", "accuracy"}``.
+    logits (B, 3**dims - 1). Returns ``{"loss", "position", "accuracy"}``; ``last_embeddings`` holds
+    the (2B, D) per-patch head inputs (detached, for the collapse monitor).
     """
 
     needs = ("image",)
@@ -86,6 +87,7 @@ class RelativePatchPosition(nn.Module):
         self.standardiser = RunningStandardiser(backbone.embed_dim) if self.standardise else nn.Identity()
         self.head = ProjectionHead(2 * backbone.embed_dim, head_hidden, self.num_classes, num_layers=2, norm="layer")
         self.last_outputs: dict[str, torch.Tensor] = {}
+        self.last_embeddings: torch.Tensor | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"classes": self.num_classes, "patch_size": self.patch_size, "gap": self.gap, "jitter": self.jitter,
@@ -125,7 +127,9 @@ class RelativePatchPosition(nn.Module):
         patches = pairs["patches"]
         b = patches.shape[0]
         embeddings = self.backbone.embed(patches.reshape(b * 2, *patches.shape[2:])).reshape(b, 2, -1)
-        features = self.standardiser(embeddings).reshape(b, -1)  # centre first
+        embeddings = self.standardiser(embeddings)
+        self.last_embeddings = embeddings.detach().reshape(b * 2, -1)  # per patch, for the collapse monitor
+        features = embeddings.reshape(b, -1)  # centre first
         logits = self.head(features)
         loss = F.cross_entropy(logits, pairs["label"])
         accuracy = (logits.detach().argmax(1) == pairs["label"]).float().mean()

@@ -18,7 +18,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import standardised
+from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
 from monai_ssl_plugin.transforms.views import random_rotation90
 
 __all__ = ["RotationPrediction", "standardise_default"]
@@ -55,7 +55,8 @@ class RotationPrediction(nn.Module):
 
     Shapes: ``batch["image"]`` (B, C, *spatial) -> rotated (B, C, *spatial) -> ``embed`` (B, D) ->
     logits (B, 4). ``forward`` returns ``{"loss", "rotation", "accuracy"}``; ``last_outputs`` holds
-    the logits and labels of the last step.
+    the logits and labels of the last step, ``last_embeddings`` the (B, D) head inputs (detached, for
+    :class:`~monai_ssl_plugin.engine.handlers.CollapseHandler`).
 
     Only the encoder learns (``trains_decoder = False``); the head stays in the pretext.
     """
@@ -70,8 +71,9 @@ class RotationPrediction(nn.Module):
         self.backbone = backbone
         self.plane = (int(plane[0]), int(plane[1]))
         self.standardise, self.head_hidden = standardise_default(backbone, standardise), int(head_hidden)
-        self.head = standardised(ProjectionHead(backbone.embed_dim, head_hidden, self.num_classes, num_layers=2,
-                                                norm="layer"), backbone.embed_dim, self.standardise)
+        self.standardiser = RunningStandardiser(backbone.embed_dim) if self.standardise else nn.Identity()
+        self.head = ProjectionHead(backbone.embed_dim, head_hidden, self.num_classes, num_layers=2, norm="layer")
+        self.last_embeddings: torch.Tensor | None = None
         self.last_outputs: dict[str, torch.Tensor] = {}
 
     def settings(self) -> dict[str, Any]:
@@ -80,7 +82,9 @@ class RotationPrediction(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rotated, labels = random_rotation90(batch["image"], self.plane)
-        logits = self.head(self.backbone.embed(rotated))
+        features = self.standardiser(self.backbone.embed(rotated))
+        logits = self.head(features)
+        self.last_embeddings = features.detach()  # what the head sees, for the collapse monitor
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.detach().argmax(1) == labels).float().mean()
         self.last_outputs = {"logits": logits.detach(), "labels": labels}

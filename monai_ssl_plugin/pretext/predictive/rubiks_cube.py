@@ -103,7 +103,8 @@ class RubiksCube(nn.Module):
 
     Shapes: image (B, C, *S) -> cubes (B, M, C, *s) -> embed (B*M, D) -> concat (B, M*D) -> logits
     (B, K), (B, M*R), (B, M) with M = 2**dims, R = rotation flags per cube (2 in 3D, 1 in 2D).
-    Returns ``{"loss", "order", "rotation", "masking", "order_accuracy"}``.
+    Returns ``{"loss", "order", "rotation", "masking", "order_accuracy"}``; ``last_embeddings`` holds
+    the (B*M, D) per-cube head inputs (detached, for the collapse monitor).
     """
 
     needs = ("image",)
@@ -138,6 +139,7 @@ class RubiksCube(nn.Module):
         self.mask_head = (ProjectionHead(width, head_hidden, self.n_cubes, num_layers=2, norm="layer")
                           if self.masking else None)
         self.last_outputs: dict[str, torch.Tensor] = {}
+        self.last_embeddings: torch.Tensor | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"grid": [2] * self.dims, "num_permutations": self.num_permutations, "gap": self.gap,
@@ -185,7 +187,9 @@ class RubiksCube(nn.Module):
         cubes = puzzle["cubes"]
         b, m = cubes.shape[:2]
         embeddings = self.backbone.embed(cubes.reshape(b * m, *cubes.shape[2:])).reshape(b, m, -1)
-        features = self.standardiser(embeddings).reshape(b, -1)  # concatenated in slot order
+        embeddings = self.standardiser(embeddings)
+        self.last_embeddings = embeddings.detach().reshape(b * m, -1)  # per cube, for the collapse monitor
+        features = embeddings.reshape(b, -1)  # concatenated in slot order
         order_logits = self.order_head(features)
         order_loss = F.cross_entropy(order_logits, puzzle["order"])
         zero = order_loss.new_zeros(())
