@@ -55,6 +55,10 @@ class BackboneAdapter(nn.Module):
         """Modules whose outputs are the encoder's resolution levels (SparK re-masks after each)."""
         raise NotImplementedError
 
+    def divisor(self) -> list[int]:
+        """Per axis, the number every input side must be a multiple of (the network's total stride)."""
+        return [1] * self.spatial_dims
+
     def key_prefixes(self) -> dict[str, Any]:
         """Where the parts live in ``network.state_dict()``: stem, encoder, decoder, in_proj keys."""
         raise NotImplementedError

@@ -46,7 +46,11 @@ class MonaiSegResNetBackbone(BackboneAdapter):
         super().__init__(network, spatial_dims=spatial_dims, in_channels=in_channels, embed_dim=f * 2 ** (n - 1),
                          out_channels=out_channels if network.use_conv_final else f, constructor=ctor)
         self.feature_channels = [f * 2**i for i in range(n)]
-        self.divisor = 2 ** (n - 1)
+        self._stride = 2 ** (n - 1)
+
+
+    def divisor(self) -> list[int]:
+        return [self._stride] * self.spatial_dims
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of every ``down_layers`` stage (SegResNet.encode's ``down_x``), shallow to deep."""
@@ -55,7 +59,7 @@ class MonaiSegResNetBackbone(BackboneAdapter):
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         # SegResNet.forward reverses down_x and starts from the deepest map; the up path adds the skips
         # element-wise, which only lines up when every stride-2 halving was exact
-        check_divisible(features[0].shape[2:], self.divisor, "SegResNet")
+        check_divisible(features[0].shape[2:], self._stride, "SegResNet")
         return self.network.decode(features[-1], features[::-1])
 
     def encoder_stages(self) -> list[nn.Module]:

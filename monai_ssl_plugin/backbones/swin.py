@@ -57,10 +57,14 @@ class MonaiSwinUNETRBackbone(BackboneAdapter):
                          out_channels=out_channels, constructor=ctor)
         f = feature_size
         self.feature_channels = [f, f, 2 * f, 4 * f, 8 * f, 16 * f]
-        self.divisor = int(network.patch_size) ** 5  # patch embedding + 4 patch-merging halvings
+        self._stride = int(network.patch_size) ** 5  # patch embedding + 4 patch-merging halvings
+
+
+    def divisor(self) -> list[int]:
+        return [self._stride] * self.spatial_dims
 
     def _hidden_states(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_divisible(x.shape[2:], self.divisor, "SwinUNETR")
+        check_divisible(x.shape[2:], self._stride, "SwinUNETR")
         return list(self.network.swinViT(x, self.network.normalize))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:

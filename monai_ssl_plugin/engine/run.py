@@ -129,7 +129,7 @@ def check_patch_size(patch_size: Sequence[int], backbone: Any) -> list[int]:
     if len(patch) != dims:
         raise PluginError(f"patch_size {patch} has {len(patch)} axes but the backbone is {dims}D.",
                           f"Give {dims} sizes, e.g. --patch_size \"{[64] * dims}\".")
-    divisor = backbone.divisor() if hasattr(backbone, "divisor") else [1] * dims
+    divisor = backbone.divisor()
     bad = [p for p, d in zip(patch, divisor) if p % d or p // d < 2]
     if bad:
         fix = [max(2 * d, round(p / d) * d) for p, d in zip(patch, divisor)]

@@ -96,12 +96,7 @@ def fit_view_size(backbone: nn.Module, size: Sequence[int]) -> tuple[int, ...]:
     grid, patch = getattr(backbone, "grid", None), getattr(backbone, "patch", None)
     if grid is not None and patch is not None:
         return tuple(int(g) * int(p) for g, p in zip(grid, patch))
-    div = getattr(backbone, "divisor", None)
-    if callable(div):
-        div = div()
-    if div is None:
-        return size
-    div = [int(div)] * len(size) if isinstance(div, int) else [int(d) for d in div]
+    div = backbone.divisor()
     return tuple(max(d, s // d * d) for s, d in zip(size, div))
 
 
