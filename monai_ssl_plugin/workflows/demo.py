@@ -6,8 +6,9 @@ Steps (each prints where its artifacts went):
   3. masked-image-modelling pretraining with the ``mae_ssl_pretraining`` bundle on every image
      (labelled + unlabelled), preprocessed on the fly with the variant's plans;
   4. export to the place the plugin's nnU-Net trainers look;
-  5. fine-tune with few labels (``-tr nnUNetTrainerSSL_5epochs``) and, on the same plans and split,
-     the from-scratch twin (``-tr nnUNetTrainerScratch_5epochs``);
+  5. fine-tune with few labels (``-tr nnUNetTrainerSSL_5epochs``, budget set by ``finetune_epochs``
+     × ``finetune_iterations``) and, on the same plans, split and budget, the from-scratch twin
+     (``-tr nnUNetTrainerScratch_5epochs``);
   6. ``nnUNetv2_predict`` on the held-out test subjects and Dice against their labels.
 """
 
@@ -54,7 +55,8 @@ def mean_dice(pred_dir: Path, label_dir: Path, labels: list[int]) -> float:
 
 
 def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed: int = 0, n_train_labels: int = 4,
-             pretrain_epochs: int = 3, pretrain_epoch_length: int = 50, patch_size: int = 48,
+             pretrain_epochs: int = 3, pretrain_epoch_length: int = 40, patch_size: int = 48,
+             finetune_epochs: int = 4, finetune_iterations: int = 40,
              trainers: tuple[str, str] = ("nnUNetTrainerSSL_5epochs", "nnUNetTrainerScratch_5epochs")) -> dict:
     """Run the whole demo; returns (and writes ``summary.json``) the artifact paths and Dice scores."""
     import os
@@ -69,6 +71,8 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
     t_start = time.time()
     out = Path(output_dir).resolve()
     env = nnunet_environment(out)
+    # fine-tuning budget for both arms (the trainers read these; same numbers => a fair twin)
+    env.update({"nnUNet_SSL_epochs": str(finetune_epochs), "nnUNet_SSL_iterations": str(finetune_iterations)})
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
     dev = auto_device(None if device == "auto" else device)
     log = out / "logs" / "nnunet_commands.log"
@@ -128,6 +132,7 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
 
     summary = {"dataset": str(raw), "preprocessed": str(pre), "plans": str(plans_file), "pretraining_run": str(ckpt_dir),
                "checkpoint": str(ckpt), "nnunet_weights": str(exported), "labelled_cases_used": n_train_labels,
+               "finetune_budget": {"epochs": finetune_epochs, "iterations_per_epoch": finetune_iterations},
                "results": results, "timings_s": timings, "total_minutes": round((time.time() - t_start) / 60, 1),
                "device": str(dev), "torch": torch.__version__}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
