@@ -5,6 +5,7 @@ import torch
 
 from monai_ssl_plugin.backbones import create_backbone
 from monai_ssl_plugin.pretext import create_pretext
+from monai_ssl_plugin.transforms.corruptions import monai_ssl_view
 
 torch.set_num_threads(1)
 
@@ -20,7 +21,8 @@ def test_corruption_restore_target_and_learning(dims):
         assert corrupted[b].min() >= image[b].min() and corrupted[b].max() <= image[b].max()
     out = pretext({"image": image})
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
-    assert torch.allclose(out["loss"].detach(), (pretext.last_outputs["prediction"] - image).abs().mean())  # L1 to clean
+    l1_to_clean = (pretext.last_outputs["prediction"] - image).abs().mean()
+    assert torch.allclose(out["loss"].detach(), l1_to_clean)
     opt = torch.optim.Adam(pretext.parameters(), lr=3e-3)
     losses = []
     for _ in range(6):
@@ -43,11 +45,10 @@ def test_hole_scale():
     changed = (pretext.corrupt(image) != image).flatten(1).float().mean(1)
     assert (changed > 0).all() and (changed < 1).all()  # holes (in-painting) or their complement (out-painting)
     # at the tutorial's 96^3 scale with its shuffle probability the batched MONAI tutorial view is used
-    exact = create_pretext("denoising_ae", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=2), hole_scale=1.0)
+    exact = create_pretext("denoising_ae", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=2),
+                           hole_scale=1.0)
     torch.manual_seed(2)
     a = exact.corrupt(image)
-    from monai_ssl_plugin.transforms.corruptions import monai_ssl_view
-
     torch.manual_seed(2)
     assert torch.equal(a, monai_ssl_view(image))
 

@@ -37,9 +37,10 @@ def test_masking_loss_and_learning(dims):
     n_tokens = 4**dims
     tokens = keep[(slice(None), 0) + (slice(None, None, 8),) * dims].flatten(1)
     assert (tokens.sum(1) == n_tokens - round(0.75 * n_tokens)).all()  # exactly 75 % of the tokens masked, per sample
-    assert torch.equal(keep, tokens.view(2, 1, *([4] * dims)).repeat_interleave(8, 2).repeat_interleave(8, 3)
-                       .repeat_interleave(8, -1) if dims == 3 else
-                       tokens.view(2, 1, 4, 4).repeat_interleave(8, 2).repeat_interleave(8, 3))  # whole tokens
+    whole = tokens.view(2, 1, *([4] * dims))
+    for axis in range(2, 2 + dims):
+        whole = whole.repeat_interleave(8, axis)
+    assert torch.equal(keep, whole)  # every token is masked or visible as a whole
     prediction = pretext.last_outputs["prediction"]
     masked = 1 - keep
     assert torch.allclose(out["loss"].detach(), ((prediction - image) ** 2 * masked).sum() / masked.sum())

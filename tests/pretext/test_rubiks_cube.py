@@ -125,4 +125,5 @@ def test_other_backbone_and_errors():
     out = create_pretext("rubiks_cube", backbone=vit, num_permutations=24, gap=2)({"image": torch.randn(2, 1, 34, 34)})
     assert torch.isfinite(out["loss"])
     with pytest.raises(ValueError, match="only 24 permutations"):
-        create_pretext("rubiks_cube", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=2), num_permutations=100)
+        create_pretext("rubiks_cube", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=2),
+                       num_permutations=100)

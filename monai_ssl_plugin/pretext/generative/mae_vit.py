@@ -115,7 +115,7 @@ def mae_vit_network(backbone: str = "small", in_channels: int = 1, img_size: Seq
 
     if not str(backbone).startswith(("monai_vit", "monai_unetr")):
         raise PluginError(f"mae_vit pretrains a Vision Transformer; {backbone!r} is not one.",
-                          f"Use --backbone small | base | monai_vit_small | monai_vit | monai_unetr_small | monai_unetr.")
+                          "Use --backbone small | base | monai_vit_small | monai_vit | monai_unetr_small | monai_unetr.")
     return create_backbone(backbone, in_channels=in_channels, img_size=img, spatial_dims=dims, **kwargs)
 
 
@@ -124,7 +124,8 @@ def _vit_of(backbone: BackboneAdapter) -> nn.Module:
     network = backbone.network
     vit = getattr(network, "vit", network)
     if not all(hasattr(vit, a) for a in ("patch_embedding", "blocks", "norm")) or not hasattr(backbone, "patch"):
-        raise ValueError(f"mae_vit needs a ViT or UNETR backbone (monai_vit*, monai_unetr*), got {type(backbone).__name__}")
+        raise ValueError("mae_vit needs a ViT or UNETR backbone (monai_vit*, monai_unetr*), "
+                         f"got {type(backbone).__name__}")
     return vit
 
 
@@ -211,14 +212,16 @@ class MaskedAutoEncoderViTPretext(nn.Module):
         self.encoder_settings = {"hidden_size": hidden, "mlp_dim": int(first.mlp.linear1.out_features),
                                  "num_layers": len(vit.blocks), "num_heads": int(first.attn.num_heads),
                                  "qkv_bias": first.attn.qkv.bias is not None}
-        self.decoder_settings = {"decoder_hidden_size": int(decoder_hidden_size), "decoder_mlp_dim": int(decoder_mlp_dim),
+        self.decoder_settings = {"decoder_hidden_size": int(decoder_hidden_size),
+                                 "decoder_mlp_dim": int(decoder_mlp_dim),
                                  "decoder_num_layers": int(decoder_num_layers),
                                  "decoder_num_heads": int(decoder_num_heads)}
         sincos_divisor = 6 if backbone.spatial_dims == 3 else 4  # what MONAI's sin-cos table needs
         self.decoder_settings["decoder_pos_embed_type"] = (
             "sincos" if self.decoder_settings["decoder_hidden_size"] % sincos_divisor == 0 else "learnable")
-        model = _BlockMaskedMAE(in_channels=backbone.in_channels, img_size=[g * p for g, p in zip(self.grid, self.patch)],
-                                patch_size=self.patch, masking_ratio=self.mask_ratio, spatial_dims=backbone.spatial_dims,
+        img_size = [g * p for g, p in zip(self.grid, self.patch)]
+        model = _BlockMaskedMAE(in_channels=backbone.in_channels, img_size=img_size, patch_size=self.patch,
+                                masking_ratio=self.mask_ratio, spatial_dims=backbone.spatial_dims,
                                 **self.encoder_settings, **self.decoder_settings)
         # MAE-ViT's encoder is the backbone's ViT: same modules, same parameters
         model.patch_embedding = vit.patch_embedding
@@ -234,8 +237,8 @@ class MaskedAutoEncoderViTPretext(nn.Module):
         self.last_outputs: dict[str, torch.Tensor] = {}
 
     def settings(self) -> dict[str, Any]:
-        return {"mask_ratio": self.mask_ratio, "patch_size": self.patch, "img_size": [g * p for g, p in
-                                                                                        zip(self.grid, self.patch)],
+        img_size = [g * p for g, p in zip(self.grid, self.patch)]
+        return {"mask_ratio": self.mask_ratio, "patch_size": self.patch, "img_size": img_size,
                 **self.encoder_settings, **self.decoder_settings, "norm_pix_loss": self.norm_pix_loss,
                 "sincos_init": self.sincos_init, "loss": "mse on masked tokens",
                 "network": "monai.networks.nets.MaskedAutoEncoderViT (encoder exported with monai.ViT keys)"}
