@@ -222,7 +222,9 @@ def load_pretrained_into(network: nn.Module, path: Path, *, normalization_scheme
     check = check_transfer(weights.state, target, include, exclude=is_seg_layer,
                            adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=allow_stages)
     if check.problem is not None:
-        if check.first_refused_kind == "stages" and not stages_differ:
+        if stages_differ:
+            check.first_refused_kind = "stages"  # the decoder cannot match either: allowing stages is the way
+        elif check.first_refused_kind == "stages":
             check.first_refused_kind = None  # a missing key that is not a stage-count difference
         raise architecture_mismatch_error(check.problem, what,
                                           plans_fix(dataset_name, configuration, path, adaptation_hint(check, allowed)),

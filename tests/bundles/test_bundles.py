@@ -141,3 +141,52 @@ def test_verify_net_in_out(bundle, tmp_path):
                            "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "verified with no error" in proc.stdout + proc.stderr
+
+
+SSL_BUNDLES = [b for b in BUNDLES if _is_ssl(b)]
+OVERLAY_REF = re.compile(r"@([A-Za-z_][\w#]*)")
+
+
+def _overlay_refs(node):
+    if isinstance(node, str):
+        yield from OVERLAY_REF.findall(node)
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _overlay_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _overlay_refs(v)
+
+
+@pytest.mark.parametrize("bundle", SSL_BUNDLES, ids=[b.name for b in SSL_BUNDLES])
+def test_multi_gpu_overlay_merges_with_train(bundle):
+    """Every pretraining bundle ships configs/multi_gpu_train.yaml, and train.yaml + the overlay parse together.
+
+    No torchrun here: the merged config is read the way ``monai.bundle run --config_file "[train, overlay]"``
+    reads it, every ``@id`` the overlay references must exist after the merge (MONAI replaces top-level keys,
+    so e.g. the overlay's ``imports`` must repeat the bundle's own), and ids that need no process group or
+    data are parsed.
+    """
+    from monai.bundle import ConfigParser
+
+    configs = bundle / "configs"
+    overlay = configs / "multi_gpu_train.yaml"
+    assert overlay.is_file(), f"{bundle.name}: configs/multi_gpu_train.yaml is missing (copy mae_ssl_pretraining's)"
+    train_imports = _config(bundle, "train.yaml").get("imports", [])
+    overlay_cfg = _config(bundle, "multi_gpu_train.yaml")
+    missing_imports = [i for i in train_imports if i not in overlay_cfg.get("imports", [])]
+    assert not missing_imports, f"{bundle.name}: the overlay's imports replace train.yaml's; add {missing_imports}"
+
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.yaml"), str(overlay)])
+    parser.read_meta(str(configs / "metadata.json"))
+    for ref in sorted(set(_overlay_refs(overlay_cfg))):
+        assert ref in parser, f"{bundle.name}: multi_gpu_train.yaml references @{ref}, which train.yaml lacks"
+    for id_ in ("train#trainer#pretext", "train#trainer#train_handlers", "train#dataloader#dataset", "network",
+                "device", "initialize", "run", "finalize"):
+        assert id_ in parser, f"{bundle.name}: merged config lacks {id_}"
+    assert parser.get_parsed_content("ddp_device") == "auto"
+    expected = int(parser.get_parsed_content("batch_size")) * int(parser.get_parsed_content("total_iterations"))
+    assert parser.get_parsed_content("train#patches#num_samples") == expected  # world size 1 outside torchrun
+    assert parser["train#trainer#pretext"] == "@pretext_ddp"
+    assert parser["train#dataloader#dataset#_target_"] == "monai_ssl_plugin.engine.ddp.RankShardedDataset"

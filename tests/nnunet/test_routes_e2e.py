@@ -13,7 +13,6 @@ fine-tuned with the sawtooth trainer.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -13,7 +13,7 @@ from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.export.nnunet import export_nnunet
 from monai_ssl_plugin.nnunet import (SawtoothLRScheduler, WarmupPolyLRScheduler, env_line, ext_trainer_dir,
-                                     nnUNetTrainerScratch_short, nnUNetTrainerSSL, nnUNetTrainerSSL_short,
+                                     nnUNetTrainerScratch_short, nnUNetTrainerSSL_short,
                                      nnUNetTrainerSSLFrozenEncoder_short, nnUNetTrainerSSLSawtooth,
                                      nnUNetTrainerSSLSawtooth_short, sawtooth_lr, warmup_poly_lr)
 

@@ -1,0 +1,146 @@
+"""Throughput and peak memory of one training step, per pretext × backbone (issue 3).
+
+Run from the repository root::
+
+    python benchmarks/bench_pretexts.py                                   # every pretext on the default backbones
+    python benchmarks/bench_pretexts.py --backbones nnunet_plain_small,monai_resnet10 --patch 32
+    python benchmarks/bench_pretexts.py --pretexts simclr,mae --dims 2 --patch 64
+
+Every cell (pretext, backbone) runs in a fresh subprocess with one torch thread: build
+``create_pretext(name, backbone=create_backbone(backbone, spatial_dims=dims))`` with the pretext's
+own defaults (the published head widths), an SGD optimiser over all its parameters, then one
+warm-up step and ``--steps`` timed steps (forward, backward, optimiser step, ``after_step``) on
+random ``(batch, 1, patch^dims)`` inputs. It reports volumes/s (``batch × steps / time``) and the
+peak resident set size (``ru_maxrss``, which sees torch's allocations; tracemalloc does not), plus
+the peak above the resident size measured after the model was built. On CUDA (``--device cuda``)
+the peak is ``torch.cuda.max_memory_allocated``.
+
+A pretext that refuses the backbone (``PluginError`` / ``ValueError``) is listed as refused (see
+docs/compatibility.md). Barlow Twins needs 3 volumes per batch and gets ``max(batch, 3)``.
+ViT / UNETR backbones are built with ``img_size = patch``. ``OMP_WAIT_POLICY`` defaults to
+``PASSIVE`` (shared machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+DEFAULT_BACKBONES = ["nnunet_plain_small", "monai_resnet10", "monai_segresnet", "monai_unetr_small"]
+MIN_BATCH = {"barlow_twins": 3}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run_cell(pretext: str, backbone: str, dims: int, patch: int, batch: int, steps: int, device: str) -> dict:
+    """Measure one cell in this process (the parent calls this through a subprocess)."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(1)
+    from monai_ssl_plugin.backbones import create_backbone
+    from monai_ssl_plugin.errors import PluginError
+    from monai_ssl_plugin.pretext import create_pretext
+
+    torch.manual_seed(0)
+    kw = {"img_size": patch} if backbone.startswith(("monai_vit", "monai_unetr")) else {}
+    extra = {"num_permutations": 10} if pretext == "rubiks_cube" and dims == 2 else {}
+    batch = max(batch, MIN_BATCH.get(pretext, 1))
+    try:
+        bb = create_backbone(backbone, spatial_dims=dims, **kw)
+        model = create_pretext(pretext, backbone=bb, **extra).to(device).train()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        x = torch.randn(batch, 1, *([patch] * dims), device=device)
+
+        def step(i: int) -> float:
+            opt.zero_grad(set_to_none=True)
+            loss = model({"image": x})["loss"]
+            loss.backward()
+            opt.step()
+            if hasattr(model, "after_step"):
+                model.after_step(i)
+            return float(loss.detach())
+
+        base = _rss_mb()
+        step(0)  # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for i in range(1, steps + 1):
+            loss = step(i)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    except (PluginError, ValueError) as err:
+        return {"status": "refused", "reason": str(err).splitlines()[0][:160]}
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    return {"status": "ok", "vol_per_s": batch * steps / dt, "s_per_step": dt / steps, "batch": batch,
+            "peak_mb": peak, "above_built_mb": peak - base if not device.startswith("cuda") else None,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "loss": loss}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pretexts", default="", help="comma-separated; default: all registered except composed")
+    ap.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES))
+    ap.add_argument("--dims", type=int, default=3)
+    ap.add_argument("--patch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
+    ap.add_argument("--cell", nargs=2, metavar=("PRETEXT", "BACKBONE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    if args.cell:
+        print(json.dumps(run_cell(*args.cell, args.dims, args.patch, args.batch, args.steps, args.device)))
+        return
+
+    if args.pretexts:
+        pretexts = args.pretexts.split(",")
+    else:
+        from monai_ssl_plugin.pretext import list_pretexts
+        pretexts = [p for p in list_pretexts() if p != "composed"]
+    backbones = args.backbones.split(",")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+          f"patch {args.patch}^{args.dims}, batch {args.batch}, {args.steps} timed steps after 1 warm-up, "
+          f"1 thread, device {args.device}", flush=True)
+    print("| pretext | backbone | volumes/s | s/step | peak RSS (MB) | above built (MB) | params (M) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
+    for b in backbones:
+        for p in pretexts:
+            cmd = [sys.executable, __file__, "--cell", p, b, "--dims", str(args.dims), "--patch", str(args.patch),
+                   "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                r = json.loads(lines[-1]) if lines else {"status": "error", "reason": proc.stderr.strip()[-200:]}
+            except subprocess.TimeoutExpired:
+                r = {"status": "error", "reason": f"timeout after {args.timeout:.0f} s"}
+            if r["status"] == "ok":
+                above = "" if r["above_built_mb"] is None else f"{r['above_built_mb']:.0f}"
+                batch_note = f" (batch {r['batch']})" if r["batch"] != args.batch else ""
+                print(f"| `{p}`{batch_note} | `{b}` | {r['vol_per_s']:.2f} | {r['s_per_step']:.2f} | "
+                      f"{r['peak_mb']:.0f} | {above} | {r['params_m']:.1f} |", flush=True)
+            else:
+                print(f"| `{p}` | `{b}` | {r['status']}: {r['reason']} | | | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
