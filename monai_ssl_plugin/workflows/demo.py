@@ -101,7 +101,7 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
     ckpt_dir = out / "pretraining"
     ckpt = pretrain("mae_ssl_pretraining", dataset_dir=raw, output_dir=ckpt_dir, plans=str(plans_file),
                     configuration=CONFIGURATION, patch_size=[patch_size] * 3, batch_size=2,
-                    **{"train#trainer#max_epochs": pretrain_epochs, "epoch_length": pretrain_epoch_length,
+                    **{"train#trainer#max_epochs": pretrain_epochs, "train#epoch_length": pretrain_epoch_length,
                        "device": str(dev), "seed": seed})
     step("3 pretraining", t0)
 
