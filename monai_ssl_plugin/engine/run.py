@@ -243,6 +243,19 @@ def encode_cases(encoder: nn.Module, source: Any, patch_size: Sequence[int], dev
     return atomic_save({"case_ids": list(source.case_ids), "embeddings": torch.stack(rows)}, output_file)
 
 
+def check_override_ids(config_file: str | Path, ids: dict[str, Any]) -> None:
+    """Refuse overrides of ids the config does not define: a misspelt id would otherwise be added
+    as a new, unused entry and the run would silently use the default."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    unknown = sorted(k for k in ids if k not in parser)
+    if unknown:
+        raise PluginError(f"{Path(config_file).name} has no config id {', '.join(repr(k) for k in unknown)}.",
+                          "Check the spelling; nested ids use '#', e.g. train#epoch_length or train#trainer#max_epochs.")
+
+
 # -- entry point --------------------------------------------------------------------------------
 def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path | None = None,
              output_dir: str | Path | None = None, resume: bool = False, **overrides: Any) -> Path:
@@ -268,6 +281,7 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
     root = bundle_dir(bundle)
     configs = root / "configs"
     ids = {k.replace("::", "#"): v for k, v in overrides.items()}
+    check_override_ids(configs / "train.yaml", ids)
     output_dir = Path(output_dir).expanduser().resolve()
     try:
         bundle_run(config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),

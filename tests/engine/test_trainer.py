@@ -18,3 +18,14 @@ def test_trainer_runs_pretext_and_lowers_loss():
     trainer.run()
     assert len(losses) == 30 and set(trainer.state.output) == {"loss", "reconstruction"}
     assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+
+
+def test_pretrain_refuses_unknown_override_ids(tmp_path):
+    import pytest
+
+    from monai_ssl_plugin.engine.run import pretrain
+    from monai_ssl_plugin.errors import PluginError
+
+    with pytest.raises(PluginError, match="no config id 'epoch_length'.*train#epoch_length"):
+        pretrain("mae_ssl_pretraining", dataset_dir=tmp_path, output_dir=tmp_path / "out", epoch_length=4)
+    assert not (tmp_path / "out").exists()
