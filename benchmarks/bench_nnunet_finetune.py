@@ -18,8 +18,9 @@ Steps (the real nnU-Net commands, run as subprocesses; everything logged to ``<o
 5. ``nnUNetv2_predict`` on the 4 held-out test subjects, mean Dice (grey + white matter) per arm.
 
 Writes ``<output>/bench_nnunet_finetune.json`` and prints a markdown table (per seed, mean ± sd of the
-paired difference) with the wall time of each step. The same plans for both arms are asserted from the
-two model folders' ``plans.json`` (``assert_twin_plans``).
+paired difference) with the wall time of each step and each run's training time (sum of nnU-Net's epoch
+times). The same plans for both arms are asserted from the two model folders' ``plans.json``
+(``assert_twin_plans``). Resumable: finished steps (plans, pretraining, trained folds) are kept.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ from pathlib import Path
 
 DATASET_ID, CONFIGURATION, BACKBONE = 501, "3d_fullres", "nnunet_plain_small"
 ARMS = {"pretrained": "nnUNetTrainerSSL_5epochs", "scratch": "nnUNetTrainerScratch_5epochs"}
+
+
+def epoch_seconds(fold_dir: Path) -> float:
+    """Sum of nnU-Net's ``Epoch time: X s`` lines over the fold's training logs (training, not validation)."""
+    total = 0.0
+    for log_file in fold_dir.glob("training_log_*.txt"):
+        for line in log_file.read_text().splitlines():
+            if "Epoch time:" in line:
+                total += float(line.split("Epoch time:")[1].split("s")[0])
+    return total
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,17 +112,20 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"seed": seed, "fold": fold, "train_cases": splits[fold]["train"]}
         for arm, trainer in ARMS.items():
             t0 = time.time()
-            run_nnunet(["nnUNetv2_train", DATASET_ID, CONFIGURATION, fold, "-tr", trainer, "-p", plans_id,
-                        "-device", "cpu" if args.device == "cpu" else "cuda"], env, log)
-            train_s = time.time() - t0
+            device = "cpu" if args.device == "cpu" else "cuda"
+            fold_dir = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}" / f"fold_{fold}"
+            # resumable: a finished run is kept; a run that trained but did not validate only validates
+            if not (fold_dir / "validation" / "summary.json").is_file():
+                extra = ["--val"] if (fold_dir / "checkpoint_final.pth").is_file() else []
+                run_nnunet(["nnUNetv2_train", DATASET_ID, CONFIGURATION, fold, "-tr", trainer, "-p", plans_id,
+                            "-device", device, *extra], env, log)
             pred_dir = out / "predictions" / f"{arm}_seed{seed}"
             run_nnunet(["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred_dir, "-d", DATASET_ID, "-c",
-                        CONFIGURATION, "-f", fold, "-tr", trainer, "-p", plans_id, "-device",
-                        "cpu" if args.device == "cpu" else "cuda", "-npp", "1", "-nps", "1", "--disable_progress_bar"],
-                       env, log)
+                        CONFIGURATION, "-f", fold, "-tr", trainer, "-p", plans_id, "-device", device, "-npp", "1",
+                        "-nps", "1", "--disable_progress_bar"], env, log)
             row[arm] = mean_dice(pred_dir, raw / "labelsTs", labels)
-            row[f"{arm}_train_min"] = round(train_s / 60, 1)
-            step(f"seed {seed} {arm}: Dice {row[arm]:.3f}", t0)
+            row[f"{arm}_train_min"] = round(epoch_seconds(fold_dir) / 60, 1)  # from nnU-Net's own log
+            step(f"seed {seed} {arm}: Dice {row[arm]:.3f} ({row[f'{arm}_train_min']} min of training epochs)", t0)
         rows.append(row)
 
     models = {arm: Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}"
