@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         for arm, trainer in ARMS.items():
             t0 = time.time()
             device = "cpu" if args.device == "cpu" else "cuda"
-            fold_dir = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}" / f"fold_{fold}"
+            model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}"
+            fold_dir = model / f"fold_{fold}"
             # resumable: a finished run is kept; a run that trained but did not validate only validates
             if not (fold_dir / "validation" / "summary.json").is_file():
                 extra = ["--val"] if (fold_dir / "checkpoint_final.pth").is_file() else []
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n| seed | labelled training cases | pretrained Dice | scratch Dice | difference |")
     print("| --- | --- | --- | --- | --- |")
     for r, d in zip(rows, diffs):
-        print(f"| {r['seed']} | {', '.join(r['train_cases'])} | {r['pretrained']:.3f} | {r['scratch']:.3f} | {d:+.3f} |")
+        cases = ", ".join(r["train_cases"])
+        print(f"| {r['seed']} | {cases} | {r['pretrained']:.3f} | {r['scratch']:.3f} | {d:+.3f} |")
     sd = f" ± {summary['sd_difference']:.3f}" if summary["sd_difference"] is not None else ""
     print(f"| mean | | {summary['mean']['pretrained']:.3f} | {summary['mean']['scratch']:.3f} | "
           f"{summary['mean_difference']:+.3f}{sd} |")
