@@ -13,11 +13,17 @@ from pathlib import Path
 class Commands:
     """Self-supervised pretraining for nnU-Net and MONAI. Run `monai-ssl COMMAND --help` for details."""
 
-    def demo(self, output_dir: str = "demo_output", minutes: float = 15.0, device: str = "auto", seed: int = 0):
-        """The main job: demo cohort -> nnU-Net plans -> MAE pretraining -> export -> fine-tune (few labels) -> Dice."""
+    def demo(self, output_dir: str = "demo_output", device: str = "auto", seed: int = 0, n_train_labels: int = 4,
+             pretrain_epochs: int = 3, pretrain_epoch_length: int = 40, finetune_epochs: int = 4,
+             finetune_iterations: int = 40, finetune_lr: float = 1e-2):
+        """The main job: demo cohort -> nnU-Net plans -> MAE pretraining -> export -> fine-tune (few labels) -> Dice.
+
+        The defaults are sized for a 2-core CPU; raise the epochs on a GPU."""
         from monai_ssl_plugin.workflows.demo import run_demo
 
-        run_demo(output_dir=output_dir, device=device, seed=seed)
+        run_demo(output_dir=output_dir, device=device, seed=seed, n_train_labels=n_train_labels,
+                 pretrain_epochs=pretrain_epochs, pretrain_epoch_length=pretrain_epoch_length,
+                 finetune_epochs=finetune_epochs, finetune_iterations=finetune_iterations, finetune_lr=finetune_lr)
 
     def make_demo_data(self, raw_dir: str, dataset_id: int = 501, n_labelled: int = 12, n_unlabelled: int = 24,
                        spacing: float = 2.0, seed: int = 0):
