@@ -1,7 +1,7 @@
 """Pretrained vs from-scratch twin in nnU-Net on the demo cohort: same plans, same budget, several seeds.
 
     python benchmarks/bench_nnunet_finetune.py --output_dir bench_out                # 2 seeds, 3 epochs x 50 its
-    python benchmarks/bench_nnunet_finetune.py --seeds 0 1 2 --epochs 5 --n_train_labels 4
+    python benchmarks/bench_nnunet_finetune.py --seeds 0 1 2 --epochs 3 --n_train_labels 4 --lr 1e-2
 
 Steps (the real nnU-Net commands, run as subprocesses; everything logged to ``<output>/logs``):
 
@@ -13,12 +13,14 @@ Steps (the real nnU-Net commands, run as subprocesses; everything logged to ``<o
 4. per seed s: fold s of ``splits_final.json`` trains on ``--n_train_labels`` labelled cases (validation
    on 2 others; a different random choice per seed), then both arms on that fold with the same plans
    (``-p`` identical), the same number of epochs and iterations:
-   ``nnUNetTrainerSSL_5epochs`` (pretrained, peak lr 1e-3) and ``nnUNetTrainerScratch_5epochs``
-   (nnU-Net's 1e-2), with ``nnUNet_SSL_epochs`` = ``--epochs``;
+   ``nnUNetTrainerSSL_5epochs`` (pretrained) and ``nnUNetTrainerScratch_5epochs`` (random init), with
+   ``nnUNet_SSL_epochs`` = ``--epochs`` and the same peak lr ``--lr`` for both (``nnUNet_SSL_lr`` =
+   ``nnUNet_SSL_scratch_lr``; default 1e-2: the published 1e-3 for pretrained weights assumes 1000
+   epochs, and a few epochs need nnU-Net's 1e-2 to move at all; ``--lr 0`` keeps the trainers' defaults);
 5. ``nnUNetv2_predict`` on the 4 held-out test subjects, mean Dice (grey + white matter) per arm.
 
-Writes ``<output>/bench_nnunet_finetune.json`` and prints a markdown table (per seed, mean ± sd of the
-paired difference) with the wall time of each step and each run's training time (sum of nnU-Net's epoch
+Writes ``<output>/bench_nnunet_finetune.json`` and prints a markdown table (per seed; mean ± sd of each
+arm and of the paired difference) with the wall time of each step and each run's training time (sum of nnU-Net's epoch
 times). The same plans for both arms are asserted from the two model folders' ``plans.json``
 (``assert_twin_plans``). Resumable: finished steps (plans, pretraining, trained folds) are kept.
 """
@@ -58,11 +60,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--patch_size", type=int, default=48)
     parser.add_argument("--pretrain_epochs", type=int, default=3)
     parser.add_argument("--pretrain_epoch_length", type=int, default=50)
+    parser.add_argument("--lr", type=float, default=1e-2,
+                        help="peak lr of both arms (0: the trainers' defaults, 1e-3 pretrained / 1e-2 scratch)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
     import torch
 
+    from monai_ssl_plugin.checkpoint import atomic_write_text
     from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
     from monai_ssl_plugin.engine.run import pretrain
     from monai_ssl_plugin.export.nnunet import export_nnunet
@@ -73,7 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.time()
     out = Path(args.output_dir).resolve()
     env = nnunet_environment(out)
-    env.update({"nnUNet_SSL_epochs": str(args.epochs), "nnUNet_SSL_iterations": str(args.iterations)})
+    env.update({"nnUNet_SSL_epochs": str(args.epochs), "nnUNet_SSL_iterations": str(args.iterations),
+                "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY", "PASSIVE")})  # idle threads yield on a shared CPU
+    if args.lr > 0:  # same peak lr for both arms: the twins then differ only in their initialisation
+        env.update({"nnUNet_SSL_lr": str(args.lr), "nnUNet_SSL_scratch_lr": str(args.lr)})
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
     log = out / "logs" / "nnunet_commands.log"
     timings: dict[str, float] = {}
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     labelled = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
     splits = [few_label_split(labelled, args.n_train_labels, n_val=2, seed=s)[0] for s in args.seeds]
-    (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    atomic_write_text(json.dumps(splits, indent=2), pre / "splits_final.json")
     labels = [int(v) for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if k != "background"]
     rows = []
     for fold, seed in enumerate(args.seeds):
@@ -136,23 +144,28 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "setup": {"dataset": raw.name, "plans": plans_id, "plans_fingerprint": plans_fingerprint(plans_file),
                   "patch_size": [args.patch_size] * 3, "fine_tuning": f"{args.epochs} epochs x {args.iterations} "
-                  f"iterations, batch 2", "train_labels": args.n_train_labels, "test_subjects": 4,
+                  f"iterations, batch 2", "peak_lr": args.lr if args.lr > 0 else "trainer defaults",
+                  "train_labels": args.n_train_labels, "test_subjects": 4,
                   "pretraining": f"MAE, {args.pretrain_epochs} x {args.pretrain_epoch_length} iterations, batch 2, "
                                  "all 36 training images", "arms": ARMS, "device": args.device,
                   "cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
         "rows": rows, "mean": {arm: statistics.mean(r[arm] for r in rows) for arm in ARMS},
+        "sd": {arm: statistics.stdev(r[arm] for r in rows) if len(rows) > 1 else None for arm in ARMS},
         "mean_difference": statistics.mean(diffs), "sd_difference": statistics.stdev(diffs) if len(diffs) > 1 else None,
         "timings_s": timings, "total_min": round((time.time() - t_start) / 60, 1),
         "command": "python benchmarks/bench_nnunet_finetune.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    (out / "bench_nnunet_finetune.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(json.dumps(summary, indent=2), out / "bench_nnunet_finetune.json")
     print("\n| seed | labelled training cases | pretrained Dice | scratch Dice | difference |")
     print("| --- | --- | --- | --- | --- |")
     for r, d in zip(rows, diffs):
         cases = ", ".join(r["train_cases"])
         print(f"| {r['seed']} | {cases} | {r['pretrained']:.3f} | {r['scratch']:.3f} | {d:+.3f} |")
-    sd = f" ± {summary['sd_difference']:.3f}" if summary["sd_difference"] is not None else ""
-    print(f"| mean | | {summary['mean']['pretrained']:.3f} | {summary['mean']['scratch']:.3f} | "
-          f"{summary['mean_difference']:+.3f}{sd} |")
+    def pm(mean: float, sd: float | None, fmt: str = ".3f") -> str:
+        return f"{mean:{fmt}}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+    print(f"| mean ± sd | | {pm(summary['mean']['pretrained'], summary['sd']['pretrained'])} | "
+          f"{pm(summary['mean']['scratch'], summary['sd']['scratch'])} | "
+          f"{pm(summary['mean_difference'], summary['sd_difference'], '+.3f')} |")
     print(f"\n{summary['total_min']} min in total; {json.dumps(timings)}")
     return summary
 

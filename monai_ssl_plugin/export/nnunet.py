@@ -22,7 +22,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -406,14 +406,58 @@ def _require_nnunet_record(weights: PretrainedWeights) -> CheckpointRecord:
     return record
 
 
-def normalization_matches(pretrained: list[str] | None, plans: list[str]) -> tuple[bool, int]:
-    """(equal, repeat): the pretrained schemes equal the plans', possibly repeated ``repeat`` times over
-    the extra input channels (the ``channels`` adaptation repeats the stem, so it repeats the scheme too)."""
-    pretrained, plans = list(pretrained or []), list(plans)
-    if pretrained and len(plans) > len(pretrained) and len(plans) % len(pretrained) == 0:
-        repeat = len(plans) // len(pretrained)
-        return pretrained * repeat == plans, repeat
-    return pretrained == plans, 1
+@dataclass
+class NormalizationCheck:
+    """The pretrained intensity normalisation compared per input channel of the plans.
+
+    ``expected[j]`` is the scheme pretraining used for what the fine-tuned network's input channel ``j``
+    reads (None when the channel counts cannot be paired: the architecture check refuses those);
+    ``differences`` names each channel whose plans scheme differs; ``repeat`` is how often the
+    pretrained channels are tiled by the ``channels`` adaptation (1: no adaptation).
+    """
+
+    expected: list[str] | None
+    plans: list[str]
+    pretrained_channels: int
+    repeat: int
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def matches(self) -> bool:
+        return self.expected is not None and not self.differences
+
+
+def compare_normalization(pretrained: Sequence[str] | None, plans: Sequence[str],
+                          pretrained_channels: int | None = None) -> NormalizationCheck:
+    """Pair the plans' scheme of each input channel with the pretrained scheme behind it.
+
+    A record giving one scheme for a multi-channel pretraining applies it to every pretrained channel.
+    With more input channels than pretrained (a multiple), the ``channels`` adaptation tiles the stem
+    (:func:`~monai_ssl_plugin.export.adaptation.repeat_input_channels`: input channel ``j`` gets the
+    weights of pretrained channel ``j mod C``), so the schemes are tiled the same way and compared
+    channel by channel: ``[CT, ZScore]`` pretrained fits ``[CT, ZScore, CT, ZScore]``, not
+    ``[CT, CT, ZScore, ZScore]``.
+    """
+    schemes, plans = [str(s) for s in (pretrained or [])], [str(s) for s in plans]
+    channels = int(pretrained_channels or len(schemes) or 1)
+    if len(schemes) == 1 and channels > 1:
+        schemes = schemes * channels
+    n = len(plans)
+    if not schemes or len(schemes) != channels or n < channels or n % channels:
+        return NormalizationCheck(None, plans, channels, 1)
+    repeat = n // channels
+    expected = schemes * repeat
+    diffs = [f"channel {j}: {have} in the plans, {want} pretrained"
+             + (f" (pretrained channel {j % channels} repeated)" if repeat > 1 else "")
+             for j, (have, want) in enumerate(zip(plans, expected)) if have != want]
+    return NormalizationCheck(expected, plans, channels, repeat, diffs)
+
+
+def normalization_matches(pretrained: Sequence[str] | None, plans: Sequence[str],
+                          pretrained_channels: int | None = None) -> tuple[bool, int]:
+    """(equal per channel, repeat) of :func:`compare_normalization`."""
+    check = compare_normalization(pretrained, plans, pretrained_channels)
+    return check.matches, check.repeat
 
 
 def part_selector(prefixes: list[str]) -> Callable[[str], bool]:
@@ -488,10 +532,13 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
                           f"{plans_identifier}; the fine-tuning trainer adapts them at load time, e.g. "
                           f"{next(iter(check.adapted))}: {next(iter(check.adapted.values()))}.", stacklevel=2)
         norm = list(target.configuration_dict.get("normalization_schemes", []))
-        if record.normalization and norm and not normalization_matches(record.normalization, norm)[0]:
+        norm_check = compare_normalization(record.normalization, norm, record.in_channels)
+        if record.normalization and norm and norm_check.differences:
+            then = ("nnUNetTrainerSSL warns (nnssl z-scores everything)" if weights.from_nnssl else
+                    "nnUNetTrainerSSL will refuse it unless nnUNet_SSL_allow_normalization_mismatch=1")
             warnings.warn(f"{weights.path} was pretrained with normalisation {record.normalization}, "
-                          f"{target.dataset_name} {configuration} uses {norm}; nnUNetTrainerSSL will refuse it "
-                          "unless nnUNet_SSL_allow_normalization_mismatch=1.", stacklevel=2)
+                          f"{target.dataset_name} {configuration} uses {norm} "
+                          f"({'; '.join(norm_check.differences[:3])}); {then}.", stacklevel=2)
         if output_file is None:
             output_file = pretrained_file_path(target.dataset_name, configuration, plans_identifier)
     elif output_file is None:

@@ -248,11 +248,14 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
         if record is None or not record.normalization:
             raise PluginError("normalization='checkpoint' needs a checkpoint whose record gives its normalisation.",
                               "Keep the target's normalisation.")
-        theirs = list(record.normalization)
-        theirs = theirs * n_channels if len(theirs) == 1 else theirs
-        if len(theirs) != n_channels:
-            raise PluginError(f"The checkpoint's normalisation {record.normalization} does not give one scheme for each "
-                              f"of the {n_channels} channels.", "Keep the target's normalisation.")
+        from monai_ssl_plugin.export.nnunet import compare_normalization
+
+        # per target channel, tiled as the channels adaptation tiles the stem
+        theirs = compare_normalization(record.normalization, target_norm, record.in_channels).expected
+        if theirs is None:
+            raise PluginError(f"The checkpoint's normalisation {record.normalization} (for {record.in_channels} "
+                              f"channel(s)) does not give one scheme for each of the {n_channels} channels.",
+                              "Keep the target's normalisation.")
         if theirs != target_norm:
             reprocess.append(f"normalisation {target_norm} -> {theirs}")
             new_conf["normalization_schemes"] = theirs
@@ -262,7 +265,7 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
         from monai_ssl_plugin.export.nnunet import normalization_matches
 
         theirs = list(record.normalization)
-        if not normalization_matches(theirs, target_norm)[0]:
+        if not normalization_matches(theirs, target_norm, record.in_channels)[0]:
             if provenance.get("pretrained_from") == "nnssl_adaptation_plan":
                 say(f"[monai-ssl] WARNING: nnssl pretrained with {theirs} (nnssl z-scores everything); the variant keeps "
                     f"{target_norm} of {ds_dir.name}. The trainers warn about it; monai-ssl pretraining keeps "

@@ -15,21 +15,20 @@ refused when the plans are not the axis-reversed pretrained architecture.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
-
-import json
-from dataclasses import dataclass, field
 
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.export.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter, n_stages, parse_adaptations
 from monai_ssl_plugin.export.loading import LoadReport, load_weights
 from monai_ssl_plugin.export.nnunet import (EXPORT_COMMAND, PretrainedWeights, adaptation_hint,
                                             architecture_differences, architecture_mismatch_error, check_transfer,
-                                            is_seg_layer, normalization_matches, part_selector, plans_fix,
+                                            compare_normalization, is_seg_layer, part_selector, plans_fix,
                                             pretrained_file_path, read_pretrained)
 
 ENV_PRETRAINED = "nnUNet_SSL_pretrained"  # explicit file, overrides the conventional place
@@ -81,31 +80,44 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                           "nnU-Net feeds its network (z, y, x) volumes; the kernels would see transposed anatomy.",
                           "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet') and export again.")
     norm = list(normalization_schemes)
-    same, repeat = normalization_matches(record.normalization, norm)
-    n = len(record.normalization or [])
-    repeated = f" ({n} channel{'s' if n > 1 else ''} repeated)" if repeat > 1 else ""
     if not record.normalization:
         log(f"[monai-ssl] WARNING: the record of {weights.path} does not say its intensity normalisation; "
             f"the plans use {norm}.")
-    elif not same:
+        _check_spacing(record.spacing, spacing, log)
+        return
+    # per input channel of the plans, tiled like the stem when the channels adaptation repeats it
+    check = compare_normalization(record.normalization, norm, record.in_channels)
+    if check.expected is None:  # channel counts that cannot be paired: the architecture check names them
+        log(f"[monai-ssl] NOTE: normalisation not compared per channel: pretrained on {check.pretrained_channels} "
+            f"channel(s) {list(record.normalization)}, the plans have {len(norm)} {norm}.")
+    elif check.differences:
+        detail = "; ".join(check.differences)
         if weights.from_nnssl:
             log(f"[monai-ssl] WARNING: {weights.path} is an nnssl checkpoint, pretrained with "
-                f"{list(record.normalization)} (nnssl z-scores everything); the plans use {norm}. Fine-tuning adapts, "
-                "but features transfer less well across normalisations (monai-ssl pretraining keeps "
-                "CTNormalization).")
+                f"{list(record.normalization)} (nnssl z-scores everything); the plans use {norm} ({detail}). "
+                "Fine-tuning adapts, but features transfer less well across normalisations (monai-ssl pretraining "
+                "keeps CTNormalization).")
         else:
             msg = (f"{weights.path} was pretrained with intensity normalisation {list(record.normalization)}, the plans "
-                   f"use {norm}.")
+                   f"use {norm} ({detail}).")
             if not _truthy(os.environ.get(ENV_ALLOW_NORMALIZATION_MISMATCH)):
                 raise PluginError(msg, "Pretrain on data normalised like this dataset (e.g. its nnU-Net preprocessed "
                                        f"folder), or set {ENV_ALLOW_NORMALIZATION_MISMATCH}=1 to fine-tune anyway.")
             log(f"[monai-ssl] WARNING: {msg} Continuing because {ENV_ALLOW_NORMALIZATION_MISMATCH} is set.")
     else:
+        c = check.pretrained_channels
+        repeated = f" ({c} channel{'s' if c > 1 else ''} repeated)" if check.repeat > 1 else ""
         log(f"[monai-ssl] normalisation {norm} matches the pretraining record{repeated}")
-    if record.spacing is not None and spacing is not None and len(record.spacing) == len(spacing):
-        ratio = max(max(a, b) / max(min(a, b), 1e-8) for a, b in zip(record.spacing, spacing))
+    _check_spacing(record.spacing, spacing, log)
+
+
+def _check_spacing(pretrained: Sequence[float] | None, spacing: Sequence[float] | None,
+                   log: Callable[[str], None]) -> None:
+    """A spacing far from the pretraining one is reported, not refused."""
+    if pretrained is not None and spacing is not None and len(pretrained) == len(spacing):
+        ratio = max(max(a, b) / max(min(a, b), 1e-8) for a, b in zip(pretrained, spacing))
         if ratio > 1.5:
-            log(f"[monai-ssl] NOTE: pretraining spacing {list(record.spacing)} differs from the plans' "
+            log(f"[monai-ssl] NOTE: pretraining spacing {list(pretrained)} differs from the plans' "
                 f"{list(spacing)}; transfer is weaker far from the pretraining spacing (Wald et al. 2025).")
 
 

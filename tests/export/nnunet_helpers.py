@@ -52,15 +52,18 @@ def tiny_plans(dataset_name: str = "Dataset901_Tiny", features: tuple[int, ...] 
 
 
 def write_checkpoint(path: Path, backbone: NnUNetBackbone | None = None, *, axis_order: str = "nnunet",
-                     normalization: str = "ZScoreNormalization", spacing: list[float] | None = None,
+                     normalization: str | list[str] = "ZScoreNormalization", spacing: list[float] | None = None,
                      patch_size: tuple[int, ...] = (16, 16, 16), steps: int = 3) -> Path:
-    """A pretraining checkpoint in the ``CHECKPOINT_KEYS`` layout: MAE over ``backbone`` (default: tiny preset)."""
+    """A pretraining checkpoint in the ``CHECKPOINT_KEYS`` layout: MAE over ``backbone`` (default: tiny preset).
+
+    ``normalization``: one scheme (recorded for the first channel only, as a one-scheme record) or the list
+    the record gives, one per pretrained channel."""
     backbone = backbone or nnunet_plain_tiny()
     pretext = MaskedImageModelling(backbone, block_size=4)
     with torch.no_grad():  # make the weights recognisable: not the builder's initialisation
         for p in backbone.network.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    info = {"axis_order": axis_order, "spacing": spacing or [1.0, 1.0, 1.0], "normalization": [normalization],
+    info = {"axis_order": axis_order, "spacing": spacing or [1.0, 1.0, 1.0], "normalization": [normalization] if isinstance(normalization, str) else list(normalization),
             "dataset_name": "Dataset901_Tiny"}
     record = build_record(backbone, pretext, info, list(patch_size), steps=steps).to_dict()
     # plain types only (checkpoint.software_versions may hold str subclasses such as torch's TorchVersion)
@@ -72,11 +75,15 @@ def write_checkpoint(path: Path, backbone: NnUNetBackbone | None = None, *, axis
 
 def write_preprocessed_dataset(root: Path, plans: dict[str, Any], n_channels: int = 1,
                                labels: dict[str, int] | None = None) -> Path:
-    """``$nnUNet_preprocessed/<dataset_name>/`` with plans, dataset.json and a data folder nnU-Net can type."""
+    """``$nnUNet_preprocessed/<dataset_name>/`` with plans, dataset.json and a data folder nnU-Net can type.
+
+    Channel names follow the plans' normalisation (``CT`` for ``CTNormalization``, else ``MRI``)."""
     folder = root / plans["dataset_name"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{plans['plans_name']}.json").write_text(json.dumps(plans, indent=1))
-    ds = {"channel_names": {str(i): "MRI" for i in range(n_channels)},
+    schemes = plans["configurations"]["3d_fullres"]["normalization_schemes"]
+    names = ["CT" if schemes[i % len(schemes)] == "CTNormalization" else "MRI" for i in range(n_channels)]
+    ds = {"channel_names": {str(i): name for i, name in enumerate(names)},
           "labels": labels or {"background": 0, "a": 1, "b": 2}, "numTraining": 1, "file_ending": ".nii.gz"}
     (folder / "dataset.json").write_text(json.dumps(ds))
     data = folder / plans["configurations"]["3d_fullres"]["data_identifier"]

@@ -220,3 +220,28 @@ def test_export_is_read_by_nnssl_style_adaptation_from_its_plan_alone(tmp_path: 
     assert plan["pretrain_num_input_channels"] == 1 and plan["key_to_lpe"] is None
     assert torch.equal(network.state_dict()["encoder.stages.2.0.convs.0.conv.weight"],
                        weights["encoder.stages.2.0.convs.0.conv.weight"])
+
+
+def test_normalisation_is_compared_per_channel_as_the_stem_is_tiled():
+    from monai_ssl_plugin.export.nnunet import compare_normalization, normalization_matches
+
+    ct, z = "CTNormalization", "ZScoreNormalization"
+    same = compare_normalization([ct, z], [ct, z], 2)
+    assert same.matches and same.repeat == 1 and same.expected == [ct, z]
+    # 2 pretrained channels tiled over 4 (input channel j reads pretrained channel j mod 2)
+    tiled = compare_normalization([ct, z], [ct, z, ct, z], 2)
+    assert tiled.matches and tiled.repeat == 2 and tiled.expected == [ct, z, ct, z]
+    wrong = compare_normalization([ct, z], [ct, ct, z, z], 2)
+    assert not wrong.matches and wrong.differences == [
+        "channel 1: CTNormalization in the plans, ZScoreNormalization pretrained (pretrained channel 1 repeated)",
+        "channel 2: ZScoreNormalization in the plans, CTNormalization pretrained (pretrained channel 0 repeated)"]
+    # a one-scheme record of a 2-channel pretraining applies to both channels; no repeat claimed
+    broadcast = compare_normalization([z], [z, z], 2)
+    assert broadcast.matches and broadcast.repeat == 1
+    assert compare_normalization([z], [z, ct], 2).differences == [
+        "channel 1: CTNormalization in the plans, ZScoreNormalization pretrained"]
+    # counts that cannot be paired (fewer, not a multiple, inconsistent record): no claim either way
+    for pretrained, plans, channels in (([z, z], [z], 2), ([z, z], [z, z, z], 2), ([z, ct, z], [z, ct], 2)):
+        check = compare_normalization(pretrained, plans, channels)
+        assert check.expected is None and not check.matches
+    assert normalization_matches([z], [z, z, z]) == (True, 3)  # channel count from the record when not given

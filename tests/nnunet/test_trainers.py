@@ -130,6 +130,41 @@ def test_more_input_channels_downstream_repeat_the_stem_and_are_reported(tmp_pat
     assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(got, want))
 
 
+def _multichannel_plans(schemes: list[str]) -> dict:
+    plans = tiny_plans()
+    conf = plans["configurations"]["3d_fullres"]
+    conf["normalization_schemes"], conf["use_mask_for_norm"] = list(schemes), [False] * len(schemes)
+    return plans
+
+
+def test_multichannel_normalisation_is_checked_per_channel_through_the_channel_adaptation(
+        tmp_path: Path, nnunet_env, monkeypatch: pytest.MonkeyPatch):
+    """CT + MRI pretrained (2 channels) -> 4 channels: the stem is tiled, and so is the per-channel normalisation."""
+    ct, z = "CTNormalization", "ZScoreNormalization"
+    two = write_checkpoint(tmp_path / "ct_mr.pt", NnUNetBackbone.from_plans(tiny_plans(), in_channels=2),
+                           normalization=[ct, z])
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(two))
+    tiled = _extra_dataset(_multichannel_plans([ct, z, ct, z]), "Dataset906_Tiled", n_channels=4)
+    trainer = make_trainer(nnUNetTrainerSSL_short, tiled)
+    trainer.initialize()
+    stem = "encoder.stages.0.0.convs.0.conv.weight"
+    assert trainer.pretrained_report.loaded_fraction == 1.0
+    assert trainer.pretrained_notes[stem] == "input channels 2 -> 4 (repeated x2, divided by 2)"
+    assert (f"normalisation ['{ct}', '{z}', '{ct}', '{z}'] matches the pretraining record (2 channels repeated)"
+            in log_text(trainer))
+    # the stem's channel j is pretrained channel j mod 2, so CT, CT, MRI, MRI does not fit: channels 1 and 2 named
+    grouped = _extra_dataset(_multichannel_plans([ct, ct, z, z]), "Dataset907_Grouped", n_channels=4)
+    with pytest.raises(PluginError, match=r"channel 1: CTNormalization in the plans, ZScoreNormalization pretrained "
+                                          r"\(pretrained channel 1 repeated\); channel 2: ZScoreNormalization in the "
+                                          r"plans, CTNormalization pretrained .*nnUNet_SSL_allow_normalization_mismatch"):
+        make_trainer(nnUNetTrainerSSL_short, grouped).initialize()
+    # same channel count, one channel's scheme differs: refused naming that channel
+    mixed = _extra_dataset(_multichannel_plans([ct, ct]), "Dataset908_Mixed", n_channels=2)
+    with pytest.raises(PluginError, match=r"the plans use \['CTNormalization', 'CTNormalization'\] \(channel 1: "
+                                          r"CTNormalization in the plans, ZScoreNormalization pretrained\)\."):
+        make_trainer(nnUNetTrainerSSL_short, mixed).initialize()
+
+
 def test_channel_adaptation_can_be_switched_off_and_the_error_names_the_fix(tmp_path: Path, nnunet_env,
                                                                             monkeypatch: pytest.MonkeyPatch):
     plans, dataset_json = _two_channel_dataset(nnunet_env)
