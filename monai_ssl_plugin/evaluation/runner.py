@@ -1,0 +1,313 @@
+"""Run an evaluation protocol, resumably: one JSON file per finished cell.
+
+A cell is (route, task, pretext, budget, seed); its arm is ``ssl`` for a pretext and ``scratch``
+for the from-scratch twin (named ``scratch``: it does not depend on the pretext, so one scratch cell
+serves every pretext's SSL - scratch delta). Routes: ``monai`` (fine-tuning), ``probe`` (frozen
+features, when ``probes`` are on) and ``nnunet`` (real nnU-Net commands, segmentation tasks).
+
+Layout of ``output_dir``::
+
+    protocol.json  splits.json  record.json  report.md  images/*.png
+    nnUNet_raw/ nnUNet_preprocessed/        the dataset (demo cohort written here)
+    pretraining/<pretext>/                  the bundle's run dir (checkpoints/, tensorboard/, online_probe.json)
+    cells/<cell id>.json                    one result per cell, written atomically
+    nnunet_cells/<cell id>/                 per-cell nnUNet_results, test links, predictions
+    logs/<cell id>.log                      load reports and nnU-Net output
+
+Re-running with the same ``output_dir`` skips finished cells, resumes an interrupted pretraining
+from its ``latest.pt`` and reuses finished checkpoints (shared by every cell of a pretext). A cell
+interrupted mid-way left no file and is computed again from its start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.evaluation.protocol import SEGMENTATION_TASKS, Protocol, load_protocol
+from monai_ssl_plugin.evaluation.splits import Splits, make_splits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    route: str  # monai | probe | nnunet
+    task: str
+    pretext: str  # a pretext name, or "scratch"
+    budget: int
+    seed: int
+
+    @property
+    def arm(self) -> str:
+        return "scratch" if self.pretext == "scratch" else "ssl"
+
+    @property
+    def id(self) -> str:
+        return f"{self.route}__{self.task}__{self.pretext}__n{self.budget}__s{self.seed}"
+
+
+def plan_cells(p: Protocol, budgets: list[int]) -> list[Cell]:
+    """Every cell of the protocol, in run order (MONAI fine-tuning, probes, nnU-Net)."""
+    arms = [x.name for x in p.pretexts] + ["scratch"]
+    cells: list[Cell] = []
+    if "monai" in p.routes:
+        routes = ["monai"] + (["probe"] if (p.probes.linear or p.probes.knn or p.probes.segmentation_head) else [])
+        for route in routes:
+            for task in p.tasks:
+                if route == "probe" and task in SEGMENTATION_TASKS and not p.probes.segmentation_head:
+                    continue
+                if route == "probe" and task not in SEGMENTATION_TASKS and not (p.probes.linear or p.probes.knn):
+                    continue
+                cells += [Cell(route, task, a, b, s) for s in p.seeds for b in budgets for a in arms]
+    if "nnunet" in p.routes:
+        seeds = p.nnunet.seeds if p.nnunet.seeds is not None else p.seeds
+        cells += [Cell("nnunet", t, a, b, s) for t in p.nnunet.tasks if t in p.tasks for s in seeds for b in budgets
+                  for a in arms]
+    return cells
+
+
+class _CellLog:
+    """Appends a cell's messages (load reports) to its log file and keeps the last ones."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, message: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(message.rstrip() + "\n")
+
+
+def prepare_dataset(p: Protocol, raw_root: Path) -> Path:
+    """The raw dataset folder: the demo cohort written under ``raw_root``, or the given one linked there."""
+    from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
+
+    ds = p.dataset
+    if ds.demo is not None:
+        d = ds.demo
+        return make_demo_dataset(raw_root, dataset_id=ds.dataset_id, name=ds.name, n_labelled=d.n_labelled,
+                                 n_unlabelled=d.n_unlabelled, spacing=d.spacing, seed=d.seed, n_test=0,
+                                 atrophy_fraction=d.atrophy_fraction, lesion_fraction=d.lesion_fraction)
+    src = Path(str(ds.raw)).expanduser().resolve()
+    link = raw_root / src.name
+    if not link.exists():
+        link.symlink_to(src, target_is_directory=True)
+    return link
+
+
+def _pretraining_data(raw: Path, splits: Splits, out: Path) -> Path:
+    """Unlabelled images for pretraining: ``imagesUnlabelled`` if the dataset has it, else links to the
+    training pool's images. Test images are never pretrained on."""
+    if (raw / "imagesUnlabelled").is_dir() and any((raw / "imagesUnlabelled").iterdir()):
+        return raw / "imagesUnlabelled"
+    folder = out / "pretraining_images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in sorted((raw / "imagesTr").iterdir()):
+        case = f.name.split("_0000")[0]
+        if case in splits.pool and not (folder / f.name).exists():
+            (folder / f.name).symlink_to(f.resolve())
+    return folder
+
+
+def _online_probe_handler(p: Protocol, cases: Any, splits: Splits, run_dir: Path) -> dict[str, Any] | None:
+    """Config of the online probe handler over a few labelled *training-pool* cases (atrophy labels)."""
+    n = min(p.pretraining.online_probe_cases, len(splits.pool))
+    if p.pretraining.online_probe_every <= 0 or n < 4:
+        return None
+    ids = list(splits.pool[:n])
+    try:
+        labels = [cases.class_label("atrophy_classification", c) for c in ids]
+    except PluginError:
+        return None  # no attribute to probe
+    probe_file = run_dir / "online_probe_set.pt"
+    if not probe_file.is_file():
+        atomic_save({"case_ids": ids, "images": [cases.images[c] for c in ids], "labels": torch.tensor(labels)},
+                    probe_file)
+    return {"_target_": "monai_ssl_plugin.engine.handlers.OnlineProbeHandler", "backbone": "@network",
+            "probe_set": str(probe_file), "every_n": int(p.pretraining.online_probe_every),
+            "output_dir": "@output_dir", "log_dir": "$os.path.join(@output_dir, 'tensorboard')"}
+
+
+def pretrain_once(p: Protocol, name: str, data: Path, out: Path, handler: dict[str, Any] | None) -> Path:
+    """The final checkpoint of pretext ``name``: reused if finished, resumed if interrupted."""
+    from monai.bundle import ConfigParser
+
+    from monai_ssl_plugin.engine.run import bundle_dir, pretrain
+
+    spec = next(x for x in p.pretexts if x.name == name)
+    run_dir = out / "pretraining" / name
+    final = run_dir / "checkpoints" / "final.pt"
+    if final.is_file():
+        return final
+    overrides: dict[str, Any] = {"backbone": p.backbone, "patch_size": list(p.patch_size),
+                                 "batch_size": p.pretraining.batch_size, "device": p.device, "seed": p.dataset.split_seed,
+                                 "quiet": True, "train#trainer#max_epochs": 1,
+                                 "train#epoch_length": p.pretraining.iterations, "train#num_workers": 0}
+    overrides.update({k.replace("::", "#"): v for k, v in spec.overrides.items()})
+    if handler is not None:  # the bundle's own handlers plus the online probe
+        parser = ConfigParser()
+        parser.read_config(str(bundle_dir(spec.bundle) / "configs" / "train.yaml"))
+        overrides["train#handlers"] = list(parser.get("train#handlers")) + [handler]
+    resume = (run_dir / "checkpoints" / "latest.pt").is_file()
+    logger.info("Pretraining %s (%s) -> %s%s", name, spec.bundle, run_dir, " (resuming)" if resume else "")
+    return pretrain(spec.bundle, dataset_dir=data, output_dir=run_dir, resume=resume, **overrides)
+
+
+def run_monai_cell(p: Protocol, cell: Cell, cases: Any, train: list[str], test: list[str], ckpt: Path | None,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    from monai_ssl_plugin.evaluation import monai_route as m
+
+    common = dict(backbone=p.backbone, checkpoint=ckpt, seed=cell.seed, log=log)
+    seg = cell.task in SEGMENTATION_TASKS
+    if cell.route == "monai" and seg:
+        return m.finetune_segmentation(cases, cell.task, train, test, patch=p.patch_size, iterations=p.monai.iterations,
+                                       batch_size=p.monai.batch_size, lr=p.monai.lr, **common)
+    if cell.route == "monai":
+        return m.finetune_classification(cases, cell.task, train, test, patch=p.patch_size,
+                                         iterations=p.monai.classification_iterations, batch_size=p.monai.batch_size,
+                                         lr=p.monai.lr, **common)
+    if seg:
+        return m.probe_segmentation(cases, cell.task, train, test, patch=p.patch_size, iterations=p.probes.head_iterations,
+                                    batch_size=p.monai.batch_size, lr=p.monai.lr, **common)
+    return m.probe_classification(cases, cell.task, train, test, knn_k=p.probes.knn_k, linear=p.probes.linear,
+                                  knn=p.probes.knn, **common)
+
+
+def read_scalars(tensorboard_dir: Path, prefix: str = "") -> dict[str, list[list[float]]]:
+    """``{tag: [[step, value], ...]}`` from a TensorBoard folder (tags starting with ``prefix``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not tensorboard_dir.is_dir():
+        return {}
+    acc = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [[int(e.step), float(e.value)] for e in acc.Scalars(t)] for t in acc.Tags().get("scalars", [])
+            if t.startswith(prefix)}
+
+
+def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callable[[Cell], None] | None = None,
+             report: bool = True) -> dict[str, Any]:
+    """Run (or continue) the protocol in ``config``; write the record, the report and the plots.
+
+    ``on_cell_done`` is called after each cell that was computed in this call (not for skipped ones).
+    Returns the record.
+    """
+    from monai_ssl_plugin.evaluation.cases import load_labelled_cases
+    from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment
+
+    t_start = time.time()
+    p = load_protocol(config)
+    out = Path(output_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(p.to_dict(), indent=1), out / "protocol.json")
+    threads = torch.get_num_threads()
+    try:
+        env = nnunet_environment(out)
+        raw = prepare_dataset(p, Path(env["nnUNet_raw"]))
+        from monai_ssl_plugin.backbones import create_backbone
+
+        divisor = create_backbone(p.backbone).divisor()
+        cases = load_labelled_cases(raw, divisor)
+        groups = cases.groups(p.dataset.patient_key)
+        n_pool = len(cases.case_ids) - p.dataset.n_test
+        budgets = p.budget_counts(n_pool)
+        splits = make_splits(cases.case_ids, p.dataset.n_test, budgets, p.seeds, p.dataset.split_seed, groups)
+        if "nnunet" in p.routes and p.nnunet.seeds:
+            splits = make_splits(cases.case_ids, p.dataset.n_test, budgets, sorted(set(p.seeds) | set(p.nnunet.seeds)),
+                                 p.dataset.split_seed, groups)
+        atomic_write_text(json.dumps({"test": list(splits.test), "pool": list(splits.pool),
+                                      "train": {f"n{b}_s{s}": list(v) for (s, b), v in splits.train.items()}},
+                                     indent=1), out / "splits.json")
+        test = list(splits.test)
+
+        data = _pretraining_data(raw, splits, out)
+        checkpoints: dict[str, Path] = {}
+        pretrain_seconds: dict[str, float] = {}
+        for spec in p.pretexts:
+            run_dir = out / "pretraining" / spec.name
+            run_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            was_done = (run_dir / "checkpoints" / "final.pt").is_file()
+            checkpoints[spec.name] = pretrain_once(p, spec.name, data, out, _online_probe_handler(p, cases, splits, run_dir))
+            if not was_done:
+                pretrain_seconds[spec.name] = round(time.time() - t0, 1)
+                atomic_write_text(json.dumps({"seconds": pretrain_seconds[spec.name]}), run_dir / "pretrain_time.json")
+        torch.set_num_threads(max(1, int(os.environ.get("MONAI_SSL_EVAL_THREADS", "1"))))
+
+        nn_state: dict[str, Any] = {}
+        results: dict[str, dict[str, Any]] = {}
+        for cell in plan_cells(p, budgets):
+            path = out / "cells" / f"{cell.id}.json"
+            if path.is_file():
+                results[cell.id] = json.loads(path.read_text())
+                continue
+            train = splits.training(cell.seed, cell.budget)
+            ckpt = checkpoints.get(cell.pretext)
+            log = _CellLog(out / "logs" / f"{cell.id}.log")
+            logger.info("Cell %s (%d training cases)", cell.id, len(train))
+            if cell.route == "nnunet":
+                metrics = _run_nnunet_cell(p, cell, cases, raw, env, train, test, ckpt, out, nn_state, log)
+            else:
+                metrics = run_monai_cell(p, cell, cases, train, test, ckpt, log)
+            result = {"cell": cell.id, "route": cell.route, "task": cell.task, "pretext": cell.pretext, "arm": cell.arm,
+                      "budget": cell.budget, "seed": cell.seed, "train_cases": train, "metrics": metrics}
+            atomic_write_text(json.dumps(result, indent=1), path)
+            results[cell.id] = result
+            if on_cell_done is not None:
+                on_cell_done(cell)
+    finally:
+        torch.set_num_threads(threads)
+
+    record = {"protocol": p.to_dict(), "output_dir": str(out), "dataset": str(raw), "splits": {"test": test},
+              "budgets": budgets, "cells": results, "pretraining": {}, "software": _versions()}
+    for spec in p.pretexts:
+        run_dir = out / "pretraining" / spec.name
+        probe_file = run_dir / "online_probe.json"
+        timing = run_dir / "pretrain_time.json"
+        record["pretraining"][spec.name] = {
+            "bundle": spec.bundle, "paradigm": spec.paradigm, "checkpoint": str(checkpoints[spec.name]),
+            "loss": read_scalars(run_dir / "tensorboard", "loss").get("loss", []),
+            "online_probe": json.loads(probe_file.read_text()) if probe_file.is_file() else [],
+            "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
+    record["wall_seconds_this_call"] = round(time.time() - t_start, 1)
+    atomic_write_text(json.dumps(record, indent=1), out / "record.json")
+    if report:
+        from monai_ssl_plugin.evaluation.report import write_report
+
+        write_report(record, out)
+    return record
+
+
+def _run_nnunet_cell(p: Protocol, cell: Cell, cases: Any, raw: Path, env: dict[str, str], train: list[str],
+                     test: list[str], ckpt: Path | None, out: Path, state: dict[str, Any], log: _CellLog
+                     ) -> dict[str, Any]:
+    from monai_ssl_plugin.evaluation import nnunet_route
+
+    if "plans_id" not in state:
+        state["plans_id"] = nnunet_route.prepare_plans(p.dataset.dataset_id, env, p.backbone, p.patch_size,
+                                                       p.pretraining.batch_size, out / "logs" / "nnunet_plan.log")
+    plans_id = state["plans_id"]
+    weights = None
+    if ckpt is not None:
+        weights = nnunet_route.export_weights(ckpt, p.dataset.dataset_id, plans_id, env,
+                                              out / "pretraining" / cell.pretext / f"nnunet_{plans_id}.pth")
+    return nnunet_route.run_cell(cases, cell.task, raw, p.dataset.dataset_id, plans_id, env, train, test, p.nnunet.n_val,
+                                 weights, p.nnunet.epochs, p.nnunet.iterations, p.nnunet.lr, out / "nnunet_cells" / cell.id,
+                                 log.path)
+
+
+def _versions() -> dict[str, str]:
+    from monai_ssl_plugin.checkpoint import software_versions
+
+    return software_versions()
