@@ -131,6 +131,16 @@ class Commands:
         print(recommend_command(modality, task, n_labelled, n_unlabelled, dims=dims, traits=traits, device=device,
                                 top_k=top_k, output=output, verbose=verbose))
 
+    def evaluate(self, config: str, output_dir: str):
+        """Run an evaluation protocol (YAML): pretrain, fine-tune / probe at label budgets, report (resumable)."""
+        import logging
+
+        from monai_ssl_plugin.evaluation.runner import evaluate
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        record = evaluate(config, output_dir)
+        print(f"{len(record['cells'])} cells; report: {Path(record['output_dir']) / 'report.md'}")
+
     def list(self):
         """List the registered backbones, pretexts and bundles."""
         from monai_ssl_plugin.backbones import list_backbones
