@@ -13,6 +13,13 @@ Box-shaped regions are filled through their voxel indices (cost ~ box volume) wi
 hash noise, so overlapping boxes write identical values and results stay deterministic; large
 regions (out-painting) use a dense mask from a batched matrix product and blend drawn noise.
 
+On CPU, when numba is installed, the box loops themselves -- local pixel shuffle, in-/out-painting,
+cut-out and paste, coarse dropout and coarse shuffle -- run as compiled loops over the batch
+(:mod:`._cpu_kernels`): the random parameters (which samples, box positions and sizes) are drawn
+exactly as above from the same generator, and the per-voxel randomness comes from one seeded
+stream per sample. Those loops touch each voxel-write once, where the tensor form needs several
+memory passes (and, for the shuffle, a sort); the tensor form remains the path on CUDA.
+
 Published settings implemented here:
 
 * Models Genesis -- Zhou et al., "Models Genesis", Medical Image Analysis 67, 2021: flip (input
@@ -37,6 +44,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import _cpu_kernels
 from ._random import GeneratorLike, bernoulli, integers, random_bits, resolve_generator, uniform
 from .views import random_rotation90
 
@@ -339,6 +347,11 @@ def _uniform_boxes(
     return _scatter_boxes_(x.clone(memory_format=torch.contiguous_format), starts, ends, active, values)
 
 
+def _stream_seeds(batch: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
+    """(B,) int64 seeds of the compiled CPU kernels' per-sample random streams, drawn from ``gen``."""
+    return integers(0, 2**53 - 1, (batch,), gen, device)
+
+
 def _drop_samples(region: Tensor, selected: Tensor) -> Tensor:
     """Clear ``region`` ((B, *spatial) bool) in place for the samples not ``selected``."""
     skip = (~selected).nonzero().squeeze(1)
@@ -585,6 +598,11 @@ def local_pixel_shuffle(
     max_side = torch.tensor([max(1, int(s * max_block_frac)) for s in spatial], device=dev)
     sizes = integers(1, max_side, (batch, n_blocks, dims), gen, dev)
     starts = integers(0, torch.tensor(spatial, device=dev) - sizes, (batch, n_blocks, dims), gen, dev)
+    if _cpu_kernels.available(x):  # the reference's block loop, compiled: each voxel-write once
+        seeds = _stream_seeds(batch, gen, dev)
+        return _on_samples(
+            x, selected, lambda xs, idx: _cpu_kernels.shuffle_boxes_cpu(xs, starts[idx], sizes[idx], seeds[idx])
+        )
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     skipped = (~selected).nonzero().squeeze(1)
     if skipped.numel():
@@ -741,6 +759,11 @@ def in_painting(
     high = torch.tensor([max(1, int(s * size_range[1])) for s in spatial], device=dev)
     sizes = integers(low, high, (batch, max_blocks, dims), gen, dev)
     starts = _window_starts(spatial, sizes, margin, gen)
+    if _cpu_kernels.available(x):
+        return _cpu_kernels.paint_boxes_cpu(
+            x, starts, starts + sizes, active, torch.ones(batch, dtype=torch.int8), _stream_seeds(batch, gen, dev),
+            torch.tensor(float(noise_range[0])), torch.tensor(float(noise_range[1])),
+        )
     return _uniform_boxes(x, starts, starts + sizes, active, noise_range[0], noise_range[1], gen)
 
 
@@ -788,6 +811,11 @@ def out_painting(
     cut_high = torch.tensor([int(v * (1 - size_range[0])) for v in spatial], device=dev)
     sizes = (s - integers(cut_low, cut_high, (batch, max_windows, dims), gen, dev)).clamp(min=1)
     starts = _window_starts(spatial, sizes, margin, gen)
+    if _cpu_kernels.available(x):  # noise written once, the windows copied back: no mask, no blend
+        return _cpu_kernels.paint_boxes_cpu(
+            x, starts, starts + sizes, active, selected.to(torch.int8) * 2, _stream_seeds(batch, gen, dev),
+            torch.tensor(float(noise_range[0])), torch.tensor(float(noise_range[1])),
+        )
     region = _drop_samples(~_box_mask(spatial, starts, starts + sizes, active & selected[:, None]), selected)
     return _fill_noise(x, region, noise_range[0], noise_range[1], gen)
 
@@ -920,6 +948,13 @@ def coarse_dropout(
         low, high = x.reshape(batch, -1).amin(1).float(), x.reshape(batch, -1).amax(1).float()
     elif isinstance(fill_value, (tuple, list)):
         low, high = float(fill_value[0]), float(fill_value[1])
+    noise_fill = fill_value is None or isinstance(fill_value, (tuple, list))
+    if noise_fill and _cpu_kernels.available(x):
+        mode = selected.to(torch.int8) * (1 if dropout_holes else 2)
+        return _cpu_kernels.paint_boxes_cpu(
+            x, starts, starts + sizes, active, mode, _stream_seeds(batch, gen, dev),
+            torch.as_tensor(low, dtype=torch.float64), torch.as_tensor(high, dtype=torch.float64),
+        )
     box_voxels = int((sizes.prod(-1) * active).sum())
     if dropout_holes and 2 * box_voxels < batch * math.prod(spatial):  # small holes: touch only them
         if fill_value is None or isinstance(fill_value, (tuple, list)):
@@ -972,8 +1007,17 @@ def coarse_shuffle(
     selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
     starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
     out = x.clone(memory_format=torch.contiguous_format)
-    _shuffle_holes_(out, starts, sizes, active & selected[:, None], gen)
+    _coarse_shuffle_(out, starts, sizes, active & selected[:, None], gen)
     return out
+
+
+def _coarse_shuffle_(out: Tensor, starts: Tensor, sizes: Tensor, active: Tensor, gen: torch.Generator | None) -> None:
+    """MONAI ``RandCoarseShuffle`` of the active holes of contiguous ``out``, in place: the
+    compiled loop on CPU, the layered tensor form elsewhere."""
+    if _cpu_kernels.available(out):
+        _cpu_kernels.channel_shuffle_boxes_cpu_(out, starts, sizes, active, _stream_seeds(out.shape[0], gen, out.device))
+    else:
+        _shuffle_holes_(out, starts, sizes, active, gen)
 
 
 def _shuffle_holes_(out: Tensor, starts: Tensor, sizes: Tensor, active: Tensor, gen: torch.Generator | None) -> None:
@@ -1034,6 +1078,16 @@ def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
     s_in, z_in, a_in = _coarse_holes(spatial, batch, 6, 5, None, 32, gen, dev)
     s_out, z_out, a_out = _coarse_holes(spatial, batch, 6, 20, None, 64, gen, dev)
     low, high = x.reshape(batch, -1).amin(1).float(), x.reshape(batch, -1).amax(1).float()
+    if _cpu_kernels.available(x):  # both branches in one compiled pass: mode 1 in-paints, 2 out-paints
+        out = _cpu_kernels.paint_boxes_cpu(
+            x, torch.cat([s_in, s_out], 1), torch.cat([s_in + z_in, s_out + z_out], 1),
+            torch.cat([a_in & use_in[:, None], a_out & ~use_in[:, None]], 1),
+            torch.where(use_in, 1, 2).to(torch.int8), _stream_seeds(batch, gen, dev), low, high,
+        )
+        shuffled = bernoulli(0.8, (batch,), gen, dev)
+        s_sh, z_sh, a_sh = _coarse_holes(spatial, batch, 10, 8, None, None, gen, dev)
+        _coarse_shuffle_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
+        return out
     region = _drop_samples(~_box_mask(spatial, s_out, s_out + z_out, a_out & ~use_in[:, None]), ~use_in)
     out = _fill_noise(x, region, low, high, gen)  # out-painted samples; the others are copied
     seed = integers(0, 2**31 - 1, (), gen, dev)
@@ -1046,7 +1100,7 @@ def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
     )
     shuffled = bernoulli(0.8, (batch,), gen, dev)
     s_sh, z_sh, a_sh = _coarse_holes(spatial, batch, 10, 8, None, None, gen, dev)
-    _shuffle_holes_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
+    _coarse_shuffle_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
     return out
 
 
@@ -1111,7 +1165,8 @@ def swin_unetr_cutout(
     Tang et al., "Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image
     Analysis", CVPR 2022. The reference fills with standard normal noise min-max scaled to
     [0, 1] per block; here the noise is bell-shaped (Irwin-Hall of four uniform bytes, close to a
-    normal) min-max scaled over the call, keyed on the voxel index (see the module notes).
+    normal), min-max scaled per block by the compiled CPU loop and over the call by the tensor
+    form (keyed on the voxel index, see the module notes).
     Partners paste from the noise-corrupted batch (the reference's sequential loop pastes from
     partly processed samples).
 
@@ -1129,6 +1184,20 @@ def swin_unetr_cutout(
     spatial = _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
     batch, dev = x.shape[0], x.device
+    if _cpu_kernels.available(x):  # compiled: per-block min-max noise as in the reference, then the paste
+        starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
+        out = _cpu_kernels.paint_boxes_cpu(
+            x, starts, ends, active, torch.full((batch,), 3, dtype=torch.int8), _stream_seeds(batch, gen, dev)
+        )
+        if not paste:
+            return out
+        partner = integers(0, batch - 1, (batch,), gen, dev)
+        starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
+        active = active & (partner != torch.arange(batch, device=dev))[:, None]
+        return _cpu_kernels.paint_boxes_cpu(
+            out, starts, ends, active, torch.full((batch,), 4, dtype=torch.int8), _stream_seeds(batch, gen, dev),
+            partner=partner,
+        )
     seed = integers(0, 2**31 - 1, (), gen, dev)
 
     def scaled_noise(dest: Tensor, owner: Tensor) -> Tensor:

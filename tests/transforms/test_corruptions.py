@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from monai_ssl_plugin.transforms import _cpu_kernels as K
 from monai_ssl_plugin.transforms import corruptions as C
 from monai_ssl_plugin.transforms.views import random_rotation90
 
@@ -20,6 +21,17 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "tensor"])
+def backend(request, monkeypatch):
+    """Every test runs on both CPU paths: the compiled box loops (numba) and the tensor form that
+    CUDA (and a CPU without numba) uses."""
+    if request.param == "compiled" and not K.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    if request.param == "tensor":
+        monkeypatch.setattr(K, "HAVE_NUMBA", False)
+    return request.param
 
 
 def _unique_batch(batch: int, channels: int, spatial: tuple[int, ...], device: str = "cpu", seed: int = 0) -> torch.Tensor:
@@ -450,3 +462,82 @@ def test_swin_unetr_augment_rotations_are_exact(device: str) -> None:
     # same generator state -> same rotation labels as calling random_rotation90 first
     _, first = random_rotation90(x, (-2, -1), torch.Generator(device=device).manual_seed(0))
     assert torch.equal(first, views.rotation1)
+
+
+# ------------------------------------------------------------------------------------------
+# compiled CPU kernels (numba): the same properties, checked on the kernels directly
+# ------------------------------------------------------------------------------------------
+
+
+def _kernel_only(backend: str) -> None:
+    if backend != "compiled":
+        pytest.skip("kernel test: runs once, on the compiled backend")
+
+
+def test_compiled_shuffle_keeps_each_box_multiset_and_is_reproducible(backend: str) -> None:
+    _kernel_only(backend)
+    x = _unique_batch(2, 2, (12, 10, 8))
+    starts = torch.tensor([[[0, 0, 0], [6, 5, 4], [2, 1, 1]], [[1, 1, 1], [7, 0, 0], [0, 6, 5]]])
+    sizes = torch.tensor([[[4, 4, 4], [3, 4, 4], [3, 3, 3]], [[3, 3, 3], [5, 5, 2], [2, 2, 3]]])
+    seeds = torch.tensor([11, 12])
+    out = K.shuffle_boxes_cpu(x, starts, sizes, seeds)
+    assert torch.equal(out, K.shuffle_boxes_cpu(x, starts, sizes, seeds))
+    assert not torch.equal(out, K.shuffle_boxes_cpu(x, starts, sizes, seeds + 1))
+    covered = torch.zeros(2, 12, 10, 8, dtype=torch.bool)
+    for b in range(2):
+        for k in range(3):
+            sl = tuple(slice(int(s), int(s + z)) for s, z in zip(starts[b, k], sizes[b, k]))
+            covered[(b, *sl)] = True
+            if b == 0 and k == 0:  # partly overwritten by the later box 2: latest box wins
+                continue
+            before = x[(b, slice(None), *sl)].reshape(2, -1)
+            after = out[(b, slice(None), *sl)].reshape(2, -1)
+            assert torch.equal(before.sort(1).values, after.sort(1).values)
+            assert torch.equal(before[1][before[0].argsort()], after[1][after[0].argsort()])  # channels move together
+    # the later box of sample 0 holds a permutation of its own original voxels
+    sl = tuple(slice(int(s), int(s + z)) for s, z in zip(starts[0, 2], sizes[0, 2]))
+    assert torch.equal(x[(0, 0, *sl)].flatten().sort().values, out[(0, 0, *sl)].flatten().sort().values)
+    assert torch.equal(out.movedim(1, -1)[~covered], x.movedim(1, -1)[~covered])
+
+
+@pytest.mark.parametrize("kernel", ["models_genesis", "monai"])
+def test_compiled_box_permutations_are_uniform(backend: str, kernel: str) -> None:
+    """A 3-voxel box, shuffled 6,000 times with different seeds: each of the 3! orders ~1/6."""
+    _kernel_only(backend)
+    n = 6000
+    x = torch.tensor([0.0, 1.0, 2.0]).view(1, 1, 1, 1, 3).expand(n, 1, 1, 1, 3).contiguous()
+    starts = torch.zeros(n, 1, 3, dtype=torch.int64)
+    sizes = torch.tensor([1, 1, 3]).expand(n, 1, 3)
+    seeds = torch.arange(n)
+    if kernel == "models_genesis":
+        out = K.shuffle_boxes_cpu(x, starts, sizes, seeds)
+    else:
+        out = K.channel_shuffle_boxes_cpu_(x.clone(), starts, sizes, torch.ones(n, 1, dtype=torch.bool), seeds)
+    code = (out.view(n, 3) * torch.tensor([9.0, 3.0, 1.0])).sum(1).long()
+    counts = torch.bincount(code, minlength=27)[code.unique()]
+    assert counts.numel() == 6 and int(counts.sum()) == n
+    assert (counts - n / 6).abs().max() < 5 * (n / 6 * 5 / 6) ** 0.5  # 5 sigma
+
+
+def test_compiled_paint_modes(backend: str) -> None:
+    _kernel_only(backend)
+    x = torch.full((5, 2, 10, 12, 14), 7.0)
+    x[1] = 3.0  # the partner of sample 4
+    starts = torch.tensor([[2, 3, 4], [1, 1, 1]]).expand(5, 2, 3)
+    ends = starts + torch.tensor([[4, 5, 6], [2, 2, 2]])
+    active = torch.tensor([[True, False]] * 5)
+    mode = torch.tensor([0, 1, 2, 3, 4])
+    out = K.paint_boxes_cpu(x, starts, ends, active, mode, torch.arange(5), torch.full((5,), -1.0),
+                            torch.full((5,), 1.0), torch.tensor([0, 1, 2, 3, 1]))
+    box = (slice(None), slice(2, 6), slice(3, 8), slice(4, 10))
+    inside = torch.zeros(10, 12, 14, dtype=torch.bool)
+    inside[box[1:]] = True
+    assert torch.equal(out[0], x[0])  # copy
+    assert (out[1][:, inside] >= -1).all() and (out[1][:, inside] < 1).all() and (out[1][:, ~inside] == 3).all()
+    assert out[1][:, inside].unique().numel() > 200  # fresh noise per voxel and channel
+    assert (out[2][:, inside] == 7).all() and (out[2][:, ~inside] < 1).all()  # out-painting
+    assert float(out[3][:, inside].min()) == 0.0 and float(out[3][:, inside].max()) == 1.0  # min-max per block
+    assert (out[4][:, inside] == 3).all() and (out[4][:, ~inside] == 7).all()  # pasted from the partner
+    again = K.paint_boxes_cpu(x, starts, ends, active, mode, torch.arange(5), torch.full((5,), -1.0),
+                              torch.full((5,), 1.0), torch.tensor([0, 1, 2, 3, 1]))
+    assert torch.equal(out, again)
