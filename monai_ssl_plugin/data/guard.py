@@ -14,7 +14,9 @@ Policy (``bad_data`` in the bundles):
   (logged at the end of the run when the guard is in ``train#handlers``) gives the count. With
   loader workers each process counts its own skips; ``log_file`` (one ``case<TAB>reason`` line per
   distinct bad case and process) gathers them for the end-of-run count.
-- ``"raise"``: the first bad case stops the run with a one-line :class:`PluginError`.
+- ``"raise"``: the first bad case met stops the run with a one-line :class:`PluginError`.
+- ``"refuse"``: every case is loaded and checked when the guard is built (before the first step),
+  and one :class:`PluginError` lists the bad cases; a clean dataset then trains as under ``raise``.
 
 ``monai-ssl check-data`` (:func:`monai_ssl_plugin.data.sources.check_data`) is the up-front check:
 it reports the same problems for every case before a run starts.
@@ -35,7 +37,8 @@ from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
 
-BAD_DATA_POLICIES = ("skip", "raise")
+BAD_DATA_POLICIES = ("skip", "raise", "refuse")
+PADDED = "padded "  # log_file reason prefix of a case smaller than the patch (not bad)
 
 
 def volume_problem(volume: Any, spatial_dims: int | None = None, patch_size: Sequence[int] | None = None) -> str | None:
@@ -68,7 +71,7 @@ class GuardedSource(UnlabelledSource):
 
     Args:
         source: the wrapped source.
-        policy: ``"skip"`` or ``"raise"`` (see the module docstring).
+        policy: ``"skip"``, ``"raise"`` or ``"refuse"`` (see the module docstring).
         patch_size: to recognise flat (2D-in-3D) volumes and count the ones that will be padded.
         log_file: optional file gathering the distinct skipped cases across loader processes.
     """
@@ -85,8 +88,10 @@ class GuardedSource(UnlabelledSource):
         self.case_ids = list(source.case_ids)
         self.info = source.info
         self.bad: dict[str, str] = {}  # case id -> reason (this process)
-        self.padded: set[str] = set()
+        self.padded: dict[str, list[int]] = {}  # case id -> spatial shape, for cases smaller than the patch
         self._good: set[int] = set()
+        if policy == "refuse":
+            self._refuse_up_front()
 
     def __repr__(self) -> str:
         return f"GuardedSource({self.source!r}, policy={self.policy!r})"
@@ -100,6 +105,22 @@ class GuardedSource(UnlabelledSource):
         problem = volume_problem(vol, self.info.get("spatial_dims"), self.patch_size)
         return (None, problem) if problem else (vol, None)
 
+    def _refuse_up_front(self) -> None:
+        """Load every case once; one error naming the bad ones (the ``refuse`` policy)."""
+        bad = []
+        for i, case in enumerate(self.case_ids):
+            vol, problem = self._check(i)
+            if problem is not None:
+                bad.append(f"{case}: {problem}")
+            else:
+                self._good.add(i)
+        if bad:
+            shown = "; ".join(bad[:5]) + ("; ..." if len(bad) > 5 else "")
+            raise PluginError(f"{len(bad)} of {len(self.case_ids)} case(s) are unusable ({shown}).",
+                              "Fix or remove them (`monai-ssl check-data PATH` lists every problem), "
+                              "or set bad_data: skip to train on the good cases.")
+        logger.info("bad data: all %d case(s) checked up front, none unusable.", len(self.case_ids))
+
     def _record(self, i: int, reason: str) -> None:
         case = self.case_ids[i]
         if case in self.bad:
@@ -107,13 +128,22 @@ class GuardedSource(UnlabelledSource):
         self.bad[case] = reason
         logger.warning("Skipping case %s: %s (%d bad case(s) skipped so far in this process).", case, reason,
                        len(self.bad))
-        if self.log_file is not None:
-            try:
-                self.log_file.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.log_file, "a") as f:  # one short O_APPEND write per bad case
-                    f.write(f"{case}\t{reason}\n")
-            except OSError as e:
-                logger.warning("Cannot append to %s (%s).", self.log_file, e)
+        self._append_log(case, reason)
+
+    def _append_log(self, case: str, reason: str) -> None:
+        if self.log_file is None:
+            return
+        try:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_file, "a") as f:  # one short O_APPEND write per case
+                f.write(f"{case}\t{reason}\n")
+        except OSError as e:
+            logger.warning("Cannot append to %s (%s).", self.log_file, e)
+
+    def _logged(self) -> list[tuple[str, str]]:
+        if self.log_file is None or not self.log_file.is_file():
+            return []
+        return [(c, r) for c, _, r in (line.partition("\t") for line in self.log_file.read_text().splitlines())]
 
     def load(self, i: int) -> np.ndarray:
         n = len(self.case_ids)
@@ -125,11 +155,12 @@ class GuardedSource(UnlabelledSource):
             if problem is None:
                 self._good.add(j)
                 if smaller_than(vol, self.patch_size) and self.case_ids[j] not in self.padded:
-                    self.padded.add(self.case_ids[j])
+                    self.padded[self.case_ids[j]] = list(vol.shape[1:])
                     logger.info("Case %s %s is smaller than the patch %s: zero-padded.", self.case_ids[j],
                                 list(vol.shape[1:]), self.patch_size)
+                    self._append_log(self.case_ids[j], f"{PADDED}{list(vol.shape[1:])}")
                 return vol
-            if self.policy == "raise":
+            if self.policy in ("raise", "refuse"):
                 raise PluginError(f"Bad case {self.case_ids[j]}: {problem}.",
                                   "Fix or remove it (`monai-ssl check-data PATH` lists every problem), "
                                   "or set bad_data: skip to skip bad cases.")
@@ -141,10 +172,17 @@ class GuardedSource(UnlabelledSource):
     def skipped(self) -> dict[str, str]:
         """Distinct skipped cases (this process plus the ``log_file`` of all loader processes)."""
         out = dict(self.bad)
-        if self.log_file is not None and self.log_file.is_file():
-            for line in self.log_file.read_text().splitlines():
-                case, _, reason = line.partition("\t")
+        for case, reason in self._logged():
+            if not reason.startswith(PADDED):
                 out.setdefault(case, reason)
+        return out
+
+    def padded_cases(self) -> dict[str, str]:
+        """Distinct cases smaller than the patch, zero-padded (all loader processes): case -> shape."""
+        out = {c: str(s) for c, s in self.padded.items()}
+        for case, reason in self._logged():
+            if reason.startswith(PADDED):
+                out.setdefault(case, reason[len(PADDED):])
         return out
 
     def summary(self) -> str:
@@ -153,7 +191,11 @@ class GuardedSource(UnlabelledSource):
         if skipped:
             text += " (" + "; ".join(f"{c}: {r}" for c, r in sorted(skipped.items())[:10])
             text += ", ...)" if len(skipped) > 10 else ")"
-        return text + f", {len(self.padded)} padded (policy {self.policy})"
+        padded = self.padded_cases()
+        text += f", {len(padded)} padded"
+        if padded:
+            text += " (" + "; ".join(f"{c}: {s} < patch {self.patch_size}" for c, s in sorted(padded.items())[:10]) + ")"
+        return text + f" (policy {self.policy})"
 
     def attach(self, engine: Any) -> None:
         """As an ignite handler: log :meth:`summary` when the run completes."""

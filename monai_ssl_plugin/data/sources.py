@@ -17,6 +17,7 @@ always say what data they saw.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from abc import ABC, abstractmethod
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from monai_ssl_plugin.errors import PluginError
+
+logger = logging.getLogger(__name__)
 
 AXIS_ORDER = "nnunet"
 KINDS = ("nifti_folder", "nnunet_raw", "nnunet_preprocessed", "arrays")
@@ -150,17 +153,30 @@ def _read_header(path: Path) -> tuple[list[float], int]:
 
 
 def _median_spacing(files: list[list[Path]]) -> tuple[list[float], int]:
-    """Median spacing and channel count from the headers of up to ``_MAX_HEADERS`` cases."""
+    """Median spacing and channel count from the headers of up to ``_MAX_HEADERS`` cases.
+
+    A damaged file is logged and left out here, not refused: whether a bad case stops the run or is
+    skipped is the ``bad_data`` policy's decision (``data.guard``), met when the case is loaded.
+    Only a folder whose sampled headers are all unreadable is refused when it is opened.
+    """
     pick = np.unique(np.linspace(0, len(files) - 1, min(len(files), _MAX_HEADERS)).round().astype(int))
     spacings, channels = [], None
+    first_error: PluginError | None = None
     for i in pick:
-        headers = [_read_header(f) for f in files[i]]
+        try:
+            headers = [_read_header(f) for f in files[i]]
+        except PluginError as e:
+            logger.warning("%s (left out of the spacing; the bad_data policy decides at load time)", e.problem)
+            first_error = first_error or e
+            continue
         spacings.append(headers[0][0])
         c = sum(h[1] for h in headers)
         if channels is not None and c != channels:
             raise PluginError(f"Case {files[i][0].name} has {c} channels, others have {channels}.",
                               "Give every case the same channels (files named case_0000, case_0001, ...).")
         channels = c
+    if not spacings and first_error is not None:
+        raise first_error
     return np.median(np.asarray(spacings), axis=0).tolist(), int(channels)
 
 

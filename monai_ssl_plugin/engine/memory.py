@@ -11,12 +11,20 @@ and exports are identical with and without it. Mixed precision is the trainer's 
 from __future__ import annotations
 
 import logging
+import types
 from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+def _checkpointed_forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+    original = type(self).forward
+    if torch.is_grad_enabled():
+        return checkpoint(original, self, *args, use_reentrant=False, **kwargs)
+    return original(self, *args, **kwargs)
 
 
 def activation_checkpointing(backbone: Any, enabled: Any = True) -> Any:
@@ -29,14 +37,10 @@ def activation_checkpointing(backbone: Any, enabled: Any = True) -> Any:
     for stage in stages:
         if getattr(stage, "_ssl_checkpointed", False):
             continue
-        original = stage.forward
-
-        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            if torch.is_grad_enabled():
-                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
-            return _original(*args, **kwargs)
-
-        stage.forward = forward
+        # a method bound to the stage, not a closure over it: deepcopy (the EMA teachers of BYOL, MoCo,
+        # DINO, VoCo are momentum copies of the backbone) rebinds it to the copy, which then runs its
+        # own weights
+        stage.forward = types.MethodType(_checkpointed_forward, stage)
         stage._ssl_checkpointed = True
     logger.info("Activation checkpointing on %d encoder stage(s).", len(stages))
     return backbone

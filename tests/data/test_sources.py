@@ -103,13 +103,22 @@ def test_corrupt_and_truncated_nifti_are_named(tmp_path: Path):
     good = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
     _write(tmp_path / "ok.nii.gz", good)
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti at all")
+    # opening leaves a damaged header out of the spacing (the bad_data policy decides at load time);
+    # loading the case names the file
+    src = open_source(tmp_path)
     with pytest.raises(PluginError, match="broken.nii.gz") as e:
-        open_source(tmp_path)
+        src.load(src.case_ids.index("broken"))
     assert "check-data" in _one_line(e)
     # truncated gzip: SimpleITK would silently zero-fill it; we refuse
     (tmp_path / "broken.nii.gz").write_bytes((tmp_path / "ok.nii.gz").read_bytes()[:2000])
     with pytest.raises(PluginError, match="broken.nii.gz: truncated"):
+        open_source(tmp_path).load(0)
+    assert open_source(tmp_path).load(1).shape == (1, 16, 16, 16)
+    # a folder whose every header is damaged is refused when it is opened
+    (tmp_path / "ok.nii.gz").rename(tmp_path / "ok.bak")
+    with pytest.raises(PluginError, match="broken.nii.gz: truncated"):
         open_source(tmp_path)
+    (tmp_path / "ok.bak").rename(tmp_path / "ok.nii.gz")
     problems = check_data(tmp_path)
     assert len(problems) == 1 and problems[0].startswith(str(tmp_path / "broken.nii.gz"))
     (tmp_path / "broken.nii.gz").unlink()

@@ -134,6 +134,34 @@ def test_crash_during_save_keeps_previous_latest_and_leaves_no_tmp(tmp_path, mon
     assert sorted(os.listdir(ckpt.checkpoint_dir)) == ["final.pt", "latest.pt"]
 
 
+def test_stale_tmp_from_a_killed_save_is_removed_and_never_loaded(tmp_path, caplog):
+    """A SIGKILL inside atomic_save leaves `.latest.pt.<random>.tmp`: the next start removes it (with a
+    warning naming it) and resumes from the intact latest.pt; without latest.pt it starts fresh."""
+    trainer, _, ckpt = _setup(tmp_path, max_epochs=1)
+    trainer.run()
+    torn = ckpt.checkpoint_dir / ".latest.pt.k1ll3d.tmp"
+    torn.write_bytes(ckpt.latest_path.read_bytes()[:100])  # what a kill mid-write leaves
+    resumed, _, ckpt2 = _setup(tmp_path, max_epochs=2, resume=True)
+    with caplog.at_level("INFO"):
+        resumed.run()
+    assert "Removing " in caplog.text and ".latest.pt.k1ll3d.tmp" in caplog.text
+    assert "Resumed from" in caplog.text and f"at iteration 2" in caplog.text
+    assert sorted(os.listdir(ckpt2.checkpoint_dir)) == ["final.pt", "latest.pt"]
+    assert safe_load(ckpt2.final_path)["engine"]["iteration"] == 4
+
+    # only a torn temporary, no latest.pt: never mistaken for a checkpoint, the run starts fresh
+    fresh_dir = tmp_path / "fresh" / "checkpoints"
+    fresh_dir.mkdir(parents=True)
+    (fresh_dir / ".latest.pt.x.tmp").write_bytes(ckpt.latest_path.read_bytes())  # even a complete one
+    caplog.clear()
+    fresh, _, ckpt3 = _setup(tmp_path / "fresh", max_epochs=1, resume=True)
+    with caplog.at_level("INFO"):
+        fresh.run()
+    assert "starting a fresh run" in caplog.text and "Removing " in caplog.text
+    assert sorted(os.listdir(fresh_dir)) == ["final.pt", "latest.pt"]
+    assert safe_load(ckpt3.final_path)["engine"]["iteration"] == 2
+
+
 def test_nan_guard_names_iteration_and_term_and_keeps_last_good_checkpoint(tmp_path):
     class PoisonAt3(NaNGuard):  # turns the loss of iteration 3 into NaN before the guard looks at it
         def __call__(self, engine):

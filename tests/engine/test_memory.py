@@ -39,3 +39,25 @@ def test_switch_is_idempotent_and_off_by_default():
     assert all(s._ssl_checkpointed for s in backbone.encoder_stages())
     with torch.no_grad():  # inference path: plain forward
         assert backbone.encode(torch.randn(1, 1, 16, 16, 16))[-1].shape[0] == 1
+
+
+def test_momentum_copy_of_a_checkpointed_backbone_runs_its_own_weights():
+    """EMA teachers are deep copies of the backbone: a copy must compute with the copy's weights,
+    with and without gradients (a closure over the original stage would silently use the student's)."""
+    import copy
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    student = activation_checkpointing(create_backbone("nnunet_plain_tiny", in_channels=1))
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.mul_(0.5)
+    plain = copy.deepcopy(teacher)
+    for stage in plain.encoder_stages():  # the same weights without the switch
+        del stage.forward
+    x = torch.randn(1, 1, 16, 16, 16)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            torch.testing.assert_close(teacher.embed(x), plain.embed(x))
+            assert not torch.allclose(teacher.embed(x), student.embed(x))

@@ -18,6 +18,12 @@ order), the handler starts it at sample ``iteration * batch_size``, so the resum
 exactly the patches an uninterrupted run would, mid-epoch included. Other loaders are simply
 re-iterated; with the RNG restored that is still exact at epoch boundaries for loaders whose
 length is the epoch length (shuffling draws from the restored torch RNG).
+
+Under DDP every rank draws its own masks and views from its own generators, so the file holds
+every rank's RNG state (``rng_per_rank``, gathered when rank 0 saves) and each rank restores its
+own: a resumed N-process run continues every rank's streams exactly. A crash during a save can
+leave a hidden temporary file (``.latest.pt.*.tmp``); it is never read, and the start of the next
+run removes it with a warning naming it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, safe_load
-from monai_ssl_plugin.distributed import is_main_process
+from monai_ssl_plugin.distributed import is_distributed, is_main_process, rank, world_size
 from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +74,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective under DDP: all ranks must call it)."""
+    if not is_distributed():
+        return [rng_state()]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the hidden ``.<name>.*.tmp`` files an interrupted :func:`atomic_save` left in ``folder``."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for tmp in stale:
+        logger.warning("Removing %s: a checkpoint write interrupted by a crash (%d bytes, never used).", tmp,
+                       tmp.stat().st_size)
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -140,6 +167,8 @@ class SSLCheckpointHandler:
 
     # -- events ---------------------------------------------------------------------------
     def _started(self, engine: Engine) -> None:
+        if is_main_process():
+            remove_stale_temporaries(self.checkpoint_dir)
         if self.resume:
             self.load(engine)
         if not self._registered:  # registered now, so they run after every handler attached earlier
@@ -156,8 +185,11 @@ class SSLCheckpointHandler:
         self.save(engine, final=True)
 
     # -- state ----------------------------------------------------------------------------
-    def state(self, engine: Engine) -> dict[str, Any]:
-        """The checkpoint dict (CHECKPOINT_KEYS) for the engine's current position."""
+    def state(self, engine: Engine, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint dict (CHECKPOINT_KEYS) for the engine's current position.
+
+        ``rng_per_rank``: every rank's RNG state (:func:`gather_rng_states`), stored under DDP.
+        """
         pretext = _unwrap(self.pretext)
         record = self.record_fn(int(engine.state.iteration))
         record = record.to_dict() if hasattr(record, "to_dict") else dict(record)
@@ -173,21 +205,29 @@ class SSLCheckpointHandler:
             "rng": rng_state(),
             "record": record,
         }
+        if rng_per_rank is not None and len(rng_per_rank) > 1:
+            state["rng_per_rank"] = rng_per_rank
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and hasattr(scaler, "state_dict"):
             state["grad_scaler"] = scaler.state_dict()
         return state
 
     def save(self, engine: Engine, final: bool = False) -> Path | None:
-        """Write ``latest.pt`` (and ``final.pt`` when ``final``); rank 0 only. Returns the latest path."""
+        """Write ``latest.pt`` (and ``final.pt`` when ``final``); rank 0 only. Returns the latest path.
+
+        Under DDP every rank must call it (it gathers the ranks' RNG states); the save events fire
+        on all ranks at the same iterations.
+        """
+        rng_per_rank = gather_rng_states()
         if not is_main_process():
+            self._last_saved_iteration = engine.state.iteration
             return None
         output = engine.state.output
         if isinstance(output, dict) and not all(math.isfinite(float(v)) for v in output.values()
                                                 if isinstance(v, (int, float))):
             logger.warning("Not saving a checkpoint at iteration %d: the loss is not finite.", engine.state.iteration)
             return None
-        state = self.state(engine)
+        state = self.state(engine, rng_per_rank)
         atomic_save(state, self.latest_path)
         self._last_saved_iteration = engine.state.iteration
         if final:
@@ -196,6 +236,19 @@ class SSLCheckpointHandler:
         else:
             logger.debug("Saved %s (iteration %d).", self.latest_path, engine.state.iteration)
         return self.latest_path
+
+    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
+        """This rank's own RNG state; a run resumed on a different number of processes keeps fresh
+        streams on the ranks the file has no state for (and says so)."""
+        per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+        if len(per_rank) == world_size():
+            set_rng_state(per_rank[rank()])
+            return
+        if rank() == 0:
+            set_rng_state(per_rank[0])
+        logger.warning("%s holds RNG states of %d process(es), this run has %d: %s.", self.latest_path,
+                       len(per_rank), world_size(),
+                       "rank 0 continues its stream" + (", the others start fresh ones" if world_size() > 1 else ""))
 
     def load(self, engine: Engine) -> bool:
         """Restore everything from ``latest.pt``; ``False`` (and a log line) when there is none."""
@@ -220,7 +273,7 @@ class SSLCheckpointHandler:
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and ckpt.get("grad_scaler") is not None:
             scaler.load_state_dict(ckpt["grad_scaler"])
-        set_rng_state(ckpt["rng"])
+        self._restore_rng(ckpt)
         saved = ckpt["engine"]
         iteration = int(saved["iteration"])
         length = engine.state.epoch_length

@@ -1,0 +1,153 @@
+"""The ``bad_data`` policy in every pretraining bundle (issue 7).
+
+One dataset, every ``bundles/*_ssl_pretraining``: an nnU-Net raw dataset (read with nnU-Net's
+NibabelIO, which keeps NaN voxels; SimpleITK, the NIfTI default, turns them into 0) holding 3 good
+volumes, a truncated (corrupt) file, a volume with NaN voxels, a constant volume and a volume smaller
+than the patch. Under ``bad_data: skip`` each bundle trains a few steps with a tiny network and ends
+with one line counting the 3 skipped cases (each with its reason) and the padded one; under
+``bad_data: refuse`` the run stops before the first step with one ``PluginError`` naming the 3 bad
+cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_ssl_plugin.data.dataset import RandomPatchDataset
+from monai_ssl_plugin.data.sources import ArraySource
+from monai_ssl_plugin.engine.run import bundle_dir, pretrain
+from monai_ssl_plugin.errors import PluginError
+
+pytestmark = pytest.mark.e2e
+
+BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "bundles").glob("*_ssl_pretraining"))
+TINY = {"backbone": "nnunet_plain_tiny"}
+PATCH = [32, 32, 32]
+# per bundle: a tiny network and heads (the same as the bundles' own end-to-end tests)
+EXTRA: dict[str, dict] = {
+    "barlow_twins": {**TINY, "pretext#projection_dim": 64, "pretext#hidden_dim": 64, "batch_size": 4},
+    "byol": {**TINY, "pretext#projection_dim": 32, "pretext#hidden_dim": 64},
+    "denoising_ae": {**TINY},
+    "dino": {**TINY, "pretext#out_dim": 256, "pretext#bottleneck_dim": 32, "pretext#n_local": 2,
+             "pretext#hidden_dim": 64},
+    "hybrid": {**TINY},
+    "mae": {**TINY},
+    "mae_vit": {"backbone": "small", "backbone_kwargs": {"num_layers": 2}, "pretext#decoder_hidden_size": 96,
+                "pretext#decoder_num_layers": 1, "pretext#decoder_num_heads": 4},
+    "moco": {**TINY, "pretext#queue_size": 8, "pretext#hidden_dim": 64},
+    "models_genesis": {**TINY, "pretext#n_blocks": 2000},
+    "relative_position": {**TINY, "pretext#head_hidden": 64},
+    "rotation": {**TINY},
+    "rubiks_cube": {**TINY, "pretext#head_hidden": 64, "pretext#num_permutations": 10},
+    "simclr": {**TINY, "pretext#hidden_dim": 64},
+    "simsiam": {**TINY, "pretext#projection_dim": 64, "pretext#predictor_dim": 16, "pretext#hidden_dim": 64},
+    "swin_unetr": {"swin_kwargs": {"feature_size": 12, "depths": [1, 1, 1, 1], "window_size": 4},
+                   "pretext#decoder_width": 16, "pretext#projection_dim": 64},
+    "vicreg": {**TINY, "pretext#projection_dim": 64, "pretext#hidden_dim": 64},
+    "voco": {**TINY, "pretext#out_dim": 64, "patch_size": [16, 64, 64]},
+}
+ITERATIONS = 4
+# sorted case ids: a bad case that is drawn is replaced by the next cases in order, so drawing
+# "bad_a_corrupt" meets all three bad ones; the seed below makes sure it (and the small case) is drawn
+CASES = ["bad_a_corrupt", "bad_b_nan", "bad_c_constant", "good_0", "good_1", "good_2", "small"]
+REASONS = {"bad_a_corrupt": "unreadable", "bad_b_nan": "NaN", "bad_c_constant": "constant"}
+
+
+def _method(bundle: str) -> str:
+    return bundle.removesuffix("_ssl_pretraining")
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(tmp_path_factory) -> Path:
+    import nibabel as nib
+
+    root = tmp_path_factory.mktemp("raw") / "Dataset995_BadData"
+    images = root / "imagesUnlabelled"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for case in CASES:
+        shape = (12, 12, 12) if case == "small" else (64, 64, 64)
+        vol = rng.normal(size=shape).astype(np.float32)
+        if case == "bad_b_nan":
+            vol[5:9, 5:9, 5:9] = np.nan
+        if case == "bad_c_constant":
+            vol[:] = 3.0
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(images / f"{case}_0000.nii.gz"))
+    corrupt = images / "bad_a_corrupt_0000.nii.gz"
+    corrupt.write_bytes(corrupt.read_bytes()[:3000])  # truncated mid-data
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "labels": {"background": 0}, "numTraining": 0, "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "NibabelIO"}))
+    return root
+
+
+def _seed_meeting(cases: list[int], batch: int) -> int:
+    """A seed whose run draws every case in ``cases`` (found with the bundles' own patch sampler)."""
+    source = ArraySource([np.ones((1, 4, 4, 4), np.float32)] * len(CASES))
+    for seed in range(200):
+        drawn = RandomPatchDataset(source, [4, 4, 4], num_samples=batch * ITERATIONS, seed=seed)
+        if set(cases) <= {drawn.sample(i)[0] for i in range(batch * ITERATIONS)}:
+            return seed
+    raise AssertionError("no seed draws every case")
+
+
+def _overrides(bundle: str) -> dict:
+    extra = EXTRA[_method(bundle)]
+    batch = int(extra.get("batch_size", 2))
+    seed = _seed_meeting([CASES.index("bad_a_corrupt"), CASES.index("small")], batch)
+    return {"patch_size": PATCH, "batch_size": 2, "train#epoch_length": ITERATIONS, "train#trainer#max_epochs": 1,
+            "train#num_workers": 0, "quiet": True, "seed": seed, **extra}
+
+
+def test_every_pretraining_bundle_defines_the_policy():
+    import yaml
+
+    assert set(BUNDLES) == {f"{m}_ssl_pretraining" for m in EXTRA}, "add the new bundle to EXTRA"
+    for bundle in BUNDLES:
+        cfg = yaml.safe_load((bundle_dir(bundle) / "configs" / "train.yaml").read_text())
+        assert cfg["bad_data"] == "skip", bundle
+        guard = cfg["train"]["patches"]["source"]
+        assert guard["_target_"] == "monai_ssl_plugin.data.guard.GuardedSource" and guard["policy"] == "@bad_data"
+        assert "@train#patches#source" in cfg["train"]["handlers"], f"{bundle}: the end-of-run count is not logged"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_skip_trains_and_counts_bad_cases(bundle, bad_dataset, tmp_path, capfd):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    final = pretrain(bundle, bad_dataset, out, **_overrides(bundle))
+    assert safe_iteration(final) == ITERATIONS
+    logged = dict(line.split("\t", 1) for line in (out / "bad_data.tsv").read_text().splitlines())
+    skipped = {c: r for c, r in logged.items() if not r.startswith("padded")}
+    assert set(skipped) == set(REASONS), logged
+    for case, word in REASONS.items():
+        assert word in skipped[case], (case, skipped[case])
+    assert logged["small"].startswith("padded")
+    captured = capfd.readouterr()
+    text = captured.err + captured.out
+    summary = [line for line in text.splitlines() if "bad data: " in line]
+    assert summary, text[-3000:]
+    assert "bad data: 3 case(s) skipped of 7" in summary[-1] and "1 padded" in summary[-1], summary[-1]
+    assert "policy skip" in summary[-1]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_refuse_fails_up_front_with_one_error(bundle, bad_dataset, tmp_path):
+    torch.set_num_threads(1)
+    with pytest.raises(PluginError) as e:
+        pretrain(bundle, bad_dataset, tmp_path / "run", bad_data="refuse", **_overrides(bundle))
+    text = str(e.value)
+    assert "3 of 7 case(s) are unusable" in text and all(c in text for c in REASONS), text
+    assert "\n" not in text and "bad_data: skip" in text
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before the first step
+
+
+def safe_iteration(path: Path) -> int:
+    from monai_ssl_plugin.checkpoint import safe_load
+
+    return int(safe_load(path)["engine"]["iteration"])
