@@ -65,22 +65,30 @@ class Commands:
 
     def nnunet_plans(self, dataset: str, backbone: str | None = None, checkpoint: str | None = None,
                      source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres",
-                     plans_identifier: str | None = None, patch_size: tuple | None = None, batch_size: int | None = None):
-        """Write a plans variant whose architecture equals a preset or a pretrained checkpoint (-p for nnUNetv2_train)."""
+                     plans_identifier: str | None = None, patch_size: tuple | None = None, batch_size: int | None = None,
+                     spacing: str | tuple = "target", normalization: str = "target"):
+        """Write a plans variant whose architecture equals a preset or a pretrained checkpoint (-p for nnUNetv2_train).
+
+        --spacing checkpoint|"[z,y,x]" / --normalization checkpoint take the pretraining's instead of the target's
+        (one nnUNetv2_preprocess run, printed)."""
         from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
         path = write_plans_variant(dataset, backbone=backbone, checkpoint=checkpoint, source_plans=source_plans,
                                    configuration=configuration, plans_identifier=plans_identifier,
-                                   patch_size=list(patch_size) if patch_size else None, batch_size=batch_size)
+                                   patch_size=list(patch_size) if patch_size else None, batch_size=batch_size,
+                                   spacing=spacing if isinstance(spacing, str) else list(spacing),
+                                   normalization=normalization)
         print(f"wrote {path}\nuse: -p {path.stem}")
 
     def export_nnunet(self, checkpoint: str, output: str | None = None, dataset: str | None = None,
-                      configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans"):
-        """Export pretrained weights for nnU-Net (accepted by -pretrained_weights and the plugin's trainers)."""
+                      configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans", adapt: str = "channels"):
+        """Export pretrained weights for nnU-Net (accepted by -pretrained_weights and the plugin's trainers).
+
+        --adapt: shape differences the trainer will adapt (as nnUNet_SSL_adapt: channels,kernels,stages | all | none)."""
         from monai_ssl_plugin.export.nnunet import export_nnunet
 
         path = export_nnunet(checkpoint, output, dataset=dataset, configuration=configuration,
-                             plans_identifier=plans_identifier)
+                             plans_identifier=plans_identifier, allowed_adaptations=adapt)
         print(f"wrote {path}")
 
     def monai_overlay(self, ssl: str, bundle: str, target: str = "auto", **options):

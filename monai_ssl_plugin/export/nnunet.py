@@ -358,8 +358,8 @@ def check_transfer(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
             if allow_stage_differences:
                 missing.append(key)
                 continue
-            problem = problem or f"{key} ({where}) is in the network but not in the checkpoint"
-            kind = kind or "stages"
+            if problem is None:  # the hint follows the first problem only: a later one cannot make it fixable
+                problem, kind = f"{key} ({where}) is in the network but not in the checkpoint", "stages"
             continue
         src = source[key]
         if tuple(src.shape) == tuple(dst.shape):
@@ -384,8 +384,8 @@ def check_transfer(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
         if allow_stage_differences:
             unexpected.append(key)
             continue
-        problem = problem or f"{key} ({describe_layer(key)}) is in the checkpoint but not in the network"
-        kind = kind or "stages"
+        if problem is None:
+            problem, kind = f"{key} ({describe_layer(key)}) is in the checkpoint but not in the network", "stages"
     return TransferCheck(problem, adapted, missing, unexpected, kind)
 
 

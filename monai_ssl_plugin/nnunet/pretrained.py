@@ -234,8 +234,12 @@ def load_pretrained_into(network: nn.Module, path: Path, *, normalization_scheme
     check = check_transfer(weights.state, target, include, exclude=is_seg_layer,
                            adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=allow_stages)
     if check.problem is not None:
-        if stages_differ:
-            check.first_refused_kind = "stages"  # the decoder cannot match either: allowing stages is the way
+        if stages_differ and not allow_stages:
+            # offer 'stages' only if it would fix this: a dry run as that adaptation loads (decoder dropped)
+            encoder_only = part_selector([px for pt, px in zip(parts, prefixes) if pt != "decoder"])
+            retry = check_transfer(weights.state, target, encoder_only, exclude=is_seg_layer,
+                                   adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=True)
+            check.first_refused_kind = "stages" if retry.problem is None else retry.first_refused_kind
         elif check.first_refused_kind == "stages":
             check.first_refused_kind = None  # a missing key that is not a stage-count difference
         raise architecture_mismatch_error(check.problem, what,

@@ -245,3 +245,16 @@ def test_normalisation_is_compared_per_channel_as_the_stem_is_tiled():
         check = compare_normalization(pretrained, plans, channels)
         assert check.expected is None and not check.matches
     assert normalization_matches([z], [z, z, z]) == (True, 3)  # channel count from the record when not given
+
+
+def test_adaptation_hint_follows_the_first_problem_only(tmp_path: Path, preprocessed: Path):
+    """A wider first stage and an extra stage: allowing 'stages' would not fix the width, so it is not offered."""
+    ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(tiny_plans()))
+    write_preprocessed_dataset(preprocessed, tiny_plans(features=(16, 16, 32, 64)))
+    with pytest.raises(PluginError, match=r"encoder stage 0\): checkpoint 8 out.*vs network 16 out") as err:
+        export_nnunet(ckpt, dataset=901)
+    assert "nnUNet_SSL_adapt" not in str(err.value)
+    write_preprocessed_dataset(preprocessed, tiny_plans(features=(8, 16, 32, 64)))  # only the extra stage differs
+    with pytest.raises(PluginError, match=r"encoder stage 3\) is in the network but not in the checkpoint.*"
+                                          r"load the stages both networks have: nnUNet_SSL_adapt=channels,stages"):
+        export_nnunet(ckpt, dataset=901)

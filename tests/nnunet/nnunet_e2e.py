@@ -95,19 +95,24 @@ def e2e_vars(root: Path) -> dict[str, str]:
 
 def pretrain_mae(e2e: E2E, raw_dataset: Path, plans_file: Path, output_dir: Path, patch_size: list[int],
                  iterations: int = 4) -> Path:
-    """Route (a)'s pretraining: the mae_ssl_pretraining bundle on the raw dataset (imagesTr + imagesUnlabelled),
-    each case preprocessed on the fly by nnU-Net's preprocessor with the target's own plans."""
-    from monai_ssl_plugin.engine.run import pretrain
-
+    """Route (a)'s pretraining, the command docs/nnunet.md gives: ``python -m monai.bundle run`` of the
+    mae_ssl_pretraining bundle on the raw dataset (imagesTr + imagesUnlabelled), each case preprocessed on
+    the fly by nnU-Net's preprocessor with the target's own plans; plus a tiny budget for tests."""
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "mae_ssl_pretraining" / "configs"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs / "train.yaml",
+            "--meta_file", configs / "metadata.json", "--dataset_dir", raw_dataset, "--output_dir", output_dir,
+            "--plans", plans_file, "--patch_size", "[" + ",".join(map(str, patch_size)) + "]",
+            # test budget (not in the documented command)
+            "--batch_size", 2, "--train#trainer#max_epochs", 1, "--train#epoch_length", iterations,
+            "--train#num_workers", 0, "--device", "cpu", "--quiet", "True"]
     t = time.time()
-    with e2e.active():
-        ckpt = pretrain("mae_ssl_pretraining", dataset_dir=raw_dataset, output_dir=output_dir, plans=str(plans_file),
-                        configuration=CONFIGURATION, patch_size=patch_size, batch_size=2,
-                        **{"train#trainer#max_epochs": 1, "train#epoch_length": iterations, "train#num_workers": 0,
-                           "device": "cpu", "quiet": True})
+    proc = subprocess.run([str(a) for a in args], env=e2e.env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=output_dir.parent)
+    with open(e2e.log, "a") as f:
+        f.write(f"$ {' '.join(map(str, args))}\n{proc.stdout}\n")
+    assert proc.returncode == 0, proc.stdout[-4000:]
     e2e.timed(f"pretrain {raw_dataset.name}", t)
-    return ckpt
-
+    return output_dir / "checkpoints" / "final.pt"
 
 
 def dice_per_label(prediction: np.ndarray, reference: np.ndarray, labels: list[int]) -> dict[int, float]:

@@ -207,6 +207,13 @@ def test_stage_differences_load_the_common_stages_or_refuse_below_the_minimum(tm
     monkeypatch.setenv("nnUNet_SSL_pretrained", str(deeper))
     with pytest.raises(PluginError, match=r"n_stages 4 vs 3.*nnUNet_SSL_adapt=channels,stages"):
         make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    # deeper *and* wider at stage 0: allowing 'stages' would not fix the width, so it is not offered
+    wider = write_checkpoint(tmp_path / "w.pt", NnUNetBackbone.from_plans(tiny_plans(features=(16, 16, 32, 64))))
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(wider))
+    with pytest.raises(PluginError, match=r"encoder stage 0\): checkpoint 16 out.*n_stages 4 vs 3") as err:
+        make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    assert "nnUNet_SSL_adapt" not in str(err.value)
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(deeper))
     monkeypatch.setenv("nnUNet_SSL_adapt", "channels,stages")
     trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
     trainer.initialize()
