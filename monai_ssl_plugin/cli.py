@@ -139,14 +139,19 @@ class Commands:
         print(recommend_command(modality, task, n_labelled, n_unlabelled, dims=dims, traits=traits, device=device,
                                 top_k=top_k, output=output, verbose=verbose))
 
-    def evaluate(self, config: str, output_dir: str):
-        """Run an evaluation protocol (YAML): pretrain, fine-tune / probe at label budgets, report (resumable)."""
+    def evaluate(self, config: str, output_dir: str, routes: str | tuple | None = None):
+        """Run an evaluation protocol (YAML): pretrain, fine-tune / probe at label budgets, report (resumable).
+
+        --routes nnunet (or monai, probe; comma-separated) runs only those cells, e.g. in a second process once
+        pretraining is done; a last run without --routes assembles the whole record."""
         import logging
 
         from monai_ssl_plugin.evaluation.runner import evaluate
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        record = evaluate(config, output_dir)
+        chosen = None if routes is None else [r.strip() for r in ([routes] if isinstance(routes, str) else routes)
+                                               for r in r.split(",") if r.strip()]
+        record = evaluate(config, output_dir, routes=chosen)
         print(f"{len(record['cells'])} cells; report: {Path(record['output_dir']) / 'report.md'}")
 
     def list(self):

@@ -96,7 +96,10 @@ def run_cell(cases: LabelledCases, task: str, raw: Path, dataset_id: int, plans_
     cell_env = dict(env)
     cell_env["nnUNet_results"] = str(cell_dir / "nnUNet_results")
     cell_env.update({"nnUNet_SSL_epochs": str(epochs), "nnUNet_SSL_iterations": str(iterations),
-                     "nnUNet_SSL_lr": str(lr), "nnUNet_SSL_scratch_lr": str(lr), "nnUNet_n_proc_DA": "0"})
+                     "nnUNet_SSL_lr": str(lr), "nnUNet_SSL_scratch_lr": str(lr),
+                     # one process for augmentation and for validation export: nnU-Net's defaults spawn
+                     # many workers, which on a small shared CPU cost minutes of start-up per cell
+                     "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
     if weights is not None:
         cell_env["nnUNet_SSL_pretrained"] = str(weights)
     else:

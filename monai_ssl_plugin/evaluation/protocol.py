@@ -75,6 +75,7 @@ class MonaiRouteSpec:
 @dataclass
 class NnUNetRouteSpec:
     tasks: list[str] = field(default_factory=lambda: ["tissue_segmentation"])
+    pretexts: list[str] | None = None  # None: every pretext of the protocol (scratch always runs)
     epochs: int = 2
     iterations: int = 25  # per epoch
     lr: float = 1e-2
@@ -182,6 +183,10 @@ def validate(p: Protocol) -> Protocol:
         if t not in SEGMENTATION_TASKS:
             raise PluginError(f"nnunet.tasks has {t!r}; the nnU-Net route does segmentation only.",
                               f"Use some of: {', '.join(SEGMENTATION_TASKS)}.")
+    unknown = sorted(set(p.nnunet.pretexts or []) - set(names))
+    if unknown:
+        raise PluginError(f"nnunet.pretexts names {', '.join(unknown)}, which the protocol does not list.",
+                          f"Use some of: {', '.join(names)}.")
     if not p.tasks or not p.budgets or not p.seeds or not p.routes:
         raise PluginError("tasks, budgets, seeds and routes must each list at least one value.",
                           "e.g. budgets: [4, 12], seeds: [0, 1], routes: [monai].")

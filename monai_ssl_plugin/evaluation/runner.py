@@ -72,8 +72,9 @@ def plan_cells(p: Protocol, budgets: list[int]) -> list[Cell]:
                 cells += [Cell(route, task, a, b, s) for s in p.seeds for b in budgets for a in arms]
     if "nnunet" in p.routes:
         seeds = p.nnunet.seeds if p.nnunet.seeds is not None else p.seeds
+        nn_arms = [a for a in arms if p.nnunet.pretexts is None or a in p.nnunet.pretexts or a == "scratch"]
         cells += [Cell("nnunet", t, a, b, s) for t in p.nnunet.tasks if t in p.tasks for s in seeds for b in budgets
-                  for a in arms]
+                  for a in nn_arms]
     return cells
 
 
@@ -197,10 +198,14 @@ def read_scalars(tensorboard_dir: Path, prefix: str = "") -> dict[str, list[list
 
 
 def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callable[[Cell], None] | None = None,
-             report: bool = True) -> dict[str, Any]:
+             report: bool = True, routes: list[str] | None = None) -> dict[str, Any]:
     """Run (or continue) the protocol in ``config``; write the record, the report and the plots.
 
     ``on_cell_done`` is called after each cell that was computed in this call (not for skipped ones).
+    ``routes`` (e.g. ``["nnunet"]``; ``monai``, ``probe``, ``nnunet``) restricts this call to those
+    routes' cells: calls on disjoint routes can share ``output_dir`` once the pretraining is done
+    (run them one after the other, or in parallel processes), and a last call without ``routes``
+    assembles the full record.
     Returns the record.
     """
     from monai_ssl_plugin.evaluation.cases import load_labelled_cases
@@ -247,7 +252,9 @@ def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callab
 
         nn_state: dict[str, Any] = {}
         results: dict[str, dict[str, Any]] = {}
-        for cell in plan_cells(p, budgets):
+        selected = [c for c in plan_cells(p, budgets)
+                    if routes is None or c.route in routes]
+        for cell in selected:
             path = out / "cells" / f"{cell.id}.json"
             if path.is_file():
                 results[cell.id] = json.loads(path.read_text())

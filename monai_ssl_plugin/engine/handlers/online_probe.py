@@ -2,8 +2,8 @@
 
 Every ``every_n`` iterations (and at the end) the handler embeds a small labelled set with the
 backbone adapter's ``embed`` (whole volumes, (1, C, *spatial) each -> (D,)), fits a kNN and a linear
-probe (:mod:`monai_ssl_plugin.engine.probes`) on the even-indexed cases and scores them on the
-odd-indexed ones (a fixed held-out half). It logs ``probe/knn_accuracy``, ``probe/knn_auc``,
+probe (:mod:`monai_ssl_plugin.engine.probes`) on half the cases and scores them on the other half
+(fixed, stratified: within each class alternate cases). It logs ``probe/knn_accuracy``, ``probe/knn_auc``,
 ``probe/linear_accuracy``, ``probe/linear_auc`` to ``engine.state.metrics``, the log and TensorBoard,
 and keeps the curve in ``output_dir/online_probe.json`` (atomically rewritten at each check).
 
@@ -56,6 +56,13 @@ class OnlineProbeHandler:
             raise PluginError(f"The online probe set has {len(self.images)} images and {len(self.labels)} labels.",
                               "Give at least 4 labelled images, one label each.")
         self.n_classes = int(self.labels.max()) + 1
+        # fixed held-out half, stratified: within each class, alternate cases go to fit / score
+        fit, score = [], []
+        for c in range(self.n_classes):
+            idx = torch.nonzero(self.labels == c).flatten().tolist()
+            fit += idx[0::2]
+            score += idx[1::2]
+        self.split = (torch.tensor(sorted(fit)), torch.tensor(sorted(score)))
         self.backbone = backbone
         self.every_n = int(every_n)
         self.k = int(k)
@@ -90,9 +97,9 @@ class OnlineProbeHandler:
                 torch.cuda.set_rng_state_all(cuda_states)
 
     def probe(self) -> dict[str, float]:
-        """Fit on the even-indexed cases, score on the odd-indexed ones."""
+        """Fit on one half of the probe set, score on the other (see ``self.split``)."""
         emb = self.embeddings()
-        tr, te = slice(0, None, 2), slice(1, None, 2)
+        tr, te = self.split
         out: dict[str, float] = {}
         for name, probs in (("knn", knn_probabilities(emb[tr], self.labels[tr], emb[te], self.n_classes, self.k)),
                             ("linear", linear_probabilities(emb[tr], self.labels[tr], emb[te], self.n_classes))):
