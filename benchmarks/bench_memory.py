@@ -1,6 +1,10 @@
-"""Peak memory of one MAE training step with and without mixed precision / activation checkpointing.
+"""Peak memory of one pretext training step with and without mixed precision / activation checkpointing.
 
-    python benchmarks/bench_memory.py [--backbone nnunet_plain_small] [--patch 64] [--batch 2]
+    python benchmarks/bench_memory.py [--pretext mae] [--backbone nnunet_plain_small] [--patch 64] [--batch 2]
+        [--configs fp32,checkpointing]
+
+``--pretext`` is any registered pretext with its own defaults (MAE: the bundle's block size); with
+an EMA teacher (BYOL, MoCo, DINO, VoCo) the teacher is a deep copy of the checkpointed backbone.
 
 Each configuration runs in its own process (CPU): build the backbone + MAE pretext, run one warm-up
 step, then measure the peak resident set size (``ru_maxrss``) of a second forward + backward
@@ -27,7 +31,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: str) -> dict:
+def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: str, pretext_name: str = "mae") -> dict:
     import torch
 
     from monai_ssl_plugin.backbones import create_backbone
@@ -38,7 +42,8 @@ def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: st
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = activation_checkpointing(create_backbone(backbone, in_channels=1), ckpt).to(device)
-    pretext = create_pretext("mae", backbone=net, mask_ratio=0.75, block_size=mae_block_size([patch] * 3)).to(device)
+    kwargs = {"mask_ratio": 0.75, "block_size": mae_block_size([patch] * 3)} if pretext_name == "mae" else {}
+    pretext = create_pretext(pretext_name, backbone=net, **kwargs).to(device)
     x = torch.randn(batch, 1, patch, patch, patch, device=device)
 
     def step() -> float:
@@ -67,7 +72,9 @@ def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: st
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--pretext", default="mae")
     ap.add_argument("--backbone", default="nnunet_plain_small")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {list(CONFIGS)}")
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--device", default="cpu")
@@ -75,16 +82,17 @@ def main() -> None:
     a = ap.parse_args()
     if a.one:
         amp, ckpt = CONFIGS[a.one]
-        print(json.dumps(one(a.backbone, a.patch, a.batch, amp, ckpt, a.device)))
+        print(json.dumps(one(a.backbone, a.patch, a.batch, amp, ckpt, a.device, a.pretext)))
         return
     rows = []
-    for name in CONFIGS:
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--backbone", a.backbone, "--patch", str(a.patch),
+    for name in a.configs.split(","):
+        out = subprocess.run([sys.executable, __file__, "--one", name, "--pretext", a.pretext, "--backbone", a.backbone,
+                              "--patch", str(a.patch),
                               "--batch", str(a.batch), "--device", a.device], capture_output=True, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
         rows.append((name, json.loads(out.stdout.strip().splitlines()[-1])))
     ref = rows[0][1]["peak_above_base_mb"]
-    print(f"| configuration ({a.backbone}, batch {a.batch}, patch {a.patch}³, {a.device}) | step peak above base (MB) | vs fp32 | step time (s) |")
+    print(f"| configuration ({a.pretext}, {a.backbone}, batch {a.batch}, patch {a.patch}³, {a.device}) | step peak above base (MB) | vs fp32 | step time (s) |")
     print("| --- | --- | --- | --- |")
     for name, r in rows:
         print(f"| {name} | {r['peak_above_base_mb']:.0f} | {r['peak_above_base_mb'] / ref:.2f}× | {r['step_s']:.1f} |")

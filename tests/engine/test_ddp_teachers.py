@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from monai_ssl_plugin.engine.ddp import wrap
+from monai_ssl_plugin.engine.ddp import sync_batchnorm, wrap
 from monai_ssl_plugin.losses import DINOLoss, MoCoLoss
 from monai_ssl_plugin.pretext.ema import ema_update
 
@@ -82,6 +82,17 @@ def _worker(r: int, init_file: str, out_dir: str) -> None:
         shards = [x[r * BATCH:(r + 1) * BATCH] for x in _global_batches()]
         _train(model, shards)
         torch.save(_state(inner), Path(out_dir) / f"rank{r}.pt")
+        # heads with BatchNorm (VoCo's) are converted with the backbone, in place, keeping the parameter
+        # objects the optimiser holds (the conversion needs no GPU; SyncBatchNorm's forward does, so on
+        # CPU the overlay leaves BatchNorm per process)
+        head = nn.Sequential(nn.Linear(DIM, K), nn.BatchNorm1d(K))
+        holder = nn.Module()
+        holder.head = head
+        params = [id(p) for p in holder.parameters()]
+        assert sync_batchnorm(holder, "cpu") is holder and isinstance(holder.head[1], nn.BatchNorm1d)
+        converted = sync_batchnorm(holder, "cuda")
+        assert converted is holder and isinstance(holder.head[1], nn.SyncBatchNorm)
+        assert [id(p) for p in holder.parameters()] == params
     finally:
         dist.destroy_process_group()
 
