@@ -8,8 +8,8 @@ Run from the repository root::
     python benchmarks/bench_corruptions.py --device cuda   # unchanged code on a GPU
 
 Each generator runs on a float32 batch of ``--batch`` samples per size (64x64x32, 96^3, 160^3);
-after one warm-up call the median of ``--repeats`` calls is divided by the batch size, giving
-milliseconds per sample.
+after one warm-up call the minimum and the median of ``--repeats`` calls are divided by the batch
+size, giving milliseconds per sample.
 
 Two comparisons are printed where a reference exists:
 
@@ -22,9 +22,11 @@ Two comparisons are printed where a reference exists:
   with MONAI's own ``RandCoarseDropout`` / ``RandCoarseShuffle``. On a shared machine the
   absolute numbers move with the load; the ratio to the baseline moves much less.
 
-``--mallopt`` raises glibc's mmap and trim thresholds (like ``MALLOC_MMAP_THRESHOLD_`` /
-``MALLOC_TRIM_THRESHOLD_``): batch tensors above 32 MB (4 x 160^3 float32 is 65 MB) are otherwise
-mapped fresh for every allocation and page-faulted in, which dominated the 160^3 timings here.
+The allocator is tuned by default (``--no-mallopt`` to compare): glibc's mmap and trim thresholds
+are raised (like ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``), since batch tensors above
+32 MB (4 x 160^3 float32 is 65 MB) are otherwise mapped fresh for every allocation and
+page-faulted in, which dominated the 160^3 timings here. ``--only floor`` prints the memory
+bandwidth floor (a plain ``x.clone()`` of the batch) for each size; it is part of every full run.
 
 ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (set it in the environment to override): with
 the default spinning policy, two OpenMP threads on a shared 2-core machine wait for each other
@@ -254,9 +256,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fns: list[Callable[[], object]], device: torch.device, repeats: int) -> list[float]:
-    """Median wall time in ms of each function after one warm-up call each; the functions run
-    interleaved (a, b, a, b, ...) so that they see the same machine load."""
+def time_calls(fns: list[Callable[[], object]], device: torch.device, repeats: int) -> list[tuple[float, float]]:
+    """(minimum, median) wall time in ms of each function after one warm-up call each; the
+    functions run interleaved (a, b, a, b, ...) so that they see the same machine load. On a shared
+    machine the minimum is the least disturbed run (closest to the quiet cost); the median shows
+    what the load made of it."""
     for fn in fns:
         fn()
     _sync(device)
@@ -267,7 +271,7 @@ def time_calls(fns: list[Callable[[], object]], device: torch.device, repeats: i
             fn()
             _sync(device)
             record.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+    return [(min(t), statistics.median(t)) for t in times]
 
 
 def tune_malloc() -> bool:
@@ -302,12 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--only", default="", help="only generators whose name contains this string")
     parser.add_argument("--no-baseline", action="store_true", help="skip the same-load per-sample baselines")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mallopt", action="store_true", help="raise glibc's mmap/trim thresholds first")
+    parser.add_argument("--no-mallopt", dest="mallopt", action="store_false",
+                        help="keep glibc's default mmap/trim thresholds (default: raise them, see above)")
+    parser.add_argument("--mallopt", dest="mallopt", action="store_true", help=argparse.SUPPRESS)  # the old flag
+    parser.set_defaults(mallopt=True)
     args = parser.parse_args(argv)
     if args.mallopt and not tune_malloc():
         print("mallopt unavailable: running with the default allocator settings")
@@ -319,16 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     base = {} if args.no_baseline else baselines()
     print(f"machine: {machine()}")
     print(
-        f"device {device}, batch {args.batch}, float32, median of {args.repeats} after 1 warm-up; ms per sample; "
+        f"device {device}, batch {args.batch}, float32, min / median of {args.repeats} after 1 warm-up; ms per sample; "
         f"mallopt {'tuned' if args.mallopt else 'default'}\n"
     )
-    cols = ["generator", "size", "ours", "reference", "speed-up", "baseline", "speed-up", "10x?"]
-    widths = [38, 9, 8, 9, 8, 8, 8, 4]
+    cols = ["generator", "size", "ours min", "ours med", "reference", "speed-up", "baseline", "speed-up", "10x?"]
+    widths = [38, 9, 8, 8, 9, 8, 8, 8, 4]
     print("| " + " | ".join(f"{c:{w}s}" for c, w in zip(cols, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
-    def row(name: str, size: str, ms: float, ref: float | None, baseline: float | None) -> None:
-        cells = [f"{name:38s}", f"{size:9s}", f"{ms:8.2f}"]
+    def row(name: str, size: str, ms: float, med: float, ref: float | None, baseline: float | None) -> None:
+        # speed-ups use the minimum of ours (and of the same-load baseline): the least disturbed runs
+        cells = [f"{name:38s}", f"{size:9s}", f"{ms:8.2f}", f"{med:8.2f}"]
         cells += [f"{ref:9.1f}", f"{ref / ms:7.1f}x"] if ref is not None else [" " * 9, " " * 8]
         cells += [f"{baseline:8.1f}", f"{baseline / ms:7.1f}x"] if baseline is not None else [" " * 8, " " * 8]
         cells.append(("yes " if ref / ms >= 10 else "no  ") if ref is not None else "    ")
@@ -349,19 +357,25 @@ def main(argv: list[str] | None = None) -> int:
             ours = lambda: fn(x_dev, gen)  # noqa: E731
             if ref is not None and name in base:
                 baseline = lambda: base[name](x)  # noqa: E731
-                ms, base_ms = time_calls([ours, baseline], device, args.repeats)
-                row(name, size_name, ms / args.batch, ref, base_ms / args.batch)
+                (ms, med), (base_ms, _) = time_calls([ours, baseline], device, args.repeats)
+                row(name, size_name, ms / args.batch, med / args.batch, ref, base_ms / args.batch)
             else:
-                row(name, size_name, time_calls([ours], device, args.repeats)[0] / args.batch, ref, None)
+                ms, med = time_calls([ours], device, args.repeats)[0]
+                row(name, size_name, ms / args.batch, med / args.batch, ref, None)
 
     if random_block_mask is None:
         print("(masking.random_block_mask not available: MAE mask row skipped)")
     elif args.only in MAE:
         gen.manual_seed(args.seed)
-        (ms,) = time_calls(
+        ((ms, med),) = time_calls(
             [lambda: random_block_mask(2, (160, 160, 160), 16, 0.75, generator=gen, device=device)], device, args.repeats
         )
-        row(MAE, "160^3", ms / 2, REFERENCE_MS[(MAE, "160^3")], None)
+        row(MAE, "160^3", ms / 2, med / 2, REFERENCE_MS[(MAE, "160^3")], None)
+    if args.only in "floor":  # memory-bandwidth floor: one plain copy of the input batch per size
+        for size_name in args.sizes:
+            x = torch.rand(args.batch, 1, *SIZES[size_name], device=device)
+            ((ms, med),) = time_calls([lambda: x.clone()], device, args.repeats)
+            row("floor: x.clone() of the batch", size_name, ms / args.batch, med / args.batch, None, None)
     print(f"\nafter: {machine()}")
     return 0
 

@@ -8,10 +8,11 @@ about ten memory passes over the 1.3 M voxel-writes of a 96^3 sample, and its so
 more than the 10x target allows on this 2-core CPU (see docs/performance.md). The tensor form
 stays the path on other devices (CUDA) and where numba is missing.
 
-Random numbers: one SplitMix64 stream per sample (Steele et al., OOPSLA 2014), seeded from the
-caller's ``torch.Generator``, so results are reproducible per seed and independent of the thread
-count. Bounded draws use Lemire's multiply-shift on the high 32 bits (bias < 2**-22 for blocks
-of <= 1,000 voxels).
+Random numbers: permutations use one SplitMix64 stream per sample (Steele et al., OOPSLA 2014);
+noise fills use a counter-based 32-bit hash of (voxel index, sample seed), which vectorises.
+Both are seeded from the caller's ``torch.Generator``, so results are reproducible per seed and
+independent of the thread count. Bounded draws use Lemire's multiply-shift on 32 random bits
+(bias < 2**-22 for blocks of <= 1,000 voxels).
 
 Kernels work on NumPy views of contiguous CPU tensors (no copies) and release the GIL.
 """
@@ -30,7 +31,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "MODES", "available", "shuffle_boxes_cpu", "paint_boxes_cpu", "channel_shuffle_boxes_cpu_"]
+__all__ = [
+    "HAVE_NUMBA", "MODES", "available", "shuffle_boxes_cpu", "paint_boxes_cpu", "channel_shuffle_boxes_cpu_",
+    "rot90_last_plane_cpu",
+]
 
 
 def available(x: Tensor) -> bool:
@@ -98,36 +102,54 @@ if HAVE_NUMBA:
 
 
     @numba.njit(nogil=True, cache=True, inline="always")
-    def _unit(word: np.uint64) -> float:
-        return np.float64(word) * 5.9604644775390625e-08  # 24-bit word / 2**24, in [0, 1)
+    def _hash32(index: np.uint64, seed: np.uint64) -> np.uint64:
+        # counter-based noise: golden-ratio multiply, then Wellons' "lowbias32" mixer (the same
+        # design as the tensor path's hash). Stateless, so the loops vectorise and a voxel's value
+        # depends only on (index, seed): overlapping boxes write identical values.
+        m32 = np.uint64(0xFFFFFFFF)
+        h = (index * np.uint64(0x9E3779B1) + seed) & m32
+        h ^= h >> np.uint64(16)
+        h = (h * np.uint64(0x7FEB352D)) & m32
+        h ^= h >> np.uint64(15)
+        h = (h * np.uint64(0x846CA68B)) & m32
+        return h ^ (h >> np.uint64(16))
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _uniform(index: np.uint64, seed: np.uint64) -> float:
+        return np.float64(_hash32(index, seed) >> np.uint64(8)) * 5.9604644775390625e-08  # 24 bits / 2**24
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _bell(index: np.uint64, seed: np.uint64) -> float:
+        h = _hash32(index, seed)  # Irwin-Hall of the four bytes: bell-shaped, close to a normal
+        m8 = np.uint64(255)
+        return np.float64((h & m8) + ((h >> np.uint64(8)) & m8) + ((h >> np.uint64(16)) & m8) + (h >> np.uint64(24)))
 
     @numba.njit(nogil=True, cache=True)
-    def _fill_box(ob, xb, base, sz, sy, sx, stride_z, stride_y, mode, low, span, state):  # pragma: no cover
-        """One box of one sample: mode 1 uniform noise, 2 copy from ``xb``, 3 bell noise min-max
-        scaled over the box (Swin UNETR), 4 copy from ``xb`` (the partner). Returns the stream."""
+    def _fill_box(ob, xb, base, sz, sy, sx, stride_z, stride_y, mode, low, span, seed):  # pragma: no cover
+        """One box of one sample: mode 1 uniform noise, 3 bell noise min-max scaled over the box
+        (Swin UNETR), 4 copy from ``xb`` (the partner)."""
         n_ch = ob.shape[0]
-        if mode == 2 or mode == 4:
+        n_vox = ob.shape[1]
+        if mode == 4:
             for c in range(n_ch):
                 for i in range(sz):
                     for j in range(sy):
                         row = base + i * stride_z + j * stride_y
                         for m in range(sx):
                             ob[c, row + m] = xb[c, row + m]
-            return state
+            return
         lo_seen, hi_seen = np.inf, -np.inf
         for c in range(n_ch):
             for i in range(sz):
                 for j in range(sy):
                     row = base + i * stride_z + j * stride_y
-                    for m in range(sx):
-                        state, r = _splitmix(state)
-                        if mode == 1:
-                            ob[c, row + m] = low + span * _unit(r >> np.uint64(40))
-                        else:  # Irwin-Hall of four bytes: bell-shaped, close to a normal
-                            v = np.float64(
-                                (r & np.uint64(255)) + ((r >> np.uint64(8)) & np.uint64(255))
-                                + ((r >> np.uint64(16)) & np.uint64(255)) + ((r >> np.uint64(24)) & np.uint64(255))
-                            )
+                    key = np.uint64(c * n_vox + row)
+                    if mode == 1:
+                        for m in range(sx):
+                            ob[c, row + m] = low + span * _uniform(key + np.uint64(m), seed)
+                    else:
+                        for m in range(sx):
+                            v = _bell(key + np.uint64(m), seed)
                             lo_seen = min(lo_seen, v)
                             hi_seen = max(hi_seen, v)
                             ob[c, row + m] = v
@@ -139,13 +161,13 @@ if HAVE_NUMBA:
                         row = base + i * stride_z + j * stride_y
                         for m in range(sx):
                             ob[c, row + m] = (ob[c, row + m] - lo_seen) * scale
-        return state
 
     @numba.njit(nogil=True, cache=True, parallel=True)
     def _paint_kernel(x, out, starts, ends, active, mode, low, high, partner, seeds):  # pragma: no cover
         # per sample b (x, out: (B, C, Z, Y, X); starts/ends: (B, K, 3); active: (B, K)):
         # mode 0 copy; 1 uniform noise in the boxes; 2 uniform noise outside the boxes (out-painting);
         # 3 Swin UNETR bell noise in the boxes; 4 boxes pasted from sample partner[b] of x.
+        # low[b] NaN: the noise range is the sample's own [min, max) (MONAI's default fill).
         n_batch, n_ch = x.shape[0], x.shape[1]
         stride_z = np.int64(x.shape[3]) * np.int64(x.shape[4])
         stride_y = np.int64(x.shape[4])
@@ -154,21 +176,44 @@ if HAVE_NUMBA:
             xb = x[b].reshape(n_ch, -1)
             ob = out[b].reshape(n_ch, -1)
             md = mode[b]
-            state = seeds[b]
+            seed = seeds[b] & np.uint64(0xFFFFFFFF)
             lo = np.float64(low[b])
-            span = np.float64(high[b]) - lo
-            if md == 2:  # noise everywhere, two 24-bit values per 64-bit draw; the boxes restore x
-                n_el = ob.size
-                flat = ob.reshape(-1)
-                for v in range(0, n_el - 1, 2):
-                    state, r = _splitmix(state)
-                    flat[v] = lo + span * _unit(r >> np.uint64(40))
-                    flat[v + 1] = lo + span * _unit((r >> np.uint64(8)) & np.uint64(0xFFFFFF))
-                if n_el % 2:
-                    state, r = _splitmix(state)
-                    flat[n_el - 1] = lo + span * _unit(r >> np.uint64(40))
-            else:
-                ob[:] = xb
+            hi = np.float64(high[b])
+            if np.isnan(lo) and (md == 1 or md == 2):
+                lo, hi = np.inf, -np.inf
+                for v in xb.reshape(-1):
+                    lo = min(lo, np.float64(v))
+                    hi = max(hi, np.float64(v))
+            span = hi - lo
+            if md == 2:  # out-painting, row by row: originals inside the boxes, noise only outside
+                n_y, n_x = x.shape[3], x.shape[4]
+                inside = np.zeros(n_x, np.bool_)
+                for c in range(n_ch):
+                    for z in range(x.shape[2]):
+                        for y in range(n_y):
+                            row = z * stride_z + y * stride_y
+                            key = np.uint64(c * ob.shape[1] + row)
+                            covered = False
+                            for k in range(n_box):
+                                if (active[b, k] and starts[b, k, 0] <= z < ends[b, k, 0]
+                                        and starts[b, k, 1] <= y < ends[b, k, 1] and starts[b, k, 2] < ends[b, k, 2]):
+                                    if not covered:
+                                        inside[:] = False
+                                        covered = True
+                                    inside[max(starts[b, k, 2], 0):min(ends[b, k, 2], n_x)] = True
+                            if covered:
+                                for m in range(n_x):
+                                    if inside[m]:
+                                        ob[c, row + m] = xb[c, row + m]
+                                    else:
+                                        ob[c, row + m] = lo + span * _uniform(key + np.uint64(m), seed)
+                            else:
+                                for m in range(n_x):
+                                    ob[c, row + m] = lo + span * _uniform(key + np.uint64(m), seed)
+                continue
+            flat_o, flat_x = ob.reshape(-1), xb.reshape(-1)
+            for v in range(flat_o.size):  # a flat loop compiles to a vector copy; ob[:] = xb did not
+                flat_o[v] = flat_x[v]
             if md == 0:
                 continue
             src = x[partner[b]].reshape(n_ch, -1) if md == 4 else xb
@@ -181,7 +226,27 @@ if HAVE_NUMBA:
                 if sz <= 0 or sy <= 0 or sx <= 0:
                     continue
                 base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
-                state = _fill_box(ob, src, base, sz, sy, sx, stride_z, stride_y, md, lo, span, state)
+                _fill_box(ob, src, base, sz, sy, sx, stride_z, stride_y, md, lo, span, seed)
+
+    @numba.njit(nogil=True, cache=True, parallel=True)
+    def _rot90_kernel(x, out, k):  # pragma: no cover
+        # x, out: (B, M, H, H); out[b] = torch.rot90(x[b], k[b], (-2, -1)) in one pass
+        n_batch, n_m, n = x.shape[0], x.shape[1], x.shape[2]
+        for b in numba.prange(n_batch):
+            kb = k[b] % 4
+            for p in range(n_m):
+                src = x[b, p]
+                dst = out[b, p]
+                for i in range(n):
+                    for j in range(n):
+                        if kb == 0:
+                            dst[i, j] = src[i, j]
+                        elif kb == 1:
+                            dst[i, j] = src[j, n - 1 - i]
+                        elif kb == 2:
+                            dst[i, j] = src[n - 1 - i, n - 1 - j]
+                        else:
+                            dst[i, j] = src[n - 1 - j, i]
 
     @numba.njit(nogil=True, cache=True, parallel=True)
     def _channel_shuffle_kernel(out, starts, sizes, active, seeds):  # pragma: no cover
@@ -294,10 +359,11 @@ def paint_boxes_cpu(
             (out-painting); 3 bell-shaped noise min-max scaled to [0, 1] per box (Swin UNETR);
             4 boxes copied from sample ``partner[b]`` of ``x``.
         seeds: (B,) int64 seeds of the per-sample random streams.
-        low, high: (B,) noise bounds (default 0, 1); ``partner``: (B,) int (default: itself).
+        low, high: (B,) noise bounds (default 0, 1); NaN in ``low``: the sample's own [min, max)
+            (MONAI's default fill), found in the same pass. ``partner``: (B,) int (default: itself).
 
-    Noise values are 24-bit uniforms drawn in box order, so overlapping boxes keep the value of
-    the later box, as in the per-sample reference loops.
+    Noise values are 24-bit uniforms from a counter-based hash of (voxel index, sample seed), so a
+    voxel covered by several boxes gets one value whichever box writes last.
     """
     batch = x.shape[0]
     src = x.detach().contiguous()
@@ -331,4 +397,23 @@ def channel_shuffle_boxes_cpu_(out: Tensor, starts: Tensor, sizes: Tensor, activ
         _as_5d(out).numpy(), st.numpy(), sz.numpy(), active.to(torch.bool).contiguous().numpy(),
         seeds.to(torch.int64).contiguous().numpy().view(np.uint64),
     )
+    return out
+
+
+def rot90_last_plane_cpu(x: Tensor, k: Tensor) -> Tensor:
+    """``torch.rot90(x[b], k[b], (-2, -1))`` for every sample in one compiled pass (square last plane).
+
+    Args:
+        x: (B, ..., H, H) CPU tensor.
+        k: (B,) int rotation classes (multiples of 90 degrees).
+
+    Returns:
+        New contiguous tensor shaped like ``x``.
+    """
+    src = x.detach().contiguous()
+    out = torch.empty_like(src, memory_format=torch.contiguous_format)
+    n = src.shape[-1]
+    _threads(src.shape[0])
+    _rot90_kernel(src.view(src.shape[0], -1, n, n).numpy(), out.view(src.shape[0], -1, n, n).numpy(),
+                  k.to(torch.int64).contiguous().numpy())
     return out

@@ -944,17 +944,18 @@ def coarse_dropout(
     selected = _samples_to_corrupt(prob, apply, batch, gen, dev)
     starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
     active = active & selected[:, None]
+    noise_fill = fill_value is None or isinstance(fill_value, (tuple, list))
+    if noise_fill and _cpu_kernels.available(x):
+        # NaN bounds: the kernel fills within each sample's own [min, max) (MONAI's default)
+        low_t, high_t = (float("nan"),) * 2 if fill_value is None else map(float, fill_value)
+        return _cpu_kernels.paint_boxes_cpu(
+            x, starts, starts + sizes, active, selected.to(torch.int8) * (1 if dropout_holes else 2),
+            _stream_seeds(batch, gen, dev), torch.tensor(low_t), torch.tensor(high_t),
+        )
     if fill_value is None:  # MONAI: uniform in [min, max) of each sample
         low, high = x.reshape(batch, -1).amin(1).float(), x.reshape(batch, -1).amax(1).float()
     elif isinstance(fill_value, (tuple, list)):
         low, high = float(fill_value[0]), float(fill_value[1])
-    noise_fill = fill_value is None or isinstance(fill_value, (tuple, list))
-    if noise_fill and _cpu_kernels.available(x):
-        mode = selected.to(torch.int8) * (1 if dropout_holes else 2)
-        return _cpu_kernels.paint_boxes_cpu(
-            x, starts, starts + sizes, active, mode, _stream_seeds(batch, gen, dev),
-            torch.as_tensor(low, dtype=torch.float64), torch.as_tensor(high, dtype=torch.float64),
-        )
     box_voxels = int((sizes.prod(-1) * active).sum())
     if dropout_holes and 2 * box_voxels < batch * math.prod(spatial):  # small holes: touch only them
         if fill_value is None or isinstance(fill_value, (tuple, list)):
@@ -1077,17 +1078,18 @@ def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
     # The two dropout branches touch disjoint samples: build one region and fill once.
     s_in, z_in, a_in = _coarse_holes(spatial, batch, 6, 5, None, 32, gen, dev)
     s_out, z_out, a_out = _coarse_holes(spatial, batch, 6, 20, None, 64, gen, dev)
-    low, high = x.reshape(batch, -1).amin(1).float(), x.reshape(batch, -1).amax(1).float()
     if _cpu_kernels.available(x):  # both branches in one compiled pass: mode 1 in-paints, 2 out-paints
+        nan = torch.full((batch,), float("nan"))  # the kernel finds each sample's [min, max) itself
         out = _cpu_kernels.paint_boxes_cpu(
             x, torch.cat([s_in, s_out], 1), torch.cat([s_in + z_in, s_out + z_out], 1),
             torch.cat([a_in & use_in[:, None], a_out & ~use_in[:, None]], 1),
-            torch.where(use_in, 1, 2).to(torch.int8), _stream_seeds(batch, gen, dev), low, high,
+            torch.where(use_in, 1, 2).to(torch.int8), _stream_seeds(batch, gen, dev), nan, nan,
         )
         shuffled = bernoulli(0.8, (batch,), gen, dev)
         s_sh, z_sh, a_sh = _coarse_holes(spatial, batch, 10, 8, None, None, gen, dev)
         _coarse_shuffle_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
         return out
+    low, high = x.reshape(batch, -1).amin(1).float(), x.reshape(batch, -1).amax(1).float()
     region = _drop_samples(~_box_mask(spatial, s_out, s_out + z_out, a_out & ~use_in[:, None]), ~use_in)
     out = _fill_noise(x, region, low, high, gen)  # out-painted samples; the others are copied
     seed = integers(0, 2**31 - 1, (), gen, dev)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _cpu_kernels
 from ._random import GeneratorLike, integers, resolve_generator, uniform
 
 __all__ = [
@@ -86,6 +87,10 @@ def random_rotation90(
         raise ValueError(f"90-degree rotations need a square plane, got {x.shape[dims[0]]} x {x.shape[dims[1]]}")
     gen = resolve_generator(generator, x.device)
     labels = integers(0, 3, (x.shape[0],), gen, x.device)
+    last_plane = sorted(dims) == [x.dim() - 2, x.dim() - 1]
+    if last_plane and _cpu_kernels.available(x):  # one compiled pass instead of select / flip / copy per class
+        k = labels if dims[0] < dims[1] else (4 - labels) % 4  # rot90 in (d1, d0) = rot90 by -k in (d0, d1)
+        return _cpu_kernels.rot90_last_plane_cpu(x, k), labels
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for k in range(4):  # four class groups, each one batched rot90
         idx = (labels == k).nonzero().squeeze(1)

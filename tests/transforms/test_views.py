@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from monai_ssl_plugin.transforms import _cpu_kernels as K
 from monai_ssl_plugin.transforms import views as V
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
@@ -18,6 +19,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(params=["compiled", "tensor"])
+def backend(request, monkeypatch):
+    """The compiled CPU loop (numba) and the tensor form (CUDA, or CPU without numba)."""
+    if request.param == "compiled" and not K.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    if request.param == "tensor":
+        monkeypatch.setattr(K, "HAVE_NUMBA", False)
+    return request.param
 
 
 def _unique_batch(batch: int, channels: int, spatial: tuple[int, ...], device: str = "cpu") -> torch.Tensor:
@@ -36,9 +47,12 @@ def _slice(x: torch.Tensor, start, size) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,plane", [((16, 2, 6, 5, 5), (-2, -1)), ((16, 1, 5, 5, 3), (2, 3)), ((16, 1, 7, 7), (2, 3))])
+@pytest.mark.parametrize(
+    "shape,plane",
+    [((16, 2, 6, 5, 5), (-2, -1)), ((16, 2, 6, 5, 5), (-1, -2)), ((16, 1, 5, 5, 3), (2, 3)), ((16, 1, 7, 7), (2, 3))],
+)
 @pytest.mark.parametrize("device", DEVICES)
-def test_rotation_is_exact_permutation(shape, plane, device: str) -> None:
+def test_rotation_is_exact_permutation(shape, plane, device: str, backend: str) -> None:
     x = _unique_batch(*shape[:2], shape[2:], device)
     rotated, labels = V.random_rotation90(x, plane, 0)
     assert rotated.shape == x.shape and labels.shape == (shape[0],) and labels.dtype == torch.int64
@@ -57,7 +71,7 @@ def test_rotation_rejects_non_square_plane_and_non_spatial_dims() -> None:
         V.random_rotation90(torch.rand(2, 4, 4, 4), (1, 2), 0)
 
 
-def test_rotation_reproducible_and_balanced() -> None:
+def test_rotation_reproducible_and_balanced(backend: str) -> None:
     x = torch.rand(400, 1, 2, 2)
     a = V.random_rotation90(x, (-2, -1), 3)
     b = V.random_rotation90(x, (-2, -1), torch.Generator().manual_seed(3))
