@@ -24,8 +24,10 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads on a shared CPU: see bench_corruptions.py
 
-CONFIGS = {"fp32 (reference)": (False, False), "channels_last_3d": (True, False), "torch.compile": (False, True),
-           "channels_last_3d + torch.compile": (True, True)}
+# name -> (channels_last_3d, torch.compile, glibc allocator thresholds raised)
+CONFIGS = {"fp32 (reference)": (False, False, False), "channels_last_3d": (True, False, False),
+           "torch.compile": (False, True, False), "channels_last_3d + torch.compile": (True, True, False),
+           "allocator thresholds raised (mallopt)": (False, False, True)}
 
 
 def _rss_mb() -> float:
@@ -33,8 +35,14 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def one(backbone: str, patch: int, batch: int, steps: int, channels_last: bool, compiled: bool, device: str,
-        threads: int) -> dict:
+def one(backbone: str, patch: int, batch: int, steps: int, channels_last: bool, compiled: bool, mallopt: bool,
+        device: str, threads: int) -> dict:
+    if mallopt:  # keep freed activation buffers in the heap instead of unmapping them (glibc)
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
     import torch
 
     from monai_ssl_plugin.backbones import create_backbone
@@ -94,8 +102,8 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        cl, comp = CONFIGS[a.one]
-        print(json.dumps(one(a.backbone, a.patch, a.batch, a.steps, cl, comp, a.device, a.threads)))
+        cl, comp, mallopt = CONFIGS[a.one]
+        print(json.dumps(one(a.backbone, a.patch, a.batch, a.steps, cl, comp, mallopt, a.device, a.threads)))
         return
     print(f"# {os.cpu_count()} cores, {a.threads} torch thread(s), {a.device}, load average {os.getloadavg()[0]:.1f}")
     print(f"| switch ({a.backbone}, MAE, batch {a.batch}, patch {a.patch}³, {a.device}) | first step (s) | step min (s) "
