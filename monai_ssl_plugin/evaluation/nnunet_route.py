@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,23 @@ from monai_ssl_plugin.workflows.nnunet_commands import run_nnunet
 
 CONFIGURATION = "3d_fullres"
 TRAINERS = {"ssl": "nnUNetTrainerSSL_5epochs", "scratch": "nnUNetTrainerScratch_5epochs"}
+_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@contextmanager
+def _nnunet_paths(env: dict[str, str]) -> Iterator[None]:
+    """The evaluation's nnU-Net folders in ``os.environ`` for in-process helpers (the plans writer,
+    export, the dataset resolver), restored afterwards."""
+    saved = {k: os.environ.get(k) for k in _PATH_VARS}
+    os.environ.update({k: env[k] for k in _PATH_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def prepare_plans(dataset_id: int, env: dict[str, str], backbone: str, patch_size: Sequence[int], batch_size: int,
@@ -40,24 +58,18 @@ def prepare_plans(dataset_id: int, env: dict[str, str], backbone: str, patch_siz
     from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
-    saved = {k: os.environ.get(k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    os.environ.update({k: env[k] for k in saved})  # the plans writer resolves the dataset through these
-    try:
+    from monai_ssl_plugin.errors import PluginError
+
+    with _nnunet_paths(env):  # the plans writer resolves the dataset through these
         try:
-            pre = preprocessed_dataset_dir(dataset_id)
-        except Exception:
-            pre = None
-        if pre is None or not (pre / "nnUNetPlans.json").is_file():
+            planned = (preprocessed_dataset_dir(dataset_id) / "nnUNetPlans.json").is_file()
+        except PluginError:  # not preprocessed yet
+            planned = False
+        if not planned:
             run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", CONFIGURATION, "-np", "1", "-npfp", "1",
                         "--verify_dataset_integrity"], env, log_file)
         plans = write_plans_variant(dataset_id, backbone=backbone, configuration=CONFIGURATION,
                                     patch_size=list(patch_size), batch_size=batch_size, log=None)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return plans.stem
 
 
@@ -67,17 +79,9 @@ def export_weights(checkpoint: Path, dataset_id: int, plans_id: str, env: dict[s
 
     if output_file.is_file():
         return output_file
-    saved = {k: os.environ.get(k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    os.environ.update({k: env[k] for k in saved})
-    try:
+    with _nnunet_paths(env):
         return export_nnunet(checkpoint, output_file, dataset=dataset_id, configuration=CONFIGURATION,
                              plans_identifier=plans_id)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_cell(cases: LabelledCases, task: str, raw: Path, dataset_id: int, plans_id: str, env: dict[str, str],
@@ -104,8 +108,8 @@ def run_cell(cases: LabelledCases, task: str, raw: Path, dataset_id: int, plans_
         cell_env["nnUNet_SSL_pretrained"] = str(weights)
     else:
         cell_env.pop("nnUNet_SSL_pretrained", None)
-    os.environ["nnUNet_preprocessed"] = env["nnUNet_preprocessed"]
-    pre = preprocessed_dataset_dir(dataset_id)
+    with _nnunet_paths(env):
+        pre = preprocessed_dataset_dir(dataset_id)
     split = [{"train": sorted(train), "val": sorted(test)[:max(1, n_val)]}]
     atomic_write_text(json.dumps(split, indent=2), pre / "splits_final.json")
     run_nnunet(["nnUNetv2_train", dataset_id, CONFIGURATION, "0", "-tr", trainer, "-p", plans_id, "-device", "cpu"],
