@@ -93,6 +93,21 @@ def test_every_pretraining_bundle_defines_the_policy():
         assert "@train#patches#source" in cfg["train"]["handlers"], f"{bundle}: the end-of-run count is not logged"
 
 
+def test_every_pretraining_bundle_has_the_memory_switches():
+    """Mixed precision and activation checkpointing are config switches of every bundle, kept by the overlay."""
+    import yaml
+
+    for bundle in BUNDLES:
+        configs = bundle_dir(bundle) / "configs"
+        cfg = yaml.safe_load((configs / "train.yaml").read_text())
+        assert cfg["amp"] is False and cfg["amp_dtype"] == "bfloat16", bundle
+        assert cfg["activation_checkpointing"] is False, bundle
+        assert "activation_checkpointing(@network_def, @activation_checkpointing)" in cfg["network"], bundle
+        assert cfg["train"]["trainer"]["amp"] == "$ssl_run.as_bool(@amp)", bundle
+        overlay = yaml.safe_load((configs / "multi_gpu_train.yaml").read_text())
+        assert "activation_checkpointing(@network_def, @activation_checkpointing)" in overlay["network"], bundle
+
+
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_skip_trains_and_counts_bad_cases(bundle, bad_dataset, tmp_path, capfd):
     torch.set_num_threads(1)
