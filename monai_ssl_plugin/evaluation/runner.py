@@ -11,12 +11,16 @@ Layout of ``output_dir``::
     nnUNet_raw/ nnUNet_preprocessed/        the dataset (demo cohort written here)
     pretraining/<pretext>/                  the bundle's run dir (checkpoints/, tensorboard/, online_probe.json)
     cells/<cell id>.json                    one result per cell, written atomically
+    cells/<cell id>.lock                    while a process computes the cell (holds its pid)
     nnunet_cells/<cell id>/                 per-cell nnUNet_results, test links, predictions
     logs/<cell id>.log                      load reports and nnU-Net output
 
 Re-running with the same ``output_dir`` skips finished cells, resumes an interrupted pretraining
 from its ``latest.pt`` and reuses finished checkpoints (shared by every cell of a pretext). A cell
-interrupted mid-way left no file and is computed again from its start.
+interrupted mid-way left no result and is computed again from its start. Several processes may
+work on one ``output_dir`` once the pretraining is done: a cell is claimed with a lock file
+(created exclusively, holding the process id; a dead holder's lock is taken over), so no cell is
+computed twice; a last call assembles the whole record.
 """
 
 from __future__ import annotations
@@ -185,6 +189,28 @@ def run_monai_cell(p: Protocol, cell: Cell, cases: Any, train: list[str], test: 
                                   knn=p.probes.knn, **common)
 
 
+def _claim(lock: Path) -> bool:
+    """Create ``lock`` holding this process id; False when a live process holds it (a lock left by
+    a dead process is taken over). Lets several processes share one ``output_dir``."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+                os.kill(pid, 0)
+                return False  # alive (or not ours to signal): someone is computing this cell
+            except ProcessLookupError:
+                lock.unlink(missing_ok=True)  # its process died mid-cell: compute it again
+                continue
+            except (ValueError, PermissionError, FileNotFoundError):
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def read_scalars(tensorboard_dir: Path, prefix: str = "") -> dict[str, list[list[float]]]:
     """``{tag: [[step, value], ...]}`` from a TensorBoard folder (tags starting with ``prefix``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -259,17 +285,29 @@ def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callab
             if path.is_file():
                 results[cell.id] = json.loads(path.read_text())
                 continue
-            train = splits.training(cell.seed, cell.budget)
-            ckpt = checkpoints.get(cell.pretext)
-            log = _CellLog(out / "logs" / f"{cell.id}.log")
-            logger.info("Cell %s (%d training cases)", cell.id, len(train))
-            if cell.route == "nnunet":
-                metrics = _run_nnunet_cell(p, cell, cases, raw, env, train, test, ckpt, out, nn_state, log)
-            else:
-                metrics = run_monai_cell(p, cell, cases, train, test, ckpt, log)
-            result = {"cell": cell.id, "route": cell.route, "task": cell.task, "pretext": cell.pretext, "arm": cell.arm,
-                      "budget": cell.budget, "seed": cell.seed, "train_cases": train, "metrics": metrics}
-            atomic_write_text(json.dumps(result, indent=1), path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = path.with_suffix(".lock")
+            if not _claim(lock):
+                logger.info("Cell %s is being computed by another process; skipped here", cell.id)
+                continue
+            try:
+                if path.is_file():  # finished by another process since the check above
+                    results[cell.id] = json.loads(path.read_text())
+                    continue
+                train = splits.training(cell.seed, cell.budget)
+                ckpt = checkpoints.get(cell.pretext)
+                log = _CellLog(out / "logs" / f"{cell.id}.log")
+                logger.info("Cell %s (%d training cases)", cell.id, len(train))
+                if cell.route == "nnunet":
+                    metrics = _run_nnunet_cell(p, cell, cases, raw, env, train, test, ckpt, out, nn_state, log)
+                else:
+                    metrics = run_monai_cell(p, cell, cases, train, test, ckpt, log)
+                result = {"cell": cell.id, "route": cell.route, "task": cell.task, "pretext": cell.pretext,
+                          "arm": cell.arm, "budget": cell.budget, "seed": cell.seed, "train_cases": train,
+                          "metrics": metrics}
+                atomic_write_text(json.dumps(result, indent=1), path)
+            finally:
+                lock.unlink(missing_ok=True)
             results[cell.id] = result
             if on_cell_done is not None:
                 on_cell_done(cell)

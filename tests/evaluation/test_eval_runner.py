@@ -63,3 +63,18 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     assert _metrics(fresh) == _metrics(record)
     saved = json.loads((tmp_path / "run" / "record.json").read_text())
     assert _metrics(saved) == _metrics(record)
+
+
+def test_cell_lock_is_exclusive_and_taken_over_from_a_dead_process(tmp_path):
+    import subprocess
+    import sys
+
+    from monai_ssl_plugin.evaluation.runner import _claim
+
+    lock = tmp_path / "cell.lock"
+    assert _claim(lock) and lock.read_text() == str(__import__("os").getpid())
+    assert not _claim(lock)  # held by a live process (this one)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(str(dead.pid))
+    assert _claim(lock)  # its holder is gone: taken over
