@@ -22,7 +22,7 @@ Steps (the real nnU-Net commands, run as subprocesses; everything logged to ``<o
 Writes ``<output>/bench_nnunet_finetune.json`` and prints a markdown table (per seed; mean ± sd of each
 arm and of the paired difference) with the wall time of each step and each run's training time (sum of nnU-Net's epoch
 times). The same plans for both arms are asserted from the two model folders' ``plans.json``
-(``assert_twin_plans``). Resumable: finished steps (plans, pretraining, trained folds) are kept.
+(``assert_twin_plans``). Resumable: finished steps (plans, pretraining, trained folds, their predictions) are kept.
 """
 
 from __future__ import annotations
@@ -48,6 +48,14 @@ def epoch_seconds(fold_dir: Path) -> float:
             if "Epoch time:" in line:
                 total += float(line.split("Epoch time:")[1].split("s")[0])
     return total
+
+
+def predictions_current(pred_dir: Path, label_dir: Path, checkpoint: Path) -> bool:
+    """True when every test case has a prediction written after the model's final checkpoint (resumable runs)."""
+    if not checkpoint.is_file():
+        return False
+    files = [pred_dir / ref.name for ref in label_dir.glob("*.nii.gz")]
+    return bool(files) and all(f.is_file() and f.stat().st_mtime > checkpoint.stat().st_mtime for f in files)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,9 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
                 run_nnunet(["nnUNetv2_train", DATASET_ID, CONFIGURATION, fold, "-tr", trainer, "-p", plans_id,
                             "-device", device, *extra], env, log)
             pred_dir = out / "predictions" / f"{arm}_seed{seed}"
-            run_nnunet(["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred_dir, "-d", DATASET_ID, "-c",
-                        CONFIGURATION, "-f", fold, "-tr", trainer, "-p", plans_id, "-device", device, "-npp", "1",
-                        "-nps", "1", "--disable_progress_bar"], env, log)
+            if not predictions_current(pred_dir, raw / "labelsTs", fold_dir / "checkpoint_final.pth"):
+                run_nnunet(["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred_dir, "-d", DATASET_ID, "-c",
+                            CONFIGURATION, "-f", fold, "-tr", trainer, "-p", plans_id, "-device", device, "-npp",
+                            "1", "-nps", "1", "--disable_progress_bar"], env, log)
             row[arm] = mean_dice(pred_dir, raw / "labelsTs", labels)
             row[f"{arm}_train_min"] = round(epoch_seconds(fold_dir) / 60, 1)  # from nnU-Net's own log
             step(f"seed {seed} {arm}: Dice {row[arm]:.3f} ({row[f'{arm}_train_min']} min of training epochs)", t0)
