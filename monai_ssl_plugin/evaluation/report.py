@@ -86,12 +86,13 @@ def markdown(record: dict[str, Any]) -> str:
         header = "| pretext | " + " | ".join(f"{TASK_SHORT.get(t, t)} {m} n={b}" for t, m, b in columns) + " |"
         sep = "| --- |" + " --- |" * len(columns)
         lines += [f"## {ROUTE_TITLES[route]}", "", header, sep]
-        for arm in arms:
+        route_arms = [a for a in arms if any(key[3] == a for key in v)]  # e.g. the nnU-Net route may run fewer
+        for arm in route_arms:
             cells = [_fmt(*mean_std(list(v.get((t, m, b, arm), {}).values()))) for t, m, b in columns]
             label = f"{arm} ({paradigm[arm]})" if paradigm.get(arm) else arm
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", f"SSL − scratch ({ROUTE_TITLES[route].split(':')[0]}), paired by seed:", "", header, sep]
-        for arm in arms[:-1]:
+        for arm in [a for a in route_arms if a != "scratch"]:
             row = []
             for t, m, b in columns:
                 ssl, scratch = v.get((t, m, b, arm), {}), v.get((t, m, b, "scratch"), {})
