@@ -107,6 +107,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(dataset, tmp_path):
     assert ref_proc.wait(300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
 
     ref, res = (safe_load(d / "checkpoints" / "final.pt") for d in (reference, killed))
+    assert not list((killed / "checkpoints").glob(".*.tmp"))  # a torn write's leftover is removed at restart
     assert ref["engine"]["iteration"] == res["engine"]["iteration"] == TOTAL
     for part in ("network", "pretext"):
         assert ref[part].keys() == res[part].keys()
