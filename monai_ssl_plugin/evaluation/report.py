@@ -164,7 +164,7 @@ def plots(record: dict[str, Any]) -> dict[str, bytes]:
             ax.set_title(f"{TASK_SHORT.get(task, task)}: {metric}")
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
-        fig.suptitle(ROUTE_TITLES[route] + " (mean ± std over seeds)")
+        fig.suptitle(ROUTE_TITLES[route] + " (mean ± std over seeds)", y=1.04)
         out[f"{route}_vs_labels.png"] = _png(fig)
         plt.close(fig)
     pre = record.get("pretraining", {})
