@@ -83,7 +83,7 @@ def plan_cells(p: Protocol, budgets: list[int]) -> list[Cell]:
 
 
 class _CellLog:
-    """Appends a cell's messages (load reports) to its log file and keeps the last ones."""
+    """Appends a cell's messages (load reports, nnU-Net output) to ``logs/<cell id>.log``."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -145,7 +145,10 @@ def _online_probe_handler(p: Protocol, cases: Any, splits: Splits, run_dir: Path
 
 
 def pretrain_once(p: Protocol, name: str, data: Path, out: Path, handler: dict[str, Any] | None) -> Path:
-    """The final checkpoint of pretext ``name``: reused if finished, resumed if interrupted."""
+    """The final checkpoint of pretext ``name``: reused if finished, resumed if interrupted.
+
+    One pretraining per pretext, seeded with ``dataset.split_seed``; the run seeds vary the training
+    subsets and the fine-tuning, not the pretrained weights."""
     from monai.bundle import ConfigParser
 
     from monai_ssl_plugin.engine.run import bundle_dir, pretrain
