@@ -132,12 +132,14 @@ class Commands:
 
     def recommend(self, modality: str, task: str, n_labelled: int, n_unlabelled: int, dims: int = 3,
                   traits: str | tuple = (), device: str | None = None, top_k: int = 5, output: str = "table",
-                  verbose: bool = True):
-        """Rank pretext bundles for a modality, downstream task and label budget, with reasons and evidence."""
+                  verbose: bool = True, measured: str | None = None):
+        """Rank pretext bundles for a modality, downstream task and label budget, with reasons and evidence.
+
+        --measured FILE reads time/memory figures from FILE instead of the packaged guide/measured.yaml."""
         from monai_ssl_plugin.guide import recommend_command
 
         print(recommend_command(modality, task, n_labelled, n_unlabelled, dims=dims, traits=traits, device=device,
-                                top_k=top_k, output=output, verbose=verbose))
+                                top_k=top_k, output=output, verbose=verbose, measured_path=measured))
 
     def evaluate(self, config: str, output_dir: str, routes: str | tuple | None = None):
         """Run an evaluation protocol (YAML): pretrain, fine-tune / probe at label budgets, report (resumable).

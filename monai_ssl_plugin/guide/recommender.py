@@ -32,9 +32,11 @@ __all__ = [
     "Recommendation",
     "ScoreTerm",
     "Settings",
+    "format_duration",
     "load_measured",
     "load_rules",
     "recommend",
+    "registry_backbone",
     "valid_choices",
 ]
 
@@ -43,6 +45,8 @@ DEFAULT_RULES_PATH = Path(__file__).with_name("rules.yaml")
 DEFAULT_MEASURED_PATH = Path(__file__).with_name("measured.yaml")
 NOT_MEASURED = "not measured yet"
 GAIN_LEVELS = ("small", "moderate", "large")
+# rules.yaml names some backbones by family ("vit (MONAI ViT; ...)"); these are their registry names
+_BACKBONE_ALIASES = {"vit": "monai_vit", "swin_unetr": "monai_swinunetr", "swinunetr": "monai_swinunetr"}
 
 
 class GuideInputError(PluginError, ValueError):
@@ -111,6 +115,7 @@ class Estimate:
     volumes_per_s: float | None = None
     peak_mem_mb: float | None = None
     hours_for_steps: float | None = None
+    backbone: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Estimate:
@@ -118,6 +123,7 @@ class Estimate:
         return cls(
             d["status"], d["text"], d.get("device"), None if patch is None else tuple(int(v) for v in patch),
             d.get("batch"), d.get("volumes_per_s"), d.get("peak_mem_mb"), d.get("hours_for_steps"),
+            d.get("backbone"),
         )
 
 
@@ -331,12 +337,13 @@ def recommend(
     for rank, (_, name, it) in enumerate(ranked[: q.top_k], start=1):
         b = rules["bundles"][name]
         settings = _size_settings(rules, b, q, n_pool)
+        backbone = b["low_compute_backbone"] if "low_compute" in q.traits else b["default_backbone"]
         items.append(RankedPretext(
             rank=rank, bundle=name, paradigm=b["paradigm"], family=b["family"], score=it["score"],
             reasons=tuple(it["reasons"]), evidence=_evidence(sources, it["evidence"]),
             preset=rules["modalities"][q.modality]["preset"],
-            backbone=b["low_compute_backbone"] if "low_compute" in q.traits else b["default_backbone"],
-            settings=settings, estimate=_estimate(measured.get(name, []), settings, q.device),
+            backbone=backbone,
+            settings=settings, estimate=_estimate(measured.get(name, []), settings, q.device, backbone),
             score_terms=tuple(ScoreTerm(n, round(v, 4)) for n, v in it["terms"]),
             published=tuple(PublishedSetting(p["name"], str(p["value"]), p["source"]) for p in b.get("published", [])),
             notes=tuple(it["notes"]),
@@ -485,8 +492,33 @@ def _device_matches(entry_device: str, wanted: str | None) -> bool:
     return e == w or e.startswith(w + ":") or e.startswith(w + "_") or e.startswith(w + "(")
 
 
-def _estimate(entries: list[dict[str, Any]], settings: Settings, device: str | None) -> Estimate:
-    """Copy time/memory from the benchmark file; the closest setting is reported as such, never scaled."""
+def registry_backbone(label: str) -> str:
+    """The backbone-registry name for a backbone as rules.yaml names it.
+
+    ``"nnunet_plain_small (encoder)"`` -> ``nnunet_plain_small``; ``"vit (MONAI ViT; ...)"`` -> ``monai_vit``.
+    The benchmarks measure this backbone, and the estimate prefers entries measured on it.
+    """
+    head = str(label).strip().split(" ", 1)[0].strip().lower()
+    return _BACKBONE_ALIASES.get(head, head)
+
+
+def format_duration(hours: float) -> str:
+    """``"about 2 h 05 min"`` / ``"about 7 min"`` / ``"under 1 min"``."""
+    minutes = round(hours * 60.0)
+    if minutes < 1:
+        return "under 1 min"
+    h, m = divmod(minutes, 60)
+    return f"about {h} h {m:02d} min" if h else f"about {m} min"
+
+
+def _estimate(entries: list[dict[str, Any]], settings: Settings, device: str | None,
+              backbone: str | None = None) -> Estimate:
+    """Copy time/memory from the benchmark file; the closest setting is reported as such, never scaled.
+
+    Entries measured on the recommended ``backbone`` (its registry name) win over other backbones;
+    among those, the closest patch (log voxel count), then batch. An entry without ``backbone`` (hand
+    written) counts as the recommended one.
+    """
     candidates = [e for e in entries if _device_matches(e["device"], device)]
     if not candidates:
         where = f" on {device}" if device else ""
@@ -494,6 +526,13 @@ def _estimate(entries: list[dict[str, Any]], settings: Settings, device: str | N
         extra = f" (measured on: {', '.join(other)})" if other else ""
         return Estimate("not_measured", f"{NOT_MEASURED}{where}{extra}")
 
+    want_bb = registry_backbone(backbone) if backbone else None
+
+    def same_backbone(e: dict[str, Any]) -> bool:
+        return want_bb is None or e.get("backbone") is None or registry_backbone(e["backbone"]) == want_bb
+
+    if any(same_backbone(e) for e in candidates):  # another backbone's cost says little about this one
+        candidates = [e for e in candidates if same_backbone(e)]
     want_vox = math.prod(settings.patch)
 
     def distance(e: dict[str, Any]) -> tuple[float, int]:
@@ -508,16 +547,21 @@ def _estimate(entries: list[dict[str, Any]], settings: Settings, device: str | N
         return Estimate("not_measured", f"{NOT_MEASURED} for {len(settings.patch)}D patches")
     patch = tuple(int(v) for v in best["patch"])
     batch, vps, mem = int(best["batch"]), float(best["volumes_per_s"]), float(best["peak_mem_mb"])
-    exact = patch == settings.patch and batch == settings.batch
+    bb = None if best.get("backbone") is None else str(best["backbone"])
+    exact = patch == settings.patch and batch == settings.batch and same_backbone(best)
     hours = settings.steps * batch / vps / 3600.0 if vps > 0 else None
-    measured = (f"{vps:g} volumes/s, peak {mem:g} MB on {best['device']} at patch {'x'.join(map(str, patch))}, "
+    on = f" ({bb})" if bb else ""
+    measured = (f"{vps:g} volumes/s, peak {mem:g} MB on {best['device']}{on} at patch {'x'.join(map(str, patch))}, "
                 f"batch {batch}")
-    span = "" if hours is None else f"; {settings.steps} steps at that setting: about {hours:.1f} h"
+    if bb and not same_backbone(best):
+        measured += f" (not on the recommended {want_bb})"
+    span = "" if hours is None else f"; {settings.steps} steps at that setting: {format_duration(hours)}"
+    rounded = None if hours is None else round(hours, 4)
     if exact:
         return Estimate("measured", f"measured: {measured}{span}", str(best["device"]), patch, batch, vps, mem,
-                        None if hours is None else round(hours, 3))
+                        rounded, bb)
     return Estimate("measured_other", f"not measured at this setting; closest measurement: {measured}{span}",
-                    str(best["device"]), patch, batch, vps, mem, None if hours is None else round(hours, 3))
+                    str(best["device"]), patch, batch, vps, mem, rounded, bb)
 
 
 def _expected_gain(rules: Mapping[str, Any], q: Query, fraction: float) -> tuple[str, str]:

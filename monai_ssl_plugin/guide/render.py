@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from monai_ssl_plugin.guide.recommender import Estimate, Recommendation, recommend
+from monai_ssl_plugin.guide.recommender import Estimate, Recommendation, format_duration, recommend
 
 __all__ = ["from_json", "recommend_command", "to_json", "to_table"]
 
@@ -26,7 +26,7 @@ def from_json(text: str) -> Recommendation:
 def _time_memory(e: Estimate) -> str:
     if e.status == "not_measured":
         return e.text
-    hours = "" if e.hours_for_steps is None else f"{e.hours_for_steps:.1f} h, "
+    hours = "" if e.hours_for_steps is None else f"{format_duration(e.hours_for_steps).removeprefix('about ')}, "
     # a trailing * marks figures measured at another patch/batch than the plan (see the notes)
     mark = "" if e.status == "measured" else "*"
     return f"{hours}{e.peak_mem_mb:g} MB{mark}"
