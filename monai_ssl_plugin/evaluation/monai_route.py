@@ -111,6 +111,22 @@ def _score_segmentation(cases: LabelledCases, task: str, test: Sequence[str], pr
             "n_test_scored": sum(any(not math.isnan(v) for v in row) for row in per_case)}
 
 
+def _train(net: nn.Module, sample: Callable[[], tuple[torch.Tensor, Any]], loss_of: Callable[[torch.Tensor, list], torch.Tensor],
+           iterations: int, batch_size: int, lr: float) -> list[float]:
+    """The fine-tuning loop both tasks share: Adam, ``batch_size`` draws of ``sample()`` per step; the losses."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    losses = []
+    for _ in range(iterations):
+        xs, ys = zip(*(sample() for _ in range(batch_size)))
+        loss = loss_of(net(torch.stack(xs)), list(ys))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def finetune_segmentation(cases: LabelledCases, task: str, train: Sequence[str], test: Sequence[str], *, backbone: str,
                           checkpoint: str | Path | None, patch: Sequence[int], iterations: int, batch_size: int,
                           lr: float, seed: int, log: Log) -> dict[str, Any]:
@@ -122,22 +138,14 @@ def finetune_segmentation(cases: LabelledCases, task: str, train: Sequence[str],
     net, init = build_network(backbone, N_CLASSES[task], checkpoint, log)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
-    losses = []
-    for _ in range(iterations):
-        xs, ys = [], []
-        for _ in range(batch_size):
-            c = train[int(torch.randint(0, len(train), (1,), generator=gen))]
-            x, y = _crop(cases.images[c], cases.segmentation_target(task, c), patch, gen, foreground_p=0.5)
-            x, y = _flip(x, y, gen)
-            xs.append(x)
-            ys.append(y[None])
-        loss = loss_fn(net(torch.stack(xs)), torch.stack(ys))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
+        c = train[int(torch.randint(0, len(train), (1,), generator=gen))]
+        x, y = _crop(cases.images[c], cases.segmentation_target(task, c), patch, gen, foreground_p=0.5)
+        x, y = _flip(x, y, gen)
+        return x, y[None]
+
+    losses = _train(net, sample, lambda out, ys: loss_fn(out, torch.stack(ys)), iterations, batch_size, lr)
     net.eval()
     scores = _score_segmentation(cases, task, test, net, patch)
     return {**scores, **init, "final_train_loss": float(sum(losses[-10:]) / len(losses[-10:])),
@@ -167,21 +175,13 @@ def finetune_classification(cases: LabelledCases, task: str, train: Sequence[str
     adapter, init = build_network(backbone, N_CLASSES[task], checkpoint, log)
     net = _Classifier(adapter, N_CLASSES[task])
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
-    losses = []
-    for _ in range(iterations):
-        xs, ys = [], []
-        for _ in range(batch_size):
-            c = train[int(torch.randint(0, len(train), (1,), generator=gen))]
-            x, _ = _crop(cases.images[c], cases.labels[c], patch, gen, foreground_p=0.0)
-            xs.append(_flip(x, None, gen)[0])
-            ys.append(cases.class_label(task, c))
-        loss = F.cross_entropy(net(torch.stack(xs)), torch.tensor(ys))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+
+    def sample() -> tuple[torch.Tensor, int]:
+        c = train[int(torch.randint(0, len(train), (1,), generator=gen))]
+        x, _ = _crop(cases.images[c], cases.labels[c], patch, gen, foreground_p=0.0)
+        return _flip(x, None, gen)[0], cases.class_label(task, c)
+
+    losses = _train(net, sample, lambda out, ys: F.cross_entropy(out, torch.tensor(ys)), iterations, batch_size, lr)
     net.eval()
     with torch.no_grad():
         probs = torch.cat([torch.softmax(net(cases.images[c][None]), 1) for c in test])
