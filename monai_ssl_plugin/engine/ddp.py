@@ -12,6 +12,8 @@
   batch is samples ``[t*B*W, (t+1)*B*W)`` of the underlying dataset, rank ``r`` reads block ``r``;
   so N processes with per-rank batch B see exactly the batch one process with batch ``N*B`` sees,
   and ``--resume`` continues at the right sample on every rank (it is a ``ResumableDataset``).
+- :func:`teardown`: the overlay's ``finalize``: every rank waits for the others, then the process
+  group is destroyed, so no rank exits while another is still communicating or writing.
 - :func:`rank_handlers`: drops the file-writing log handlers (TensorBoard, timing, progress) on
   ranks > 0; checkpoints are written by rank 0 only (the checkpoint handler checks the rank) but
   every rank keeps the handler so that ``--resume`` restores every rank.
@@ -35,7 +37,7 @@ from monai_ssl_plugin.engine.handlers.checkpoint import ResumableDataset
 logger = logging.getLogger(__name__)
 
 __all__ = ["RankShardedDataset", "SSLDistributedDataParallel", "is_main_process", "rank", "rank_handlers", "setup",
-           "sync_batchnorm", "world_size", "wrap"]
+           "sync_batchnorm", "teardown", "world_size", "wrap"]
 
 # handler classes that write logs/files and run on rank 0 only
 LOG_HANDLERS = ("TensorBoardStatsHandler", "DataWaitHandler", "ProgressHandler", "StatsHandler")
@@ -58,6 +60,21 @@ def setup(backend: str = "auto", device: str | None = None) -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device(device or "cpu")
+
+
+def teardown() -> None:
+    """Leave the process group together: a barrier, then ``destroy_process_group`` (no-op without one).
+
+    Without the barrier rank 1 reaches ``finalize`` while rank 0 still writes ``final.pt`` and
+    tears down its gloo connections under a peer that is still using them; PyTorch asks every
+    process to destroy its groups explicitly before exit (torch.distributed "Shutdown").
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def sync_batchnorm(module: Any, device: torch.device | str | None = None) -> Any:

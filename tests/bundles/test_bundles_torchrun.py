@@ -12,9 +12,6 @@ tested exactly in tests/engine/test_ddp*.py; this test proves each bundle's wiri
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,17 +19,12 @@ import pytest
 from monai_ssl_plugin.checkpoint import safe_load
 from monai_ssl_plugin.engine.run import bundle_dir
 from tiny_bundle_overrides import EXTRA
+from torchrun_launch import run_torchrun
 
 pytestmark = pytest.mark.e2e
 
 BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "bundles").glob("*_ssl_pretraining"))
 STEPS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +44,12 @@ def test_bundle_runs_under_torchrun_two_processes(bundle, dataset, tmp_path):
                  **EXTRA[bundle.removesuffix("_ssl_pretraining")]}
     if "collapse_every_n" not in (configs / "train.yaml").read_text():
         overrides.pop("collapse_every_n")
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "monai.bundle", "run", "--config_file",
-           f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
-           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
-           "--dataset_dir", str(dataset), "--output_dir", f"$os.path.join('{out}', 'rank' + os.environ['RANK'])"]
+    args = ["-m", "monai.bundle", "run", "--config_file", f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
+            "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+            "--dataset_dir", str(dataset), "--output_dir", f"$os.path.join('{out}', 'rank' + os.environ['RANK'])"]
     for key, value in overrides.items():
-        cmd += [f"--{key}", str(value).replace(" ", "")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+        args += [f"--{key}", str(value).replace(" ", "")]
+    proc = run_torchrun(args, cwd=tmp_path, outputs=[out])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "rank 0 of 2 (gloo)" in log and "rank 1 of 2 (gloo)" in log

@@ -4,10 +4,6 @@ in loss and gradients; and the MAE bundle runs under torchrun with configs/multi
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +16,8 @@ from torch import nn
 
 from monai_ssl_plugin.data.dataset import RandomPatchDataset
 from monai_ssl_plugin.data.sources import ArraySource
-from monai_ssl_plugin.engine.ddp import RankShardedDataset, sync_batchnorm, wrap
+from monai_ssl_plugin.engine.ddp import RankShardedDataset, sync_batchnorm, teardown, wrap
+from torchrun_launch import run_torchrun
 
 WORLD, BATCH, PATCH = 2, 3, (8, 8, 8)  # per-rank batch 3 -> global batch 6
 
@@ -87,6 +84,13 @@ def test_sharded_dataset_covers_the_global_batch_in_order():
     assert [shards[1][i] for i in range(3)] == [9, 10, 11] and len(shards[1]) == 9
 
 
+def test_teardown_destroys_the_group_and_is_a_no_op_without_one(tmp_path):
+    teardown()  # nothing initialised: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    teardown()
+    assert not dist.is_initialized()
+
+
 def test_two_process_gloo_step_matches_single_process(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
@@ -102,12 +106,6 @@ def test_two_process_gloo_step_matches_single_process(tmp_path):
             torch.testing.assert_close(rk["grads"][key], grad, rtol=1e-7, atol=1e-10)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_mae_bundle_runs_under_torchrun_with_gloo(tmp_path):
     from monai_ssl_plugin.checkpoint import safe_load
@@ -118,15 +116,13 @@ def test_mae_bundle_runs_under_torchrun_with_gloo(tmp_path):
                                   shape=(20, 20, 20), spacing=(1.0, 1.0, 1.0), seed=0)
     configs = bundle_dir("mae_ssl_pretraining") / "configs"
     out = tmp_path / "run"
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "monai.bundle", "run", "--config_file",
-           f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
-           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
-           "--dataset_dir", str(data), "--output_dir", str(out), "--backbone", "nnunet_plain_tiny",
-           "--patch_size", "[16,16,16]", "--batch_size", "2", "--train#epoch_length", "3",
-           "--train#trainer#max_epochs", "1", "--train#num_workers", "0", "--quiet", "true"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = run_torchrun(["-m", "monai.bundle", "run", "--config_file",
+                         f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
+                         "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+                         "--dataset_dir", str(data), "--output_dir", str(out), "--backbone", "nnunet_plain_tiny",
+                         "--patch_size", "[16,16,16]", "--batch_size", "2", "--train#epoch_length", "3",
+                         "--train#trainer#max_epochs", "1", "--train#num_workers", "0", "--quiet", "true"],
+                        cwd=tmp_path, outputs=[out], timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     log = proc.stdout + proc.stderr
     assert "rank 0 of 2 (gloo)" in log and "rank 1 of 2 (gloo)" in log
