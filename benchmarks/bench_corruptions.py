@@ -99,7 +99,7 @@ def generators() -> dict[str, Callable[[torch.Tensor, torch.Generator], object]]
             x, g, holes=6, spatial_size=20, max_spatial_size=64, dropout_holes=False
         ),
         "coarse_shuffle (10 holes 8)": lambda x, g: C.coarse_shuffle(x, g, holes=10, spatial_size=8),
-        MONAI_VIEWS: lambda x, g: (C.monai_ssl_view(x, g), C.monai_ssl_view(x, g)),
+        MONAI_VIEWS: lambda x, g: C.monai_ssl_views(x, g, 2),
         SWIN: lambda x, g: C.swin_unetr_augment(x, g),
         "random_rotation90": lambda x, g: V.random_rotation90(x, (-2, -1), g),
         "cube_grid (2x2x2, gap 2)": lambda x, g: V.cube_grid(x, 2, 2),

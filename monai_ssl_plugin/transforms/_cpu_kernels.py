@@ -32,8 +32,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     HAVE_NUMBA = False
 
 __all__ = [
-    "HAVE_NUMBA", "MODES", "available", "shuffle_boxes_cpu", "paint_boxes_cpu", "channel_shuffle_boxes_cpu_",
-    "rot90_last_plane_cpu",
+    "HAVE_NUMBA", "MODES", "available", "channel_shuffle_boxes_cpu_", "minmax_cpu", "paint_boxes_cpu",
+    "paint_boxes_cpu_", "paste_boxes_cpu_", "rot90_last_plane_cpu", "shuffle_boxes_cpu",
 ]
 
 
@@ -102,27 +102,49 @@ if HAVE_NUMBA:
 
 
     @numba.njit(nogil=True, cache=True, inline="always")
-    def _hash32(index: np.uint64, seed: np.uint64) -> np.uint64:
+    def _hash32(index, seed):
         # counter-based noise: golden-ratio multiply, then Wellons' "lowbias32" mixer (the same
         # design as the tensor path's hash). Stateless, so the loops vectorise and a voxel's value
-        # depends only on (index, seed): overlapping boxes write identical values.
-        m32 = np.uint64(0xFFFFFFFF)
-        h = (index * np.uint64(0x9E3779B1) + seed) & m32
-        h ^= h >> np.uint64(16)
-        h = (h * np.uint64(0x7FEB352D)) & m32
-        h ^= h >> np.uint64(15)
-        h = (h * np.uint64(0x846CA68B)) & m32
-        return h ^ (h >> np.uint64(16))
+        # depends only on (index, seed): overlapping boxes write identical values. Signed 64-bit
+        # arithmetic masked to 32 bits gives the unsigned 32-bit values and lets LLVM vectorise the
+        # multiplies with AVX2 (index < 2**31, seed < 2**32: no overflow).
+        m32 = 0xFFFFFFFF
+        h = (np.int64(index) * np.int64(0x9E3779B1) + np.int64(seed)) & m32
+        h ^= h >> 16
+        h = (h * 0x7FEB352D) & m32
+        h ^= h >> 15
+        h = (h * 0x846CA68B) & m32
+        return h ^ (h >> 16)
 
     @numba.njit(nogil=True, cache=True, inline="always")
-    def _uniform(index: np.uint64, seed: np.uint64) -> float:
-        return np.float64(_hash32(index, seed) >> np.uint64(8)) * 5.9604644775390625e-08  # 24 bits / 2**24
+    def _noise_row(dst, start, n, key, seed, low32, step32):  # pragma: no cover - compiled
+        # dst[start + m] = low + span * U(key + m) for m < n, in float32 (vectorises; 24-bit uniforms)
+        for m in range(n):
+            dst[start + m] = low32 + step32 * np.float32(_hash32(key + m, seed) >> 8)
 
     @numba.njit(nogil=True, cache=True, inline="always")
-    def _bell(index: np.uint64, seed: np.uint64) -> float:
-        h = _hash32(index, seed)  # Irwin-Hall of the four bytes: bell-shaped, close to a normal
-        m8 = np.uint64(255)
-        return np.float64((h & m8) + ((h >> np.uint64(8)) & m8) + ((h >> np.uint64(16)) & m8) + (h >> np.uint64(24)))
+    def _uniform(index, seed) -> float:
+        return np.float64(_hash32(index, seed) >> 8) * 5.9604644775390625e-08  # 24 bits / 2**24
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _bell(index, seed):
+        h = _hash32(index, seed)  # Irwin-Hall of the four bytes, 0..1020: bell-shaped, close to a normal
+        return (h & 255) + ((h >> 8) & 255) + ((h >> 16) & 255) + (h >> 24)
+
+    @numba.njit(nogil=True, cache=True, fastmath=True)
+    def _minmax(flat):  # pragma: no cover - compiled
+        # (min, max) of a 1-D array; accumulators in the array's dtype and fastmath let LLVM
+        # vectorise the reduction (NaN inputs give undefined extremes; the data guard refuses them)
+        lo, hi = flat[0], flat[0]
+        for i in range(flat.size):
+            lo = min(lo, flat[i])
+            hi = max(hi, flat[i])
+        return np.float64(lo), np.float64(hi)
+
+    @numba.njit(nogil=True, cache=True, parallel=True)
+    def _minmax_kernel(x, low, high):  # pragma: no cover - compiled
+        for b in numba.prange(x.shape[0]):
+            low[b], high[b] = _minmax(x[b].reshape(-1))
 
     @numba.njit(nogil=True, cache=True)
     def _fill_box(ob, xb, base, sz, sy, sx, stride_z, stride_y, mode, low, span, seed):  # pragma: no cover
@@ -138,82 +160,97 @@ if HAVE_NUMBA:
                         for m in range(sx):
                             ob[c, row + m] = xb[c, row + m]
             return
-        lo_seen, hi_seen = np.inf, -np.inf
+        low32, step32 = np.float32(low), np.float32(span * 5.9604644775390625e-08)
+        lo_seen, hi_seen = 1 << 30, -1  # integer extremes of the bell noise: the loop vectorises
         for c in range(n_ch):
             for i in range(sz):
                 for j in range(sy):
                     row = base + i * stride_z + j * stride_y
-                    key = np.uint64(c * n_vox + row)
                     if mode == 1:
-                        for m in range(sx):
-                            ob[c, row + m] = low + span * _uniform(key + np.uint64(m), seed)
+                        _noise_row(ob[c], row, sx, c * n_vox + row, seed, low32, step32)
                     else:
                         for m in range(sx):
-                            v = _bell(key + np.uint64(m), seed)
+                            v = _bell(c * n_vox + row + m, seed)
                             lo_seen = min(lo_seen, v)
                             hi_seen = max(hi_seen, v)
                             ob[c, row + m] = v
         if mode == 3:  # min-max scale the box's noise to [0, 1], as the reference does per block
-            scale = 1.0 / max(hi_seen - lo_seen, 1e-12)
+            offset = np.float32(lo_seen)
+            scale = np.float32(1.0 / max(hi_seen - lo_seen, 1))
             for c in range(n_ch):
                 for i in range(sz):
                     for j in range(sy):
                         row = base + i * stride_z + j * stride_y
                         for m in range(sx):
-                            ob[c, row + m] = (ob[c, row + m] - lo_seen) * scale
+                            ob[c, row + m] = (ob[c, row + m] - offset) * scale
+
+    @numba.njit(nogil=True, cache=True)
+    def _out_paint(ob, xb, starts, ends, active, b, lo, span, seed):  # pragma: no cover - compiled
+        """Out-painting of one sample, row by row: originals inside the active boxes, uniform noise
+        in ``[lo, lo + span)`` elsewhere, each run of a row written once."""
+        n_ch, n_z, n_y, n_x = ob.shape[0], ob.shape[1], ob.shape[2], ob.shape[3]
+        n_box = starts.shape[1]
+        low32, step32 = np.float32(lo), np.float32(span * 5.9604644775390625e-08)
+        obf = ob.reshape(n_ch, -1)
+        xbf = xb.reshape(n_ch, -1)
+        n_vox = obf.shape[1]
+        inside = np.zeros(n_x + 1, np.bool_)  # sentinel at n_x closes the last run
+        for z in range(n_z):
+            for y in range(n_y):
+                covered = False
+                for k in range(n_box):
+                    if (active[b, k] and starts[b, k, 0] <= z < ends[b, k, 0]
+                            and starts[b, k, 1] <= y < ends[b, k, 1] and starts[b, k, 2] < ends[b, k, 2]):
+                        if not covered:
+                            inside[:] = False
+                            covered = True
+                        inside[max(starts[b, k, 2], 0):min(ends[b, k, 2], n_x)] = True
+                row = (z * n_y + y) * n_x
+                for c in range(n_ch):
+                    if not covered:
+                        _noise_row(obf[c], row, n_x, c * n_vox + row, seed, low32, step32)
+                        continue
+                    m = 0
+                    while m < n_x:  # alternate runs: copy inside a box, noise outside
+                        end = m
+                        while end < n_x and inside[end] == inside[m]:
+                            end += 1
+                        if inside[m]:
+                            for v in range(row + m, row + end):
+                                obf[c, v] = xbf[c, v]
+                        else:
+                            _noise_row(obf[c], row + m, end - m, c * n_vox + row + m, seed, low32, step32)
+                        m = end
 
     @numba.njit(nogil=True, cache=True, parallel=True)
-    def _paint_kernel(x, out, starts, ends, active, mode, low, high, partner, seeds):  # pragma: no cover
-        # per sample b (x, out: (B, C, Z, Y, X); starts/ends: (B, K, 3); active: (B, K)):
-        # mode 0 copy; 1 uniform noise in the boxes; 2 uniform noise outside the boxes (out-painting);
-        # 3 Swin UNETR bell noise in the boxes; 4 boxes pasted from sample partner[b] of x.
-        # low[b] NaN: the noise range is the sample's own [min, max) (MONAI's default fill).
-        n_batch, n_ch = x.shape[0], x.shape[1]
+    def _paint_kernel(x, out, source, copy, starts, ends, active, mode, low, high, partner, seeds):  # pragma: no cover
+        # per output sample b (x: (B_in, C, Z, Y, X); out: (B, C, Z, Y, X); starts/ends: (B, K, 3);
+        # active: (B, K)), built from input sample source[b]: mode 0 copy; 1 uniform noise in the
+        # boxes; 2 uniform noise outside the boxes (out-painting); 3 Swin UNETR bell noise in the
+        # boxes; 4 boxes pasted from input sample partner[b]. copy False: out[b] already holds the
+        # sample (in place; modes 1 and 3). low[b] NaN: the noise range is the sample's own
+        # [min, max) (MONAI's default fill).
+        n_batch, n_ch = out.shape[0], out.shape[1]
         stride_z = np.int64(x.shape[3]) * np.int64(x.shape[4])
         stride_y = np.int64(x.shape[4])
         n_box = starts.shape[1]
         for b in numba.prange(n_batch):
-            xb = x[b].reshape(n_ch, -1)
+            xb = x[source[b]].reshape(n_ch, -1)
             ob = out[b].reshape(n_ch, -1)
             md = mode[b]
             seed = seeds[b] & np.uint64(0xFFFFFFFF)
             lo = np.float64(low[b])
             hi = np.float64(high[b])
             if np.isnan(lo) and (md == 1 or md == 2):
-                lo, hi = np.inf, -np.inf
-                for v in xb.reshape(-1):
-                    lo = min(lo, np.float64(v))
-                    hi = max(hi, np.float64(v))
+                lo, hi = _minmax(xb.reshape(-1))
             span = hi - lo
-            if md == 2:  # out-painting, row by row: originals inside the boxes, noise only outside
-                n_y, n_x = x.shape[3], x.shape[4]
-                inside = np.zeros(n_x, np.bool_)
-                for c in range(n_ch):
-                    for z in range(x.shape[2]):
-                        for y in range(n_y):
-                            row = z * stride_z + y * stride_y
-                            key = np.uint64(c * ob.shape[1] + row)
-                            covered = False
-                            for k in range(n_box):
-                                if (active[b, k] and starts[b, k, 0] <= z < ends[b, k, 0]
-                                        and starts[b, k, 1] <= y < ends[b, k, 1] and starts[b, k, 2] < ends[b, k, 2]):
-                                    if not covered:
-                                        inside[:] = False
-                                        covered = True
-                                    inside[max(starts[b, k, 2], 0):min(ends[b, k, 2], n_x)] = True
-                            if covered:
-                                for m in range(n_x):
-                                    if inside[m]:
-                                        ob[c, row + m] = xb[c, row + m]
-                                    else:
-                                        ob[c, row + m] = lo + span * _uniform(key + np.uint64(m), seed)
-                            else:
-                                for m in range(n_x):
-                                    ob[c, row + m] = lo + span * _uniform(key + np.uint64(m), seed)
+            if md == 2:
+                _out_paint(out[b], x[source[b]], starts, ends, active, b, lo, span, seed)
                 continue
-            flat_o, flat_x = ob.reshape(-1), xb.reshape(-1)
-            for v in range(flat_o.size):  # a flat loop compiles to a vector copy; ob[:] = xb did not
-                flat_o[v] = flat_x[v]
+            if copy:
+                flat_o, flat_x = ob.reshape(-1), xb.reshape(-1)
+                for v in range(flat_o.size):  # a flat loop compiles to a vector copy; ob[:] = xb did not
+                    flat_o[v] = flat_x[v]
             if md == 0:
                 continue
             src = x[partner[b]].reshape(n_ch, -1) if md == 4 else xb
@@ -229,24 +266,63 @@ if HAVE_NUMBA:
                 _fill_box(ob, src, base, sz, sy, sx, stride_z, stride_y, md, lo, span, seed)
 
     @numba.njit(nogil=True, cache=True, parallel=True)
-    def _rot90_kernel(x, out, k):  # pragma: no cover
-        # x, out: (B, M, H, H); out[b] = torch.rot90(x[b], k[b], (-2, -1)) in one pass
-        n_batch, n_m, n = x.shape[0], x.shape[1], x.shape[2]
+    def _paste_kernel(out, original, starts, ends, active, partner):  # pragma: no cover - compiled
+        # Swin UNETR's sequential paste, in place: sample b, in order, receives its active boxes from
+        # partner p = partner[b] as the reference loop sees it -- out[p] (finished) when p < b, the
+        # original when p > b (not yet corrupted). Samples run in parallel by level: level 0 reads
+        # no finished sample, level l reads one of level l - 1.
+        n_batch, n_ch = out.shape[0], out.shape[1]
+        stride_z = np.int64(out.shape[3]) * np.int64(out.shape[4])
+        stride_y = np.int64(out.shape[4])
+        level = np.zeros(n_batch, np.int64)
+        for b in range(n_batch):
+            if partner[b] < b:
+                level[b] = level[partner[b]] + 1
+        for lv in range(level.max() + 1 if n_batch else 0):
+            for b in numba.prange(n_batch):
+                p = partner[b]
+                if level[b] != lv or p == b:
+                    continue
+                ob = out[b].reshape(n_ch, -1)
+                src = out[p].reshape(n_ch, -1) if p < b else original[p].reshape(n_ch, -1)
+                for k in range(starts.shape[1]):
+                    sz = ends[b, k, 0] - starts[b, k, 0]
+                    sy = ends[b, k, 1] - starts[b, k, 1]
+                    sx = ends[b, k, 2] - starts[b, k, 2]
+                    if not active[b, k] or sz <= 0 or sy <= 0 or sx <= 0:
+                        continue
+                    base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
+                    _fill_box(ob, src, base, sz, sy, sx, stride_z, stride_y, 4, 0.0, 0.0, np.uint64(0))
+
+    @numba.njit(nogil=True, cache=True, parallel=True)
+    def _rot90_kernel(x, source, out, out2, k):  # pragma: no cover
+        # x: (B_in, M, H, H); out: (B, M, H, H); out[b] = torch.rot90(x[source[b]], k[b], (-2, -1)) in
+        # one pass; out2 (shaped like out, or empty): a second copy written in the same pass
+        n_batch, n_m, n = out.shape[0], out.shape[1], out.shape[2]
+        both = out2.size > 0
         for b in numba.prange(n_batch):
             kb = k[b] % 4
             for p in range(n_m):
-                src = x[b, p]
+                src = x[source[b], p]
                 dst = out[b, p]
-                for i in range(n):
-                    for j in range(n):
-                        if kb == 0:
+                for i in range(n):  # one loop per class: no branch in the inner loop
+                    if kb == 0:
+                        for j in range(n):
                             dst[i, j] = src[i, j]
-                        elif kb == 1:
+                    elif kb == 1:
+                        for j in range(n):
                             dst[i, j] = src[j, n - 1 - i]
-                        elif kb == 2:
+                    elif kb == 2:
+                        for j in range(n):
                             dst[i, j] = src[n - 1 - i, n - 1 - j]
-                        else:
-                            dst[i, j] = src[n - 1 - j, i]
+                    else:  # the source column read top-down (forward strides prefetch better)
+                        for j in range(n):
+                            dst[i, n - 1 - j] = src[j, i]
+                if both:  # the plane is still in cache: the second copy costs a write
+                    second = out2[b, p]
+                    for i in range(n):
+                        for j in range(n):
+                            second[i, j] = dst[i, j]
 
     @numba.njit(nogil=True, cache=True, parallel=True)
     def _channel_shuffle_kernel(out, starts, sizes, active, seeds):  # pragma: no cover
@@ -348,11 +424,13 @@ def paint_boxes_cpu(
     low: Tensor | None = None,
     high: Tensor | None = None,
     partner: Tensor | None = None,
+    *,
+    source: Tensor | None = None,
 ) -> Tensor:
     """Fill boxes per sample, compiled CPU loop; returns a new (B, C, *spatial) tensor.
 
     Args:
-        x: (B, C, *spatial) CPU tensor (2 or 3 spatial dims).
+        x: (B_in, C, *spatial) CPU tensor (2 or 3 spatial dims).
         starts, ends: (B, K, D) half-open boxes; ``active``: (B, K) bool.
         mode: (B,) int, per sample (see ``MODES``): 0 copy; 1 uniform noise in ``[low, high)`` in
             the boxes (in-painting, cut-out); 2 uniform noise outside the boxes, originals inside
@@ -361,13 +439,41 @@ def paint_boxes_cpu(
         seeds: (B,) int64 seeds of the per-sample random streams.
         low, high: (B,) noise bounds (default 0, 1); NaN in ``low``: the sample's own [min, max)
             (MONAI's default fill), found in the same pass. ``partner``: (B,) int (default: itself).
+        source: (B,) int: output sample ``b`` is built from input sample ``source[b]`` (default
+            ``b``, B = B_in): several views of one batch in one call, without copying the input.
 
     Noise values are 24-bit uniforms from a counter-based hash of (voxel index, sample seed), so a
     voxel covered by several boxes gets one value whichever box writes last.
     """
-    batch = x.shape[0]
     src = x.detach().contiguous()
-    out = torch.empty_like(src, memory_format=torch.contiguous_format)
+    order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+    out = torch.empty((order.numel(), *src.shape[1:]), dtype=src.dtype)
+    _paint(src, out, order, True, starts, ends, active, mode, seeds, low, high, partner)
+    return out
+
+
+def paint_boxes_cpu_(
+    out: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+    active: Tensor,
+    mode: Tensor,
+    seeds: Tensor,
+    low: Tensor | None = None,
+    high: Tensor | None = None,
+) -> Tensor:
+    """:func:`paint_boxes_cpu` in place on a contiguous CPU tensor: modes 1 and 3 touch only the
+    boxes, mode 2 rewrites the outside (pasting, mode 4, reads other samples: see
+    :func:`paste_boxes_cpu_`)."""
+    if bool((mode.to(torch.int64) == MODES["paste"]).any()):
+        raise ValueError("paint_boxes_cpu_ cannot paste in place; use paste_boxes_cpu_")
+    _paint(out, out, torch.arange(out.shape[0]), False, starts, ends, active, mode, seeds, low, high, None)
+    return out
+
+
+def _paint(src: Tensor, out: Tensor, source: Tensor, copy: bool, starts: Tensor, ends: Tensor, active: Tensor,
+           mode: Tensor, seeds: Tensor, low: Tensor | None, high: Tensor | None, partner: Tensor | None) -> None:
+    batch = out.shape[0]
     st, en = _boxes_3d(starts, ends, 1)
     zeros = torch.zeros(batch, dtype=torch.float64)
     low64 = zeros if low is None else low.detach().to("cpu", torch.float64).expand(batch).contiguous()
@@ -375,11 +481,39 @@ def paint_boxes_cpu(
     part = torch.arange(batch) if partner is None else partner.to("cpu", torch.int64).contiguous()
     _threads(batch)
     _paint_kernel(
-        _as_5d(src).numpy(), _as_5d(out).numpy(), st.numpy(), en.numpy(),
+        _as_5d(src).numpy(), _as_5d(out).numpy(), source.numpy(), copy, st.numpy(), en.numpy(),
         active.to(torch.bool).contiguous().numpy(), mode.to(torch.int8).contiguous().numpy(),
         low64.numpy(), high64.numpy(), part.numpy(), seeds.to(torch.int64).contiguous().numpy().view(np.uint64),
     )
+
+
+def paste_boxes_cpu_(out: Tensor, original: Tensor, starts: Tensor, ends: Tensor, active: Tensor,
+                     partner: Tensor) -> Tensor:
+    """Swin UNETR's paste round in place, with the reference's sample order (compiled).
+
+    Sample ``b`` receives its active boxes from sample ``p = partner[b]`` (none when ``p == b``) as
+    the reference loop sees it: ``out[p]`` when ``p < b`` (already finished), ``original[p]`` when
+    ``p > b`` (not yet corrupted).
+
+    Args:
+        out: (B, C, *spatial) contiguous CPU tensor, modified in place.
+        original: the batch before this corruption, shaped like ``out``.
+        starts, ends: (B, K, D) half-open boxes; ``active``: (B, K) bool; ``partner``: (B,) int.
+    """
+    st, en = _boxes_3d(starts, ends, 1)
+    _threads(out.shape[0])
+    _paste_kernel(_as_5d(out).numpy(), _as_5d(original.detach().contiguous()).numpy(), st.numpy(), en.numpy(),
+                  active.to(torch.bool).contiguous().numpy(), partner.to("cpu", torch.int64).contiguous().numpy())
     return out
+
+
+def minmax_cpu(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) float64 minimum and maximum of each sample: one compiled read, samples in parallel."""
+    src = x.detach().contiguous()
+    low, high = torch.empty(src.shape[0], dtype=torch.float64), torch.empty(src.shape[0], dtype=torch.float64)
+    _threads(src.shape[0])
+    _minmax_kernel(src.view(src.shape[0], -1).numpy(), low.numpy(), high.numpy())
+    return low, high
 
 
 def channel_shuffle_boxes_cpu_(out: Tensor, starts: Tensor, sizes: Tensor, active: Tensor, seeds: Tensor) -> Tensor:
@@ -400,20 +534,28 @@ def channel_shuffle_boxes_cpu_(out: Tensor, starts: Tensor, sizes: Tensor, activ
     return out
 
 
-def rot90_last_plane_cpu(x: Tensor, k: Tensor) -> Tensor:
+def rot90_last_plane_cpu(
+    x: Tensor, k: Tensor, copies: int = 1, source: Tensor | None = None
+) -> Tensor | tuple[Tensor, Tensor]:
     """``torch.rot90(x[b], k[b], (-2, -1))`` for every sample in one compiled pass (square last plane).
 
     Args:
-        x: (B, ..., H, H) CPU tensor.
+        x: (B_in, ..., H, H) CPU tensor.
         k: (B,) int rotation classes (multiples of 90 degrees).
+        copies: 2 writes a second, independent copy in the same pass (a target and the view that
+            is corrupted in place).
+        source: (B,) int: output sample ``b`` rotates input sample ``source[b]`` (default ``b``).
 
     Returns:
-        New contiguous tensor shaped like ``x``.
+        New contiguous (B, ..., H, H) tensor (a pair of them for ``copies=2``).
     """
     src = x.detach().contiguous()
-    out = torch.empty_like(src, memory_format=torch.contiguous_format)
+    order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+    outs = [torch.empty((order.numel(), *src.shape[1:]), dtype=src.dtype) for _ in range(copies)]
     n = src.shape[-1]
-    _threads(src.shape[0])
-    _rot90_kernel(src.view(src.shape[0], -1, n, n).numpy(), out.view(src.shape[0], -1, n, n).numpy(),
+    planes = [o.view(o.shape[0], -1, n, n).numpy() for o in outs]
+    second = planes[1] if copies == 2 else np.empty((0, 0, 0, 0), planes[0].dtype)
+    _threads(order.numel())
+    _rot90_kernel(src.view(src.shape[0], -1, n, n).numpy(), order.numpy(), planes[0], second,
                   k.to(torch.int64).contiguous().numpy())
-    return out
+    return outs[0] if copies == 1 else (outs[0], outs[1])

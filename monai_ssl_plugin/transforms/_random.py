@@ -89,6 +89,9 @@ def integers(
     """
     # float64 keeps the floor unbiased for every range this package uses (< 2**31).
     u = uniform(shape, generator, device, dtype=torch.float64)
+    if isinstance(low, int) and isinstance(high, int):  # the common case, in three tensor ops
+        span = max(high - low + 1, 1)
+        return (u * span).long().clamp_(max=span - 1).add_(low)
     low_t = torch.as_tensor(low, device=device, dtype=torch.int64)
     high_t = torch.as_tensor(high, device=device, dtype=torch.int64)
     span = (high_t - low_t + 1).clamp(min=1)

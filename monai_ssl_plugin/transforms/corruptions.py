@@ -46,7 +46,7 @@ from torch import Tensor
 
 from . import _cpu_kernels
 from ._random import GeneratorLike, bernoulli, integers, random_bits, resolve_generator, uniform
-from .views import random_rotation90
+from .views import random_rotations90
 
 __all__ = [
     "random_flip",
@@ -61,6 +61,8 @@ __all__ = [
     "coarse_dropout",
     "coarse_shuffle",
     "monai_ssl_view",
+    "monai_ssl_views",
+    "paste_from_partners_",
     "swin_unetr_cutout",
     "swin_unetr_augment",
     "SwinUNETRViews",
@@ -1062,7 +1064,7 @@ def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
 
     Per sample: OneOf(in-painting dropout with 6 holes of side 5-32, out-painting dropout with 6
     holes of side 20-64) -- fill uniform in the sample's [min, max) -- then coarse shuffle (p 0.8,
-    10 holes of side 8). Call twice for the two views of the tutorial's contrastive term.
+    10 holes of side 8). :func:`monai_ssl_views` makes the tutorial's two views in one pass.
 
     Args:
         x: (B, C, *spatial).
@@ -1071,39 +1073,59 @@ def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:
     Returns:
         (B, C, *spatial) corrupted view.
     """
+    return monai_ssl_views(x, generator, n_views=1)[0]
+
+
+def monai_ssl_views(x: Tensor, generator: GeneratorLike = None, n_views: int = 2) -> tuple[Tensor, ...]:
+    """``n_views`` independent :func:`monai_ssl_view` corruptions of the batch (the tutorial's
+    ``image`` and ``image_2`` for its contrastive term), drawn and filled in one pass: each
+    sample's [min, max) is found once and shared by its views, and on CPU one compiled call
+    writes every view straight from ``x``.
+
+    Args:
+        x: (B, C, *spatial).
+        generator: generator or seed.
+        n_views: number of views.
+
+    Returns:
+        ``n_views`` (B, C, *spatial) corrupted views.
+    """
     spatial = _spatial_shape(x)
+    if n_views < 1:
+        raise ValueError(f"n_views must be at least 1, got {n_views}")
     gen = resolve_generator(generator, x.device)
     batch, dev = x.shape[0], x.device
-    use_in = bernoulli(0.5, (batch,), gen, dev)
+    rows = batch * n_views  # row r: view r // B of sample r % B
+    use_in = bernoulli(0.5, (rows,), gen, dev)
     # The two dropout branches touch disjoint samples: build one region and fill once.
-    s_in, z_in, a_in = _coarse_holes(spatial, batch, 6, 5, None, 32, gen, dev)
-    s_out, z_out, a_out = _coarse_holes(spatial, batch, 6, 20, None, 64, gen, dev)
+    s_in, z_in, a_in = _coarse_holes(spatial, rows, 6, 5, None, 32, gen, dev)
+    s_out, z_out, a_out = _coarse_holes(spatial, rows, 6, 20, None, 64, gen, dev)
     if _cpu_kernels.available(x):  # both branches in one compiled pass: mode 1 in-paints, 2 out-paints
-        nan = torch.full((batch,), float("nan"))  # the kernel finds each sample's [min, max) itself
+        source = torch.arange(batch).repeat(n_views)
+        low, high = _cpu_kernels.minmax_cpu(x)
         out = _cpu_kernels.paint_boxes_cpu(
             x, torch.cat([s_in, s_out], 1), torch.cat([s_in + z_in, s_out + z_out], 1),
             torch.cat([a_in & use_in[:, None], a_out & ~use_in[:, None]], 1),
-            torch.where(use_in, 1, 2).to(torch.int8), _stream_seeds(batch, gen, dev), nan, nan,
+            torch.where(use_in, 1, 2).to(torch.int8), _stream_seeds(rows, gen, dev), low[source], high[source],
+            source=source,
         )
-        shuffled = bernoulli(0.8, (batch,), gen, dev)
-        s_sh, z_sh, a_sh = _coarse_holes(spatial, batch, 10, 8, None, None, gen, dev)
-        _coarse_shuffle_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
-        return out
-    low, high = x.reshape(batch, -1).amin(1).float(), x.reshape(batch, -1).amax(1).float()
-    region = _drop_samples(~_box_mask(spatial, s_out, s_out + z_out, a_out & ~use_in[:, None]), ~use_in)
-    out = _fill_noise(x, region, low, high, gen)  # out-painted samples; the others are copied
-    seed = integers(0, 2**31 - 1, (), gen, dev)
-    _scatter_boxes_(  # in-painted samples: only their holes are touched
-        out,
-        s_in,
-        s_in + z_in,
-        a_in & use_in[:, None],
-        lambda dest, owner: _hash_uniform(dest, seed).mul_((high - low)[owner]).add_(low[owner]),
-    )
-    shuffled = bernoulli(0.8, (batch,), gen, dev)
-    s_sh, z_sh, a_sh = _coarse_holes(spatial, batch, 10, 8, None, None, gen, dev)
+    else:
+        xs = x.repeat(n_views, *([1] * (x.dim() - 1))) if n_views > 1 else x
+        low, high = xs.reshape(rows, -1).amin(1).float(), xs.reshape(rows, -1).amax(1).float()
+        region = _drop_samples(~_box_mask(spatial, s_out, s_out + z_out, a_out & ~use_in[:, None]), ~use_in)
+        out = _fill_noise(xs, region, low, high, gen)  # out-painted samples; the others are copied
+        seed = integers(0, 2**31 - 1, (), gen, dev)
+        _scatter_boxes_(  # in-painted samples: only their holes are touched
+            out,
+            s_in,
+            s_in + z_in,
+            a_in & use_in[:, None],
+            lambda dest, owner: _hash_uniform(dest, seed).mul_((high - low)[owner]).add_(low[owner]),
+        )
+    shuffled = bernoulli(0.8, (rows,), gen, dev)
+    s_sh, z_sh, a_sh = _coarse_holes(spatial, rows, 10, 8, None, None, gen, dev)
     _coarse_shuffle_(out, s_sh, z_sh, a_sh & shuffled[:, None], gen)
-    return out
+    return tuple(out.split(batch))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1119,7 +1141,7 @@ def _swin_blocks(
     tolerance: float,
     gen: torch.Generator | None,
     device: torch.device,
-    chunk: int = 64,
+    chunk: int = 128,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Swin UNETR cut-out blocks: starts, ends (B, K, D) and active (B, K).
 
@@ -1168,9 +1190,9 @@ def swin_unetr_cutout(
     Analysis", CVPR 2022. The reference fills with standard normal noise min-max scaled to
     [0, 1] per block; here the noise is bell-shaped (Irwin-Hall of four uniform bytes, close to a
     normal), min-max scaled per block by the compiled CPU loop and over the call by the tensor
-    form (keyed on the voxel index, see the module notes).
-    Partners paste from the noise-corrupted batch (the reference's sequential loop pastes from
-    partly processed samples).
+    form (keyed on the voxel index, see the module notes). The paste follows the reference's
+    sequential loop: sample ``b`` pastes from partner ``p`` as finished when ``p < b`` and as the
+    uncorrupted input when ``p > b``.
 
     Args:
         x: (B, C, *spatial).
@@ -1183,45 +1205,69 @@ def swin_unetr_cutout(
     Returns:
         (B, C, *spatial) corrupted copy.
     """
-    spatial = _spatial_shape(x)
+    _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
-    batch, dev = x.shape[0], x.device
-    if _cpu_kernels.available(x):  # compiled: per-block min-max noise as in the reference, then the paste
-        starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-        out = _cpu_kernels.paint_boxes_cpu(
-            x, starts, ends, active, torch.full((batch,), 3, dtype=torch.int8), _stream_seeds(batch, gen, dev)
-        )
-        if not paste:
-            return out
-        partner = integers(0, batch - 1, (batch,), gen, dev)
-        starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-        active = active & (partner != torch.arange(batch, device=dev))[:, None]
-        return _cpu_kernels.paint_boxes_cpu(
-            out, starts, ends, active, torch.full((batch,), 4, dtype=torch.int8), _stream_seeds(batch, gen, dev),
-            partner=partner,
-        )
-    seed = integers(0, 2**31 - 1, (), gen, dev)
-
-    def scaled_noise(dest: Tensor, owner: Tensor) -> Tensor:
-        # bell-shaped noise min-max scaled to [0, 1] (reference: normal noise, min-max per block)
-        noise = _hash_bell(dest, seed)
-        low, high = noise.aminmax()
-        return noise.sub_(low).div_((high - low).clamp(min=1e-12))
-
     out = x.clone(memory_format=torch.contiguous_format)
-    _scatter_boxes_(out, *_swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev), scaled_noise)
+    return _swin_cutout_(out, x, gen, max_drop, max_block, tolerance, paste)
+
+
+def _swin_cutout_(
+    out: Tensor, original: Tensor, gen: torch.Generator | None, max_drop: float, max_block: float,
+    tolerance: float, paste: bool, group: int | None = None,
+) -> Tensor:
+    """:func:`swin_unetr_cutout` in place on contiguous ``out``, a copy of ``original``.
+
+    ``group``: ``out`` stacks batches of this size (e.g. two views), each pasting within itself."""
+    spatial = _spatial_shape(out)
+    batch, dev = out.shape[0], out.device
+    group = group or batch
+    starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
+    if _cpu_kernels.available(out):  # compiled: per-block min-max noise, as in the reference
+        _cpu_kernels.paint_boxes_cpu_(out, starts, ends, active, torch.full((batch,), 3, dtype=torch.int8),
+                                      _stream_seeds(batch, gen, dev))
+    else:
+        seed = integers(0, 2**31 - 1, (), gen, dev)
+
+        def scaled_noise(dest: Tensor, owner: Tensor) -> Tensor:
+            # bell-shaped noise min-max scaled to [0, 1] (reference: normal noise, min-max per block)
+            noise = _hash_bell(dest, seed)
+            low, high = noise.aminmax()
+            return noise.sub_(low).div_((high - low).clamp(min=1e-12))
+
+        _scatter_boxes_(out, starts, ends, active, scaled_noise)
     if not paste:
         return out
-    partner = integers(0, batch - 1, (batch,), gen, dev)
+    first = torch.arange(batch, device=dev) // group * group  # the first sample of each one's group
+    partner = integers(0, group - 1, (batch,), gen, dev) + first
     starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-    active = active & (partner != torch.arange(batch, device=dev))[:, None]
-    flat = out.view(-1)
-    sample_size = out[0].numel()
-    def from_partner(dest: Tensor, owner: Tensor) -> Tensor:
-        # same voxel of the partner sample; gathered before the scatter, so round-1 values are pasted
-        return flat.index_select(0, dest + (partner[owner] - owner) * sample_size)
+    return paste_from_partners_(out, original, starts, ends, active, partner)
 
-    return _scatter_boxes_(out, starts, ends, active, from_partner)
+
+def paste_from_partners_(
+    out: Tensor, original: Tensor, starts: Tensor, ends: Tensor, active: Tensor, partner: Tensor
+) -> Tensor:
+    """Swin UNETR's paste round in place, in the reference loop's sample order.
+
+    Sample ``b`` receives its active boxes from ``p = partner[b]`` (none when ``p == b``) as the
+    reference's sequential loop (``aug_rand``) sees it: ``out[p]``, already finished, when
+    ``p < b``; ``original[p]``, not yet corrupted, when ``p > b``.
+
+    Args:
+        out: (B, C, *spatial) contiguous, modified in place.
+        original: the batch before the corruption, shaped like ``out``.
+        starts, ends: (B, K, D) half-open boxes; ``active``: (B, K) bool; ``partner``: (B,) int.
+
+    Returns:
+        ``out``.
+    """
+    if _cpu_kernels.available(out):
+        return _cpu_kernels.paste_boxes_cpu_(out, original, starts, ends, active, partner)
+    for b, p in enumerate(partner.tolist()):  # one sample at a time: later samples read finished ones
+        if p != b:
+            source = (out if p < b else original)[p].reshape(-1)
+            _scatter_boxes_(out[b : b + 1], starts[b : b + 1], ends[b : b + 1], active[b : b + 1],
+                            lambda dest, owner: source.index_select(0, dest))
+    return out
 
 
 class SwinUNETRViews(NamedTuple):
@@ -1261,8 +1307,9 @@ def swin_unetr_augment(
     """
     _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
-    t1, r1 = random_rotation90(x, plane, gen)
-    t2, r2 = random_rotation90(x, plane, gen)
-    v1 = swin_unetr_cutout(t1, gen, max_drop=max_drop, max_block=max_block)
-    v2 = swin_unetr_cutout(t2, gen, max_drop=max_drop, max_block=max_block)
-    return SwinUNETRViews(v1, v2, t1, t2, r1, r2)
+    batch = x.shape[0]
+    # both views as one stacked batch: rotated once into a target and a copy that is cut in place
+    (target, view), rotation = random_rotations90(x, plane, gen, repeats=2, copies=2)
+    _swin_cutout_(view, target, gen, max_drop, max_block, 0.05, True, group=batch)  # each view pastes within itself
+    first, second = slice(0, batch), slice(batch, 2 * batch)
+    return SwinUNETRViews(view[first], view[second], target[first], target[second], rotation[first], rotation[second])

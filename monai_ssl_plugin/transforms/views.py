@@ -32,6 +32,7 @@ from ._random import GeneratorLike, integers, resolve_generator, uniform
 
 __all__ = [
     "random_rotation90",
+    "random_rotations90",
     "crop_boxes",
     "resized_crops",
     "cube_grid",
@@ -79,24 +80,46 @@ def random_rotation90(
         ``(x_rot, labels)``: (B, C, *spatial) rotated copy and (B,) int64 classes ``k`` in 0..3
         (rotation by ``k * 90`` degrees, ``torch.rot90(sample, k, plane)``).
     """
+    (out,), labels = random_rotations90(x, plane, generator, repeats=1, copies=1)
+    return out, labels
+
+
+def random_rotations90(
+    x: Tensor, plane: tuple[int, int] = (-2, -1), generator: GeneratorLike = None, repeats: int = 2, copies: int = 2
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """``repeats`` independent :func:`random_rotation90` views of the batch, stacked, each written
+    ``copies`` times (one compiled pass on CPU): e.g. two views, each as a target to keep and a
+    copy to corrupt in place.
+
+    Returns:
+        ``(tensors, labels)``: ``copies`` tensors of shape (repeats * B, C, *spatial) -- sample
+        ``r * B + b`` is sample ``b`` rotated by ``labels[r * B + b] * 90`` degrees -- and the
+        (repeats * B,) int64 labels, drawn one view after the other (the first B are the labels
+        :func:`random_rotation90` draws from the same generator state).
+    """
     _spatial_shape(x)
     dims = tuple(d % x.dim() for d in plane)
     if len(dims) != 2 or dims[0] == dims[1] or min(dims) < 2:
         raise ValueError(f"plane must be two distinct spatial dims of x, got {plane}")
     if x.shape[dims[0]] != x.shape[dims[1]]:
         raise ValueError(f"90-degree rotations need a square plane, got {x.shape[dims[0]]} x {x.shape[dims[1]]}")
+    if copies not in (1, 2) or repeats < 1:
+        raise ValueError(f"copies must be 1 or 2 and repeats at least 1, got copies={copies}, repeats={repeats}")
     gen = resolve_generator(generator, x.device)
-    labels = integers(0, 3, (x.shape[0],), gen, x.device)
+    batch = x.shape[0]
+    labels = torch.cat([integers(0, 3, (batch,), gen, x.device) for _ in range(repeats)])
     last_plane = sorted(dims) == [x.dim() - 2, x.dim() - 1]
     if last_plane and _cpu_kernels.available(x):  # one compiled pass instead of select / flip / copy per class
         k = labels if dims[0] < dims[1] else (4 - labels) % 4  # rot90 in (d1, d0) = rot90 by -k in (d0, d1)
-        return _cpu_kernels.rot90_last_plane_cpu(x, k), labels
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out = _cpu_kernels.rot90_last_plane_cpu(x, k, copies, torch.arange(batch).repeat(repeats))
+        return (out if copies == 2 else (out,)), labels
+    source = x.repeat(repeats, *([1] * (x.dim() - 1))) if repeats > 1 else x
+    out = torch.empty_like(source, memory_format=torch.contiguous_format)
     for k in range(4):  # four class groups, each one batched rot90
         idx = (labels == k).nonzero().squeeze(1)
         if idx.numel():
-            out.index_copy_(0, idx, torch.rot90(x.index_select(0, idx), k, dims))
-    return out, labels
+            out.index_copy_(0, idx, torch.rot90(source.index_select(0, idx), k, dims))
+    return ((out, out.clone()) if copies == 2 else (out,)), labels
 
 
 def crop_boxes(x: Tensor, starts: Tensor, size: Sequence[int]) -> Tensor:

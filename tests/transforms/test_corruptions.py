@@ -438,6 +438,21 @@ def test_swin_cutout_fraction_and_noise_range() -> None:
     assert float(noise.min()) >= 0.0 and float(noise.max()) <= 1.0
 
 
+def test_monai_ssl_views_are_independent_views_of_each_sample() -> None:
+    x = torch.rand(6, 1, 48, 48, 48) * torch.arange(1.0, 7.0).view(6, 1, 1, 1, 1)  # own range per sample
+    first, second = C.monai_ssl_views(x, 3, n_views=2)
+    assert first.shape == second.shape == x.shape and not torch.equal(first, second)
+    for view in (first, second):
+        flat, ref = view.flatten(1), x.flatten(1)
+        assert (flat.amin(1) >= ref.amin(1)).all() and (flat.amax(1) <= ref.amax(1)).all()  # each sample's range
+    again = C.monai_ssl_views(x, 3, n_views=2)
+    assert torch.equal(first, again[0]) and torch.equal(second, again[1])
+    (single,) = C.monai_ssl_views(x, 3, n_views=1)
+    assert torch.equal(single, C.monai_ssl_view(x, 3))
+    with pytest.raises(ValueError, match="n_views"):
+        C.monai_ssl_views(x, 3, n_views=0)
+
+
 def test_swin_cutout_pastes_from_another_sample() -> None:
     x = (10.0 + torch.arange(8.0)).view(8, 1, 1, 1, 1).expand(8, 1, 24, 24, 24).contiguous()
     out = C.swin_unetr_cutout(x, 1)
@@ -448,6 +463,37 @@ def test_swin_cutout_pastes_from_another_sample() -> None:
         assert torch.isin(others, 10.0 + torch.arange(8.0)).all()
         pasted += others.numel() > 0
     assert pasted > 0
+
+
+def _reference_paste(out, original, starts, ends, active, partner):
+    """Swin UNETR's aug_rand paste written as the reference loop: sample after sample, in place."""
+    out = out.clone()
+    for b in range(out.shape[0]):
+        p = int(partner[b])
+        if p == b:
+            continue
+        for k in range(starts.shape[1]):
+            if active[b, k]:
+                box = (slice(None), *[slice(int(s), int(e)) for s, e in zip(starts[b, k], ends[b, k])])
+                out[b][box] = (out[p] if p < b else original[p])[box]
+    return out
+
+
+def test_paste_follows_the_reference_sample_order() -> None:
+    """Later partners are pasted as they were before the corruption, earlier ones as finished."""
+    original = (10.0 + torch.arange(5.0)).view(5, 1, 1, 1, 1).expand(5, 2, 9, 10, 11).contiguous()
+    out = original + 100.0  # "round 1" marks every sample
+    starts = torch.tensor([[[0, 0, 0], [4, 4, 4]], [[1, 2, 3], [0, 5, 0]], [[2, 0, 1], [5, 5, 5]],
+                           [[0, 0, 0], [3, 3, 3]], [[1, 1, 1], [6, 6, 6]]])
+    ends = starts + torch.tensor([[4, 5, 6], [3, 3, 3]])
+    active = torch.tensor([[True, True], [True, False], [True, True], [False, True], [True, True]])
+    partner = torch.tensor([3, 0, 1, 3, 2])  # later, earlier, earlier (a chain), itself, earlier
+    expected = _reference_paste(out, original, starts, ends, active, partner)
+    result = C.paste_from_partners_(out.clone(), original, starts, ends, active, partner)
+    assert torch.equal(result, expected)
+    assert (result[0] == 13.0).any() and not (result[0] == 113.0).any()  # sample 3 not yet corrupted
+    assert (result[2] == 13.0).any()  # through the finished samples 1 and 0: 3 -> 0 -> 1 -> 2
+    assert torch.equal(result[3], out[3])  # partner itself: untouched
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -517,6 +563,19 @@ def test_compiled_box_permutations_are_uniform(backend: str, kernel: str) -> Non
     counts = torch.bincount(code, minlength=27)[code.unique()]
     assert counts.numel() == 6 and int(counts.sum()) == n
     assert (counts - n / 6).abs().max() < 5 * (n / 6 * 5 / 6) ** 0.5  # 5 sigma
+
+
+def test_compiled_minmax_and_sourced_paint(backend: str) -> None:
+    _kernel_only(backend)
+    x = torch.randn(3, 2, 5, 6, 7)
+    low, high = K.minmax_cpu(x)
+    assert torch.equal(low, x.flatten(1).amin(1).double()) and torch.equal(high, x.flatten(1).amax(1).double())
+    starts = torch.zeros(6, 1, 3, dtype=torch.int64)
+    ends = torch.tensor([5, 6, 7]).expand(6, 1, 3)
+    source = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = K.paint_boxes_cpu(x, starts, ends, torch.zeros(6, 1, dtype=torch.bool), torch.zeros(6, dtype=torch.int8),
+                            torch.arange(6), source=source)
+    assert torch.equal(out, torch.cat([x, x]))  # mode 0, no active box: each row copies its source
 
 
 def test_compiled_paint_modes(backend: str) -> None:

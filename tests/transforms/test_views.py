@@ -64,6 +64,22 @@ def test_rotation_is_exact_permutation(shape, plane, device: str, backend: str) 
         assert torch.equal(torch.rot90(rotated[b], -k, [d % x.dim() - 1 for d in plane]), x[b])
 
 
+@pytest.mark.parametrize("plane", [(-2, -1), (-1, -2)])
+def test_stacked_rotations_are_independent_exact_copies(plane, backend: str) -> None:
+    x = _unique_batch(5, 2, (4, 6, 6))
+    (target, view), labels = V.random_rotations90(x, plane, 7, repeats=2, copies=2)
+    assert target.shape == view.shape == (10, 2, 4, 6, 6) and labels.shape == (10,)
+    _, first = V.random_rotation90(x, plane, 7)
+    assert torch.equal(labels[:5], first)  # the first view draws what random_rotation90 draws
+    for r in range(10):
+        assert torch.equal(target[r], torch.rot90(x[r % 5], int(labels[r]), [d % x.dim() - 1 for d in plane]))
+    assert torch.equal(view, target)
+    view[0].zero_()  # two tensors, not two names for one
+    assert not torch.equal(view[0], target[0])
+    (only,), labels1 = V.random_rotations90(x, plane, 7, repeats=1, copies=1)
+    assert torch.equal(only, target[:5]) and torch.equal(labels1, first)
+
+
 def test_rotation_rejects_non_square_plane_and_non_spatial_dims() -> None:
     with pytest.raises(ValueError):
         V.random_rotation90(torch.rand(2, 1, 4, 5, 6), (-2, -1), 0)
