@@ -479,15 +479,17 @@ def _reference_paste(out, original, starts, ends, active, partner):
     return out
 
 
-def test_paste_follows_the_reference_sample_order() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_paste_follows_the_reference_sample_order(device: str) -> None:
     """Later partners are pasted as they were before the corruption, earlier ones as finished."""
-    original = (10.0 + torch.arange(5.0)).view(5, 1, 1, 1, 1).expand(5, 2, 9, 10, 11).contiguous()
+    original = (10.0 + torch.arange(5.0)).view(5, 1, 1, 1, 1).expand(5, 2, 9, 10, 11).contiguous().to(device)
     out = original + 100.0  # "round 1" marks every sample
     starts = torch.tensor([[[0, 0, 0], [4, 4, 4]], [[1, 2, 3], [0, 5, 0]], [[2, 0, 1], [5, 5, 5]],
                            [[0, 0, 0], [3, 3, 3]], [[1, 1, 1], [6, 6, 6]]])
     ends = starts + torch.tensor([[4, 5, 6], [3, 3, 3]])
     active = torch.tensor([[True, True], [True, False], [True, True], [False, True], [True, True]])
     partner = torch.tensor([3, 0, 1, 3, 2])  # later, earlier, earlier (a chain), itself, earlier
+    starts, ends, active, partner = (t.to(device) for t in (starts, ends, active, partner))
     expected = _reference_paste(out, original, starts, ends, active, partner)
     result = C.paste_from_partners_(out.clone(), original, starts, ends, active, partner)
     assert torch.equal(result, expected)
