@@ -891,14 +891,15 @@ def _coarse_holes(
         raise ValueError("max_holes must be >= holes")
     n_holes = integers(holes, n_max, (batch, 1), gen, device)
     active = torch.arange(n_max, device=device) < n_holes  # (B, K)
-    s = torch.tensor(spatial, device=device)
-    low = torch.tensor(_per_dim(spatial_size, spatial, "spatial_size"), device=device).clamp(max=s)
-    if max_spatial_size is None:
-        high = low
-    else:
-        high = torch.tensor(_per_dim(max_spatial_size, spatial, "max_spatial_size"), device=device).clamp(max=s)
-    sizes = integers(low, torch.maximum(high, low), (batch, n_max, dims), gen, device)
-    starts = integers(0, s - sizes, (batch, n_max, dims), gen, device)
+    low = [min(v, d) for v, d in zip(_per_dim(spatial_size, spatial, "spatial_size"), spatial)]
+    high = low if max_spatial_size is None else [
+        max(min(v, d), lo) for v, d, lo in zip(_per_dim(max_spatial_size, spatial, "max_spatial_size"), spatial, low)
+    ]
+    # one draw per hole for its sides and its corner (the box drawing is many small tensor ops)
+    u = uniform((batch, n_max, 2 * dims), gen, device, dtype=torch.float64)
+    side_span = torch.tensor([h - lo + 1 for h, lo in zip(high, low)], device=device)
+    sizes = (u[..., :dims] * side_span).long() + torch.tensor(low, device=device)  # uniform in [low, high]
+    starts = (u[..., dims:] * (torch.tensor(spatial, device=device) - sizes + 1)).long()  # in [0, S - size]
     return starts, sizes, active
 
 
@@ -1152,15 +1153,19 @@ def _swin_blocks(
     only while some sample is still short (usually one or two rounds).
     """
     dims = len(spatial)
+    tol = [max(1, int(tolerance * v)) for v in spatial]
+    big = [max(int(max_block * v), t) for v, t in zip(spatial, tol)]
     s = torch.tensor(spatial, device=device)
-    tol = torch.tensor([max(1, int(tolerance * v)) for v in spatial], device=device)
-    big = torch.maximum(torch.tensor([int(max_block * v) for v in spatial], device=device), tol)
+    start_span = torch.tensor([v - t + 1 for v, t in zip(spatial, tol)], device=device)  # start in [0, S - tol]
+    side_span = torch.tensor([b - t + 1 for b, t in zip(big, tol)], device=device)  # side in [tol, big]
+    tol_t = torch.tensor(tol, device=device)
     target = uniform((batch,), gen, device, 0.0, max_drop) * math.prod(spatial)
     done = torch.zeros(batch, device=device)
     all_starts, all_ends, all_active = [], [], []
     while True:
-        starts = integers(0, s - tol, (batch, chunk, dims), gen, device)
-        ends = torch.minimum(starts + integers(tol, big, (batch, chunk, dims), gen, device), s)
+        u = uniform((batch, chunk, 2 * dims), gen, device, dtype=torch.float64)  # one draw per block
+        starts = (u[..., :dims] * start_span).long()
+        ends = torch.minimum(starts + tol_t + (u[..., dims:] * side_span).long(), s)
         vol = (ends - starts).prod(2).float()  # (B, chunk)
         before = done[:, None] + torch.cumsum(vol, 1) - vol
         active = before < target[:, None]
