@@ -580,6 +580,20 @@ def test_compiled_minmax_and_sourced_paint(backend: str) -> None:
     assert torch.equal(out, torch.cat([x, x]))  # mode 0, no active box: each row copies its source
 
 
+def test_compiled_noise_is_one_function_of_voxel_and_seed(backend: str) -> None:
+    """The vectorised row hash (long runs) and the scalar hash (short runs) give a voxel one value."""
+    _kernel_only(backend)
+    x = torch.zeros(1, 1, 2, 3, 80)
+    seeds, mode = torch.tensor([5]), torch.tensor([1])
+    starts = torch.tensor([[[0, 0, 0]]])
+    long_box = K.paint_boxes_cpu(x, starts, torch.tensor([[[2, 3, 80]]]), torch.tensor([[True]]), mode, seeds)
+    short_box = K.paint_boxes_cpu(x, starts, torch.tensor([[[2, 3, 16]]]), torch.tensor([[True]]), mode, seeds)
+    assert torch.equal(long_box[..., :16], short_box[..., :16]) and (short_box[..., 16:] == 0).all()
+    outside = K.paint_boxes_cpu(x, starts + torch.tensor([0, 0, 16]), torch.tensor([[[2, 3, 80]]]),
+                                torch.tensor([[True]]), torch.tensor([2]), seeds)  # out-painting: noise in [0, 16)
+    assert torch.equal(outside[..., :16], long_box[..., :16]) and (outside[..., 16:] == 0).all()
+
+
 def test_compiled_paint_modes(backend: str) -> None:
     _kernel_only(backend)
     x = torch.full((5, 2, 10, 12, 14), 7.0)
