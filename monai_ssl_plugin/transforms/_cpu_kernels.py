@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "HAVE_NUMBA", "MODES", "available", "channel_shuffle_boxes_cpu_", "minmax_cpu", "paint_boxes_cpu",
-    "paint_boxes_cpu_", "paste_boxes_cpu_", "rot90_last_plane_cpu", "shuffle_boxes_cpu",
+    "rot90_last_plane_cpu", "shuffle_boxes_cpu", "swin_cutout_cpu",
 ]
 
 
@@ -165,45 +165,21 @@ if HAVE_NUMBA:
             low[b], high[b] = _minmax(x[b].reshape(-1))
 
     @numba.njit(nogil=True, cache=True)
-    def _fill_box(ob, xb, base, sz, sy, sx, stride_z, stride_y, mode, low, span, seed, tmp):  # pragma: no cover
-        """One box of one sample: mode 1 uniform noise, 3 bell noise min-max scaled over the box
-        (Swin UNETR), 4 copy from ``xb`` (the partner). ``tmp``: uint32 scratch of >= ``sx``."""
+    def _fill_box(ob, base, sz, sy, sx, stride_z, stride_y, low, span, seed, tmp):  # pragma: no cover
+        """Uniform noise in ``[low, low + span)`` over one box of one sample (all channels).
+        ``tmp``: uint32 scratch of >= ``sx``."""
         n_ch = ob.shape[0]
         n_vox = ob.shape[1]
-        if mode == 4:
-            for c in range(n_ch):
-                for i in range(sz):
-                    for j in range(sy):
-                        row = base + i * stride_z + j * stride_y
-                        for m in range(sx):
-                            ob[c, row + m] = xb[c, row + m]
-            return
         low32, step32 = np.float32(low), np.float32(span * 5.9604644775390625e-08)
-        lo_seen, hi_seen = 1 << 30, -1  # integer extremes of the bell noise: the loop vectorises
         for c in range(n_ch):
             for i in range(sz):
                 for j in range(sy):
                     row = base + i * stride_z + j * stride_y
-                    if mode == 1 and sx >= 32:  # long rows: the vectorised row hash pays off
+                    if sx >= 32:  # long rows: the vectorised row hash pays off
                         _noise_row(ob[c], row, sx, c * n_vox + row, seed, low32, step32, tmp)
-                    elif mode == 1:  # short rows: one fused scalar loop has less overhead
+                    else:  # short rows: one fused scalar loop has less overhead
                         for m in range(sx):
                             ob[c, row + m] = low32 + step32 * np.float32(_hash32(c * n_vox + row + m, seed) >> 8)
-                    else:
-                        for m in range(sx):
-                            v = _bell(c * n_vox + row + m, seed)
-                            lo_seen = min(lo_seen, v)
-                            hi_seen = max(hi_seen, v)
-                            ob[c, row + m] = v
-        if mode == 3:  # min-max scale the box's noise to [0, 1], as the reference does per block
-            offset = np.float32(lo_seen)
-            scale = np.float32(1.0 / max(hi_seen - lo_seen, 1))
-            for c in range(n_ch):
-                for i in range(sz):
-                    for j in range(sy):
-                        row = base + i * stride_z + j * stride_y
-                        for m in range(sx):
-                            ob[c, row + m] = (ob[c, row + m] - offset) * scale
 
     @numba.njit(nogil=True, cache=True)
     def _out_paint(ob, xb, starts, ends, active, b, lo, span, seed, tmp):  # pragma: no cover - compiled
@@ -254,13 +230,11 @@ if HAVE_NUMBA:
                         obf[c, row + m] = low32 + step32 * np.float32(np.int32(tmp[m] >> np.uint32(8)))
 
     @numba.njit(nogil=True, cache=True, parallel=True)
-    def _paint_kernel(x, out, source, copy, starts, ends, active, mode, low, high, partner, seeds):  # pragma: no cover
+    def _paint_kernel(x, out, source, starts, ends, active, mode, low, high, seeds):  # pragma: no cover
         # per output sample b (x: (B_in, C, Z, Y, X); out: (B, C, Z, Y, X); starts/ends: (B, K, 3);
         # active: (B, K)), built from input sample source[b]: mode 0 copy; 1 uniform noise in the
-        # boxes; 2 uniform noise outside the boxes (out-painting); 3 Swin UNETR bell noise in the
-        # boxes; 4 boxes pasted from input sample partner[b]. copy False: out[b] already holds the
-        # sample (in place; modes 1 and 3). low[b] NaN: the noise range is the sample's own
-        # [min, max) (MONAI's default fill).
+        # boxes; 2 uniform noise outside the boxes (out-painting). low[b] NaN: the noise range is
+        # the sample's own [min, max) (MONAI's default fill).
         n_batch, n_ch = out.shape[0], out.shape[1]
         stride_z = np.int64(x.shape[3]) * np.int64(x.shape[4])
         stride_y = np.int64(x.shape[4])
@@ -272,20 +246,18 @@ if HAVE_NUMBA:
             seed = seeds[b] & np.uint64(0xFFFFFFFF)
             lo = np.float64(low[b])
             hi = np.float64(high[b])
-            if np.isnan(lo) and (md == 1 or md == 2):
+            if np.isnan(lo) and md != 0:
                 lo, hi = _minmax(xb.reshape(-1))
             span = hi - lo
             tmp = np.empty(x.shape[4], np.uint32)  # a row of hashes
             if md == 2:
                 _out_paint(out[b], x[source[b]], starts, ends, active, b, lo, span, seed, tmp)
                 continue
-            if copy:
-                flat_o, flat_x = ob.reshape(-1), xb.reshape(-1)
-                for v in range(flat_o.size):  # a flat loop compiles to a vector copy; ob[:] = xb did not
-                    flat_o[v] = flat_x[v]
+            flat_o, flat_x = ob.reshape(-1), xb.reshape(-1)
+            for v in range(flat_o.size):  # a flat loop compiles to a vector copy; ob[:] = xb did not
+                flat_o[v] = flat_x[v]
             if md == 0:
                 continue
-            src = x[partner[b]].reshape(n_ch, -1) if md == 4 else xb
             for k in range(n_box):
                 if not active[b, k]:
                     continue
@@ -295,67 +267,139 @@ if HAVE_NUMBA:
                 if sz <= 0 or sy <= 0 or sx <= 0:
                     continue
                 base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
-                _fill_box(ob, src, base, sz, sy, sx, stride_z, stride_y, md, lo, span, seed, tmp)
+                _fill_box(ob, base, sz, sy, sx, stride_z, stride_y, lo, span, seed, tmp)
 
-    @numba.njit(nogil=True, cache=True, parallel=True)
-    def _paste_kernel(out, original, starts, ends, active, partner):  # pragma: no cover - compiled
-        # Swin UNETR's sequential paste, in place: sample b, in order, receives its active boxes from
-        # partner p = partner[b] as the reference loop sees it -- out[p] (finished) when p < b, the
-        # original when p > b (not yet corrupted). Samples run in parallel by level: level 0 reads
-        # no finished sample, level l reads one of level l - 1.
-        n_batch, n_ch = out.shape[0], out.shape[1]
-        stride_z = np.int64(out.shape[3]) * np.int64(out.shape[4])
-        stride_y = np.int64(out.shape[4])
-        level = np.zeros(n_batch, np.int64)
-        no_tmp = np.empty(0, np.uint32)  # pasting hashes nothing
-        for b in range(n_batch):
-            if partner[b] < b:
-                level[b] = level[partner[b]] + 1
-        for lv in range(level.max() + 1 if n_batch else 0):
-            for b in numba.prange(n_batch):
-                p = partner[b]
-                if level[b] != lv or p == b:
-                    continue
-                ob = out[b].reshape(n_ch, -1)
-                src = out[p].reshape(n_ch, -1) if p < b else original[p].reshape(n_ch, -1)
-                for k in range(starts.shape[1]):
-                    sz = ends[b, k, 0] - starts[b, k, 0]
-                    sy = ends[b, k, 1] - starts[b, k, 1]
-                    sx = ends[b, k, 2] - starts[b, k, 2]
-                    if not active[b, k] or sz <= 0 or sy <= 0 or sx <= 0:
-                        continue
-                    base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
-                    _fill_box(ob, src, base, sz, sy, sx, stride_z, stride_y, 4, 0.0, 0.0, np.uint64(0), no_tmp)
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _rot90_plane(src, dst, kb):  # pragma: no cover - compiled
+        # dst = torch.rot90(src, kb, (0, 1)) for a square (n, n) plane, kb in 0..3
+        n = dst.shape[0]
+        for i in range(n):  # one loop per class: no branch in the inner loop
+            if kb == 0:
+                for j in range(n):
+                    dst[i, j] = src[i, j]
+            elif kb == 1:
+                for j in range(n):
+                    dst[i, j] = src[j, n - 1 - i]
+            elif kb == 2:
+                for j in range(n):
+                    dst[i, j] = src[n - 1 - i, n - 1 - j]
+            else:  # the source column read top-down (forward strides prefetch better)
+                for j in range(n):
+                    dst[i, n - 1 - j] = src[j, i]
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _copy_plane(src, dst):  # pragma: no cover - compiled
+        flat_s, flat_d = src.reshape(-1), dst.reshape(-1)
+        for v in range(flat_d.size):  # a flat loop compiles to a vector copy
+            flat_d[v] = flat_s[v]
 
     @numba.njit(nogil=True, cache=True, parallel=True)
     def _rot90_kernel(x, source, out, out2, k):  # pragma: no cover
         # x: (B_in, M, H, H); out: (B, M, H, H); out[b] = torch.rot90(x[source[b]], k[b], (-2, -1)) in
         # one pass; out2 (shaped like out, or empty): a second copy written in the same pass
-        n_batch, n_m, n = out.shape[0], out.shape[1], out.shape[2]
+        n_batch, n_m = out.shape[0], out.shape[1]
         both = out2.size > 0
         for b in numba.prange(n_batch):
-            kb = k[b] % 4
             for p in range(n_m):
-                src = x[source[b], p]
-                dst = out[b, p]
-                for i in range(n):  # one loop per class: no branch in the inner loop
-                    if kb == 0:
-                        for j in range(n):
-                            dst[i, j] = src[i, j]
-                    elif kb == 1:
-                        for j in range(n):
-                            dst[i, j] = src[j, n - 1 - i]
-                    elif kb == 2:
-                        for j in range(n):
-                            dst[i, j] = src[n - 1 - i, n - 1 - j]
-                    else:  # the source column read top-down (forward strides prefetch better)
-                        for j in range(n):
-                            dst[i, n - 1 - j] = src[j, i]
+                _rot90_plane(x[source[b], p], out[b, p], k[b] % 4)
                 if both:  # the plane is still in cache: the second copy costs a write
-                    second = out2[b, p]
-                    for i in range(n):
-                        for j in range(n):
-                            second[i, j] = dst[i, j]
+                    _copy_plane(out[b, p], out2[b, p])
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _bell_sum(h):  # pragma: no cover - compiled
+        # a 32-bit hash -> the sum of its four bytes, 0..1020 (Irwin-Hall: bell-shaped, close to a
+        # normal); two bytes per add, in uint32 lanes (vectorises with AVX2)
+        s = (h & np.uint32(0x00FF00FF)) + ((h >> np.uint32(8)) & np.uint32(0x00FF00FF))
+        return (s & np.uint32(0xFFFF)) + (s >> np.uint32(16))
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _box_seed(seed, k):  # pragma: no cover - compiled
+        return np.uint32(_hash32(k, seed))  # box k's own noise stream within the sample's
+
+    @numba.njit(nogil=True, cache=True, parallel=True)
+    def _bell_extremes_kernel(n_ch, starts, ends, active, seeds, low, high):  # pragma: no cover
+        # low/high (B, K) uint32: the extremes of each active box's bell noise over its C x volume
+        # values, keyed by the box-local index (channel, z, y, x): one long vectorised run per chunk
+        chunk = 2048
+        for b in numba.prange(starts.shape[0]):
+            tmp = np.empty(chunk, np.uint32)
+            seed = seeds[b] & np.uint64(0xFFFFFFFF)
+            for k in range(starts.shape[1]):
+                vol = ((ends[b, k, 0] - starts[b, k, 0]) * (ends[b, k, 1] - starts[b, k, 1])
+                       * (ends[b, k, 2] - starts[b, k, 2]))
+                if not active[b, k] or vol <= 0:
+                    continue
+                box_seed = _box_seed(seed, k)
+                lo, hi = np.uint32(0xFFFFFFFF), np.uint32(0)
+                for first in range(0, n_ch * vol, chunk):
+                    n = min(chunk, n_ch * vol - first)
+                    _hash_row(tmp, n, first, box_seed)
+                    for m in range(n):  # separate loops: each vectorises
+                        tmp[m] = _bell_sum(tmp[m])
+                    for m in range(n):
+                        lo = min(lo, tmp[m])
+                        hi = max(hi, tmp[m])
+                low[b, k], high[b, k] = lo, hi
+
+    @numba.njit(nogil=True, cache=True, parallel=True)
+    def _swin_kernel(x, source, rot, target, view, starts, ends, active, seeds, low, high,
+                     p_starts, p_ends, p_active, partner):  # pragma: no cover - compiled
+        # Swin UNETR cut-out of x[source[b]] (B_in, C, Z, Y, X) into view (B, C, Z, Y, X), plane by
+        # plane: every step is voxel-local within a z-plane (rotation in (Y, X), boxes, paste from the
+        # same position), so planes run in parallel and each plane's samples stay in cache.
+        # target (shaped like view, or empty): written with x[source[b]] rotated by rot[b] * 90
+        # degrees, and the view is cut from it. Per plane: every sample's original plane first, then
+        # the views in sample order -- noise boxes (bell noise min-max scaled per box with the
+        # extremes low/high), then the paste from partner p (p < b: its finished view; p > b: its
+        # original), as the reference's sequential loop sees it.
+        n_batch, n_ch, n_z = view.shape[0], view.shape[1], view.shape[2]
+        n_y, n_x = view.shape[3], view.shape[4]
+        rotate = target.size > 0
+        for z in numba.prange(n_z):
+            tmp = np.empty(n_y * n_x, np.uint32)
+            noise = np.empty(n_y * n_x, np.float32)
+            if rotate:
+                for b in range(n_batch):
+                    for c in range(n_ch):
+                        _rot90_plane(x[source[b], c, z], target[b, c, z], rot[b] % 4)
+            for b in range(n_batch):
+                for c in range(n_ch):
+                    _copy_plane(target[b, c, z] if rotate else x[source[b], c, z], view[b, c, z])
+                seed = seeds[b] & np.uint64(0xFFFFFFFF)
+                for k in range(starts.shape[1]):
+                    z0, z1 = starts[b, k, 0], ends[b, k, 0]
+                    y0, y1, x0, x1 = starts[b, k, 1], ends[b, k, 1], starts[b, k, 2], ends[b, k, 2]
+                    if not active[b, k] or z < z0 or z >= z1 or y1 <= y0 or x1 <= x0:
+                        continue
+                    area = (y1 - y0) * (x1 - x0)
+                    box_seed = _box_seed(seed, k)
+                    offset = np.float32(low[b, k])
+                    span = np.float32(max(np.int64(high[b, k]) - np.int64(low[b, k]), 1))
+                    for c in range(n_ch):  # the box's slab in this plane: one contiguous key run
+                        _hash_row(tmp, area, (c * (z1 - z0) + z - z0) * area, box_seed)
+                        for m in range(area):
+                            noise[m] = (np.float32(_bell_sum(tmp[m])) - offset) / span  # max -> exactly 1
+                        dst = view[b, c, z]
+                        for y in range(y1 - y0):
+                            dst[y0 + y, x0:x1] = noise[y * (x1 - x0):(y + 1) * (x1 - x0)]
+                p = partner[b]
+                if p == b:
+                    continue
+                for k in range(p_starts.shape[1]):
+                    z0, z1 = p_starts[b, k, 0], p_ends[b, k, 0]
+                    y0, y1, x0, x1 = p_starts[b, k, 1], p_ends[b, k, 1], p_starts[b, k, 2], p_ends[b, k, 2]
+                    if not p_active[b, k] or z < z0 or z >= z1 or y1 <= y0 or x1 <= x0:
+                        continue
+                    for c in range(n_ch):
+                        dst = view[b, c, z]
+                        if p < b:
+                            src = view[p, c, z]
+                        elif rotate:
+                            src = target[p, c, z]
+                        else:
+                            src = x[source[p], c, z]
+                        for y in range(y0, y1):
+                            dst[y, x0:x1] = src[y, x0:x1]
 
     @numba.njit(nogil=True, cache=True, parallel=True)
     def _channel_shuffle_kernel(out, starts, sizes, active, seeds):  # pragma: no cover
@@ -404,6 +448,11 @@ def _as_5d(t: Tensor) -> Tensor:
     return t if t.dim() == 5 else t.unsqueeze(2)  # 2-D: a depth-1 volume
 
 
+def _seeds_u64(seeds: Tensor) -> np.ndarray:
+    """(B,) uint64 view of the int64 seeds the kernels' random streams start from."""
+    return seeds.to("cpu", torch.int64).contiguous().numpy().view(np.uint64)
+
+
 def shuffle_boxes_cpu(x: Tensor, starts: Tensor, sizes: Tensor, seeds: Tensor, out: Tensor | None = None) -> Tensor:
     """Models Genesis local shuffle of given boxes, compiled CPU loop (see the module notes).
 
@@ -425,7 +474,7 @@ def shuffle_boxes_cpu(x: Tensor, starts: Tensor, sizes: Tensor, seeds: Tensor, o
     st, sz = _boxes_3d(starts, sizes, 1)
     _threads(x.shape[0])
     _shuffle_kernel(
-        _as_5d(src).numpy(), _as_5d(out).numpy(), st.numpy(), sz.numpy(), seeds.to(torch.int64).numpy().view(np.uint64)
+        _as_5d(src).numpy(), _as_5d(out).numpy(), st.numpy(), sz.numpy(), _seeds_u64(seeds)
     )
     return out
 
@@ -444,7 +493,7 @@ def _boxes_3d(starts: Tensor, other: Tensor, fill: int) -> tuple[Tensor, Tensor]
     return st, ot
 
 
-MODES = {"copy": 0, "noise_in": 1, "noise_out": 2, "bell_in": 3, "paste": 4}
+MODES = {"copy": 0, "noise_in": 1, "noise_out": 2}
 
 
 def paint_boxes_cpu(
@@ -456,7 +505,6 @@ def paint_boxes_cpu(
     seeds: Tensor,
     low: Tensor | None = None,
     high: Tensor | None = None,
-    partner: Tensor | None = None,
     *,
     source: Tensor | None = None,
 ) -> Tensor:
@@ -467,77 +515,99 @@ def paint_boxes_cpu(
         starts, ends: (B, K, D) half-open boxes; ``active``: (B, K) bool.
         mode: (B,) int, per sample (see ``MODES``): 0 copy; 1 uniform noise in ``[low, high)`` in
             the boxes (in-painting, cut-out); 2 uniform noise outside the boxes, originals inside
-            (out-painting); 3 bell-shaped noise min-max scaled to [0, 1] per box (Swin UNETR);
-            4 boxes copied from sample ``partner[b]`` of ``x``.
+            (out-painting).
         seeds: (B,) int64 seeds of the per-sample random streams.
         low, high: (B,) noise bounds (default 0, 1); NaN in ``low``: the sample's own [min, max)
-            (MONAI's default fill), found in the same pass. ``partner``: (B,) int (default: itself).
+            (MONAI's default fill), found in the same pass.
         source: (B,) int: output sample ``b`` is built from input sample ``source[b]`` (default
             ``b``, B = B_in): several views of one batch in one call, without copying the input.
 
     Noise values are 24-bit uniforms from a counter-based hash of (voxel index, sample seed), so a
     voxel covered by several boxes gets one value whichever box writes last.
     """
+    mode8 = mode.to("cpu", torch.int8).contiguous()
+    if mode8.numel() and (int(mode8.min()) < 0 or int(mode8.max()) >= len(MODES)):
+        raise ValueError(f"paint mode must be one of {MODES}, got {mode.tolist()}")
     src = x.detach().contiguous()
     order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
     out = torch.empty((order.numel(), *src.shape[1:]), dtype=src.dtype)
-    _paint(src, out, order, True, starts, ends, active, mode, seeds, low, high, partner)
-    return out
-
-
-def paint_boxes_cpu_(
-    out: Tensor,
-    starts: Tensor,
-    ends: Tensor,
-    active: Tensor,
-    mode: Tensor,
-    seeds: Tensor,
-    low: Tensor | None = None,
-    high: Tensor | None = None,
-) -> Tensor:
-    """:func:`paint_boxes_cpu` in place on a contiguous CPU tensor: modes 1 and 3 touch only the
-    boxes, mode 2 rewrites the outside (pasting, mode 4, reads other samples: see
-    :func:`paste_boxes_cpu_`)."""
-    if bool((mode.to(torch.int64) == MODES["paste"]).any()):
-        raise ValueError("paint_boxes_cpu_ cannot paste in place; use paste_boxes_cpu_")
-    _paint(out, out, torch.arange(out.shape[0]), False, starts, ends, active, mode, seeds, low, high, None)
-    return out
-
-
-def _paint(src: Tensor, out: Tensor, source: Tensor, copy: bool, starts: Tensor, ends: Tensor, active: Tensor,
-           mode: Tensor, seeds: Tensor, low: Tensor | None, high: Tensor | None, partner: Tensor | None) -> None:
     batch = out.shape[0]
     st, en = _boxes_3d(starts, ends, 1)
     zeros = torch.zeros(batch, dtype=torch.float64)
     low64 = zeros if low is None else low.detach().to("cpu", torch.float64).expand(batch).contiguous()
     high64 = zeros + 1 if high is None else high.detach().to("cpu", torch.float64).expand(batch).contiguous()
-    part = torch.arange(batch) if partner is None else partner.to("cpu", torch.int64).contiguous()
     _threads(batch)
     _paint_kernel(
-        _as_5d(src).numpy(), _as_5d(out).numpy(), source.numpy(), copy, st.numpy(), en.numpy(),
-        active.to(torch.bool).contiguous().numpy(), mode.to(torch.int8).contiguous().numpy(),
-        low64.numpy(), high64.numpy(), part.numpy(), seeds.to(torch.int64).contiguous().numpy().view(np.uint64),
+        _as_5d(src).numpy(), _as_5d(out).numpy(), order.numpy(), st.numpy(), en.numpy(),
+        active.to(torch.bool).contiguous().numpy(), mode8.numpy(), low64.numpy(), high64.numpy(), _seeds_u64(seeds),
     )
+    return out
 
 
-def paste_boxes_cpu_(out: Tensor, original: Tensor, starts: Tensor, ends: Tensor, active: Tensor,
-                     partner: Tensor) -> Tensor:
-    """Swin UNETR's paste round in place, with the reference's sample order (compiled).
+def swin_cutout_cpu(
+    x: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+    active: Tensor,
+    seeds: Tensor,
+    paste_starts: Tensor,
+    paste_ends: Tensor,
+    paste_active: Tensor,
+    partner: Tensor,
+    *,
+    source: Tensor | None = None,
+    rotation: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Swin UNETR cut-out (and optionally the 90-degree rotation before it) in one compiled pass.
 
-    Sample ``b`` receives its active boxes from sample ``p = partner[b]`` (none when ``p == b``) as
-    the reference loop sees it: ``out[p]`` when ``p < b`` (already finished), ``original[p]`` when
-    ``p > b`` (not yet corrupted).
+    Sample ``b`` of the output is cut from ``original[b]`` = input sample ``source[b]``, rotated by
+    ``rotation[b] * 90`` degrees in the last plane when ``rotation`` is given. Noise round: each
+    active box, in order, gets bell-shaped noise (Irwin-Hall of four hashed bytes, close to a
+    normal) min-max scaled to [0, 1] over the box and its channels -- the reference's per-block
+    ``normal_()`` then min-max -- from the box's own stream (box-local index, sample seed, box
+    number). Paste round, when ``partner[b] != b``: each active paste box is copied from sample
+    ``p = partner[b]`` as the reference's sequential loop sees it -- the finished view ``p`` when
+    ``p < b``, ``original[p]`` when ``p > b``.
 
     Args:
-        out: (B, C, *spatial) contiguous CPU tensor, modified in place.
-        original: the batch before this corruption, shaped like ``out``.
-        starts, ends: (B, K, D) half-open boxes; ``active``: (B, K) bool; ``partner``: (B,) int.
+        x: (B_in, C, *spatial) CPU tensor, 2 or 3 spatial dims (with ``rotation``: a square last plane).
+        starts, ends, active: (B, K, D), (B, K, D), (B, K) noise boxes (half-open, clipped to the volume).
+        seeds: (B,) int64 seeds of the per-sample noise streams.
+        paste_starts, paste_ends, paste_active: (B, K', D), (B, K', D), (B, K') paste boxes.
+        partner: (B,) int, the sample each one pastes from (itself: no paste).
+        source: (B,) int input sample of each output sample (default ``b``, B = B_in).
+        rotation: (B,) int rotation classes, or None for no rotation.
+
+    Returns:
+        ``(view, original)``: (B, C, *spatial) contiguous tensors; ``original`` is the rotated
+        input (a new tensor) with ``rotation``, else ``x[source]`` (``x`` itself without ``source``).
     """
+    src = x.detach().contiguous()
+    order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+    shape = (order.numel(), *src.shape[1:])
+    view = torch.empty(shape, dtype=src.dtype)
+    target = torch.empty(shape if rotation is not None else (0,), dtype=src.dtype)
     st, en = _boxes_3d(starts, ends, 1)
-    _threads(out.shape[0])
-    _paste_kernel(_as_5d(out).numpy(), _as_5d(original.detach().contiguous()).numpy(), st.numpy(), en.numpy(),
-                  active.to(torch.bool).contiguous().numpy(), partner.to("cpu", torch.int64).contiguous().numpy())
-    return out
+    pst, pen = _boxes_3d(paste_starts, paste_ends, 1)
+    act = active.to(torch.bool).contiguous().numpy()
+    seeds64 = _seeds_u64(seeds)
+    low = np.empty(act.shape, np.uint32)
+    high = np.empty(act.shape, np.uint32)
+    _threads(shape[0])
+    _bell_extremes_kernel(shape[1], st.numpy(), en.numpy(), act, seeds64, low, high)
+    x5, view5 = _as_5d(src), _as_5d(view)
+    if rotation is None:
+        rot, target5 = np.zeros(0, np.int64), np.empty((0,) * 5, view5.numpy().dtype)
+    else:
+        rot, target5 = rotation.to("cpu", torch.int64).contiguous().numpy(), _as_5d(target).numpy()
+    _threads(x5.shape[2])  # planes in parallel
+    _swin_kernel(
+        x5.numpy(), order.numpy(), rot, target5, view5.numpy(), st.numpy(), en.numpy(), act, seeds64, low, high, pst.numpy(), pen.numpy(),
+        paste_active.to(torch.bool).contiguous().numpy(), partner.to("cpu", torch.int64).contiguous().numpy(),
+    )
+    if rotation is not None:
+        return view, target
+    return view, (src if source is None else src.index_select(0, order))
 
 
 def minmax_cpu(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -562,7 +632,7 @@ def channel_shuffle_boxes_cpu_(out: Tensor, starts: Tensor, sizes: Tensor, activ
     _threads(out.shape[0])
     _channel_shuffle_kernel(
         _as_5d(out).numpy(), st.numpy(), sz.numpy(), active.to(torch.bool).contiguous().numpy(),
-        seeds.to(torch.int64).contiguous().numpy().view(np.uint64),
+        _seeds_u64(seeds),
     )
     return out
 

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from . import _cpu_kernels
 from ._random import GeneratorLike, bernoulli, integers, random_bits, resolve_generator, uniform
-from .views import random_rotations90
+from .views import last_plane_classes, random_rotations90, rotation_plane
 
 __all__ = [
     "random_flip",
@@ -1212,46 +1212,57 @@ def swin_unetr_cutout(
     """
     _spatial_shape(x)
     gen = resolve_generator(generator, x.device)
-    out = x.clone(memory_format=torch.contiguous_format)
-    return _swin_cutout_(out, x, gen, max_drop, max_block, tolerance, paste)
+    view, _ = _swin_cutout(x, gen, max_drop, max_block, tolerance, paste)
+    return view
 
 
-def _swin_cutout_(
-    out: Tensor, original: Tensor, gen: torch.Generator | None, max_drop: float, max_block: float,
-    tolerance: float, paste: bool, group: int | None = None,
-) -> Tensor:
-    """:func:`swin_unetr_cutout` in place on contiguous ``out``, a copy of ``original``.
-
-    ``group``: ``out`` stacks batches of this size (e.g. two views), each pasting within itself."""
-    spatial = _spatial_shape(out)
-    batch, dev = out.shape[0], out.device
-    group = group or batch
-    starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-    if _cpu_kernels.available(out):  # compiled: per-block min-max noise, as in the reference
-        _cpu_kernels.paint_boxes_cpu_(out, starts, ends, active, torch.full((batch,), 3, dtype=torch.int8),
-                                      _stream_seeds(batch, gen, dev))
+def _swin_cutout(
+    x: Tensor, gen: torch.Generator | None, max_drop: float, max_block: float, tolerance: float, paste: bool,
+    *, source: Tensor | None = None, group: int | None = None, rotation: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`swin_unetr_cutout` of ``x[source]`` (e.g. two stacked views of one batch), pasting
+    within consecutive groups of ``group`` samples (default: all); ``rotation``: (N,) classes to
+    rotate by in the last plane first (compiled CPU path only). Returns ``(views, originals)``:
+    the originals are what the views were cut from (the rotated samples with ``rotation``)."""
+    spatial = _spatial_shape(x)
+    dev = x.device
+    n = x.shape[0] if source is None else source.numel()
+    group = group or n
+    compiled = _cpu_kernels.available(x)
+    if rotation is not None and not compiled:
+        raise ValueError("rotation inside the cut-out needs the compiled CPU kernels; rotate first")
+    starts, ends, active = _swin_blocks(spatial, n, max_drop, max_block, tolerance, gen, dev)
+    seeds = _stream_seeds(n, gen, dev) if compiled else integers(0, 2**31 - 1, (), gen, dev)
+    if paste:
+        first = torch.arange(n, device=dev) // group * group  # the first sample of each one's group
+        partner = integers(0, group - 1, (n,), gen, dev) + first
+        p_starts, p_ends, p_active = _swin_blocks(spatial, n, max_drop, max_block, tolerance, gen, dev)
     else:
-        seed = integers(0, 2**31 - 1, (), gen, dev)
+        partner = torch.arange(n, device=dev)
+        p_starts, p_ends, p_active = starts[:, :0], ends[:, :0], active[:, :0]
+    if compiled:  # one plane-parallel pass: rotation, noise boxes and paste while the planes are in cache
+        return _cpu_kernels.swin_cutout_cpu(x, starts, ends, active, seeds, p_starts, p_ends, p_active, partner,
+                                            source=source, rotation=rotation)
+    original = x if source is None else x.index_select(0, source.to(dev))
+    out = original.clone(memory_format=torch.contiguous_format)
 
-        def scaled_noise(dest: Tensor, owner: Tensor) -> Tensor:
-            # bell-shaped noise min-max scaled to [0, 1] (reference: normal noise, min-max per block)
-            noise = _hash_bell(dest, seed)
-            low, high = noise.aminmax()
-            return noise.sub_(low).div_((high - low).clamp(min=1e-12))
+    def scaled_noise(dest: Tensor, owner: Tensor) -> Tensor:
+        # bell-shaped noise min-max scaled to [0, 1] (reference: normal noise, min-max per block)
+        noise = _hash_bell(dest, seeds)
+        low, high = noise.aminmax()
+        return noise.sub_(low).div_((high - low).clamp(min=1e-12))
 
-        _scatter_boxes_(out, starts, ends, active, scaled_noise)
-    if not paste:
-        return out
-    first = torch.arange(batch, device=dev) // group * group  # the first sample of each one's group
-    partner = integers(0, group - 1, (batch,), gen, dev) + first
-    starts, ends, active = _swin_blocks(spatial, batch, max_drop, max_block, tolerance, gen, dev)
-    return paste_from_partners_(out, original, starts, ends, active, partner)
+    _scatter_boxes_(out, starts, ends, active, scaled_noise)
+    if paste:
+        paste_from_partners_(out, original, p_starts, p_ends, p_active, partner)
+    return out, original
 
 
 def paste_from_partners_(
     out: Tensor, original: Tensor, starts: Tensor, ends: Tensor, active: Tensor, partner: Tensor
 ) -> Tensor:
-    """Swin UNETR's paste round in place, in the reference loop's sample order.
+    """Swin UNETR's paste round in place, in the reference loop's sample order (tensor form; the
+    compiled CPU path pastes inside :func:`._cpu_kernels.swin_cutout_cpu`).
 
     Sample ``b`` receives its active boxes from ``p = partner[b]`` (none when ``p == b``) as the
     reference's sequential loop (``aug_rand``) sees it: ``out[p]``, already finished, when
@@ -1265,8 +1276,6 @@ def paste_from_partners_(
     Returns:
         ``out``.
     """
-    if _cpu_kernels.available(out):
-        return _cpu_kernels.paste_boxes_cpu_(out, original, starts, ends, active, partner)
     for b, p in enumerate(partner.tolist()):  # one sample at a time: later samples read finished ones
         if p != b:
             source = (out if p < b else original)[p].reshape(-1)
@@ -1310,11 +1319,16 @@ def swin_unetr_augment(
     Returns:
         :class:`SwinUNETRViews`.
     """
-    _spatial_shape(x)
+    dims = rotation_plane(x, plane)
     gen = resolve_generator(generator, x.device)
     batch = x.shape[0]
-    # both views as one stacked batch: rotated once into a target and a copy that is cut in place
-    (target, view), rotation = random_rotations90(x, plane, gen, repeats=2, copies=2)
-    _swin_cutout_(view, target, gen, max_drop, max_block, 0.05, True, group=batch)  # each view pastes within itself
+    # both views as one stacked batch, each view pasting within itself
+    if _cpu_kernels.available(x) and sorted(dims) == [x.dim() - 2, x.dim() - 1]:  # the compiled kernel's plane
+        rotation = torch.cat([integers(0, 3, (batch,), gen, x.device) for _ in range(2)])  # as random_rotations90
+        view, target = _swin_cutout(x, gen, max_drop, max_block, 0.05, True, source=torch.arange(batch).repeat(2),
+                                    group=batch, rotation=last_plane_classes(rotation, dims, x.dim()))
+    else:
+        (target,), rotation = random_rotations90(x, plane, gen, repeats=2, copies=1)
+        view, _ = _swin_cutout(target, gen, max_drop, max_block, 0.05, True, group=batch)
     first, second = slice(0, batch), slice(batch, 2 * batch)
     return SwinUNETRViews(view[first], view[second], target[first], target[second], rotation[first], rotation[second])

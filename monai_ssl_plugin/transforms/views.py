@@ -84,6 +84,26 @@ def random_rotation90(
     return out, labels
 
 
+def rotation_plane(x: Tensor, plane: tuple[int, int]) -> tuple[int, int]:
+    """Check that ``plane`` names two distinct, equal-sized spatial dims of ``x``; return them as
+    non-negative dims."""
+    _spatial_shape(x)
+    dims = tuple(d % x.dim() for d in plane)
+    if len(dims) != 2 or dims[0] == dims[1] or min(dims) < 2:
+        raise ValueError(f"plane must be two distinct spatial dims of x, got {plane}")
+    if x.shape[dims[0]] != x.shape[dims[1]]:
+        raise ValueError(f"90-degree rotations need a square plane, got {x.shape[dims[0]]} x {x.shape[dims[1]]}")
+    return dims
+
+
+def last_plane_classes(labels: Tensor, dims: tuple[int, int], ndim: int) -> Tensor | None:
+    """The classes ``labels`` (``torch.rot90(sample, k, dims)``) as rotations in the last plane,
+    (-2, -1), which the compiled kernels implement; None when ``dims`` is another plane."""
+    if sorted(dims) != [ndim - 2, ndim - 1]:
+        return None
+    return labels if dims[0] < dims[1] else (4 - labels) % 4  # rot90 in (d1, d0) = rot90 by -k in (d0, d1)
+
+
 def random_rotations90(
     x: Tensor, plane: tuple[int, int] = (-2, -1), generator: GeneratorLike = None, repeats: int = 2, copies: int = 2
 ) -> tuple[tuple[Tensor, ...], Tensor]:
@@ -97,20 +117,14 @@ def random_rotations90(
         (repeats * B,) int64 labels, drawn one view after the other (the first B are the labels
         :func:`random_rotation90` draws from the same generator state).
     """
-    _spatial_shape(x)
-    dims = tuple(d % x.dim() for d in plane)
-    if len(dims) != 2 or dims[0] == dims[1] or min(dims) < 2:
-        raise ValueError(f"plane must be two distinct spatial dims of x, got {plane}")
-    if x.shape[dims[0]] != x.shape[dims[1]]:
-        raise ValueError(f"90-degree rotations need a square plane, got {x.shape[dims[0]]} x {x.shape[dims[1]]}")
     if copies not in (1, 2) or repeats < 1:
         raise ValueError(f"copies must be 1 or 2 and repeats at least 1, got copies={copies}, repeats={repeats}")
+    dims = rotation_plane(x, plane)
     gen = resolve_generator(generator, x.device)
     batch = x.shape[0]
     labels = torch.cat([integers(0, 3, (batch,), gen, x.device) for _ in range(repeats)])
-    last_plane = sorted(dims) == [x.dim() - 2, x.dim() - 1]
-    if last_plane and _cpu_kernels.available(x):  # one compiled pass instead of select / flip / copy per class
-        k = labels if dims[0] < dims[1] else (4 - labels) % 4  # rot90 in (d1, d0) = rot90 by -k in (d0, d1)
+    k = last_plane_classes(labels, dims, x.dim())
+    if k is not None and _cpu_kernels.available(x):  # one compiled pass instead of select / flip / copy per class
         out = _cpu_kernels.rot90_last_plane_cpu(x, k, copies, torch.arange(batch).repeat(repeats))
         return (out if copies == 2 else (out,)), labels
     source = x.repeat(repeats, *([1] * (x.dim() - 1))) if repeats > 1 else x

@@ -596,14 +596,14 @@ def test_compiled_noise_is_one_function_of_voxel_and_seed(backend: str) -> None:
 
 def test_compiled_paint_modes(backend: str) -> None:
     _kernel_only(backend)
-    x = torch.full((5, 2, 10, 12, 14), 7.0)
-    x[1] = 3.0  # the partner of sample 4
-    starts = torch.tensor([[2, 3, 4], [1, 1, 1]]).expand(5, 2, 3)
+    x = torch.full((3, 2, 10, 12, 14), 7.0)
+    x[1] = 3.0
+    starts = torch.tensor([[2, 3, 4], [1, 1, 1]]).expand(3, 2, 3)
     ends = starts + torch.tensor([[4, 5, 6], [2, 2, 2]])
-    active = torch.tensor([[True, False]] * 5)
-    mode = torch.tensor([0, 1, 2, 3, 4])
-    out = K.paint_boxes_cpu(x, starts, ends, active, mode, torch.arange(5), torch.full((5,), -1.0),
-                            torch.full((5,), 1.0), torch.tensor([0, 1, 2, 3, 1]))
+    active = torch.tensor([[True, False]] * 3)
+    mode = torch.tensor([0, 1, 2])
+    out = K.paint_boxes_cpu(x, starts, ends, active, mode, torch.arange(3), torch.full((3,), -1.0),
+                            torch.full((3,), 1.0))
     box = (slice(None), slice(2, 6), slice(3, 8), slice(4, 10))
     inside = torch.zeros(10, 12, 14, dtype=torch.bool)
     inside[box[1:]] = True
@@ -611,8 +611,85 @@ def test_compiled_paint_modes(backend: str) -> None:
     assert (out[1][:, inside] >= -1).all() and (out[1][:, inside] < 1).all() and (out[1][:, ~inside] == 3).all()
     assert out[1][:, inside].unique().numel() > 200  # fresh noise per voxel and channel
     assert (out[2][:, inside] == 7).all() and (out[2][:, ~inside] < 1).all()  # out-painting
-    assert float(out[3][:, inside].min()) == 0.0 and float(out[3][:, inside].max()) == 1.0  # min-max per block
-    assert (out[4][:, inside] == 3).all() and (out[4][:, ~inside] == 7).all()  # pasted from the partner
-    again = K.paint_boxes_cpu(x, starts, ends, active, mode, torch.arange(5), torch.full((5,), -1.0),
-                              torch.full((5,), 1.0), torch.tensor([0, 1, 2, 3, 1]))
+    again = K.paint_boxes_cpu(x, starts, ends, active, mode, torch.arange(3), torch.full((3,), -1.0),
+                              torch.full((3,), 1.0))
     assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="mode"):
+        K.paint_boxes_cpu(x, starts, ends, active, torch.tensor([0, 1, 3]), torch.arange(3))
+
+
+def _no_paste(batch: int, dims: int = 3) -> tuple[torch.Tensor, ...]:
+    """Swin kernel arguments for "no paste round": no boxes, every sample its own partner."""
+    empty = torch.zeros(batch, 0, dims, dtype=torch.int64)
+    return empty, empty, torch.zeros(batch, 0, dtype=torch.bool), torch.arange(batch)
+
+
+def test_compiled_swin_cutout_rotates_and_fills_each_box_min_max_scaled(backend: str) -> None:
+    _kernel_only(backend)
+    x = _unique_batch(3, 2, (6, 8, 8)) + 5.0  # values in (5, 6): noise in [0, 1] stands out
+    source, rotation = torch.tensor([0, 1, 2, 2, 1, 0]), torch.tensor([0, 1, 2, 3, 1, 3])
+    starts = torch.tensor([[[1, 2, 3]]]).expand(6, 1, 3)
+    ends = torch.tensor([[[4, 6, 6]]]).expand(6, 1, 3)
+    active, seeds = torch.ones(6, 1, dtype=torch.bool), torch.arange(6)
+    view, target = K.swin_cutout_cpu(x, starts, ends, active, seeds, *_no_paste(6), source=source, rotation=rotation)
+    inside = torch.zeros(6, 8, 8, dtype=torch.bool)
+    inside[1:4, 2:6, 3:6] = True
+    for b in range(6):
+        assert torch.equal(target[b], torch.rot90(x[int(source[b])], int(rotation[b]), (-2, -1)))
+        box = view[b][:, inside]  # both channels: one min-max over the block, as the reference
+        assert float(box.min()) == 0.0 and float(box.max()) == 1.0
+        assert torch.equal(view[b][:, ~inside], target[b][:, ~inside])
+    again, _ = K.swin_cutout_cpu(x, starts, ends, active, seeds, *_no_paste(6), source=source, rotation=rotation)
+    other, _ = K.swin_cutout_cpu(x, starts, ends, active, seeds + 1, *_no_paste(6), source=source, rotation=rotation)
+    assert torch.equal(view, again) and not torch.equal(view[:, :, inside], other[:, :, inside])
+    torch.set_num_threads(2)  # planes split between threads: the same result
+    assert torch.equal(view, K.swin_cutout_cpu(x, starts, ends, active, seeds, *_no_paste(6), source=source,
+                                               rotation=rotation)[0])
+    plain, original = K.swin_cutout_cpu(x, starts[:3], ends[:3], active[:3], seeds[:3], *_no_paste(3))
+    assert original is not None and torch.equal(original, x)  # no rotation: cut from x itself
+    assert torch.equal(plain[:, :, ~inside], x[:, :, ~inside])
+
+
+def test_compiled_swin_noise_is_bell_shaped(backend: str) -> None:
+    """One 32^3 block: the reference's normal noise, min-max scaled, puts most values mid-range."""
+    _kernel_only(backend)
+    x = torch.zeros(1, 1, 32, 32, 32)
+    starts, ends = torch.zeros(1, 1, 3, dtype=torch.int64), torch.full((1, 1, 3), 32)
+    view, _ = K.swin_cutout_cpu(x, starts, ends, torch.ones(1, 1, dtype=torch.bool), torch.tensor([3]), *_no_paste(1))
+    values = view.flatten()
+    assert float(values.min()) == 0.0 and float(values.max()) == 1.0
+    assert abs(float(values.mean()) - 0.5) < 0.03
+    assert float(((values > 0.25) & (values < 0.75)).float().mean()) > 0.8  # uniform noise: 0.5
+    assert values.unique().numel() > 500  # 1,021 possible sums of four bytes
+
+
+def test_compiled_swin_paste_follows_the_reference_sample_order(backend: str) -> None:
+    """Noise round, then each sample pastes from its partner as the reference loop sees it."""
+    _kernel_only(backend)
+    x = (10.0 + torch.arange(5.0)).view(5, 1, 1, 1, 1).expand(5, 2, 9, 10, 10).contiguous()
+    noise_starts = torch.tensor([[[0, 0, 0]], [[2, 2, 2]], [[1, 0, 3]], [[4, 4, 4]], [[0, 5, 1]]])
+    noise_ends = noise_starts + torch.tensor([3, 4, 5])
+    noise_active, seeds = torch.ones(5, 1, dtype=torch.bool), torch.arange(5)
+    starts = torch.tensor([[[0, 0, 0], [4, 4, 4]], [[1, 2, 3], [0, 5, 0]], [[2, 0, 1], [5, 5, 5]],
+                           [[0, 0, 0], [3, 3, 3]], [[1, 1, 1], [6, 6, 6]]])
+    ends = starts + torch.tensor([[4, 5, 6], [3, 3, 3]])
+    active = torch.tensor([[True, True], [True, False], [True, True], [False, True], [True, True]])
+    partner = torch.tensor([3, 0, 1, 3, 2])  # later, earlier, earlier (a chain), itself, earlier
+    for rotation in (None, torch.tensor([1, 0, 3, 2, 1])):
+        noised, original = K.swin_cutout_cpu(x, noise_starts, noise_ends, noise_active, seeds, *_no_paste(5),
+                                              rotation=rotation)
+        view, _ = K.swin_cutout_cpu(x, noise_starts, noise_ends, noise_active, seeds, starts, ends, active, partner,
+                                    rotation=rotation)
+        assert torch.equal(view, _reference_paste(noised, original, starts, ends, active, partner))
+        assert (view[0] == 13.0).any()  # sample 3 as it was before its corruption
+        assert torch.equal(view[3], noised[3])  # its own partner: nothing pasted
+
+
+def test_compiled_swin_cutout_of_2d_slices(backend: str) -> None:
+    _kernel_only(backend)
+    x = _unique_batch(2, 1, (10, 10)) + 5.0
+    starts, ends = torch.tensor([[[2, 3]]]).expand(2, 1, 2), torch.tensor([[[6, 9]]]).expand(2, 1, 2)
+    view, target = K.swin_cutout_cpu(x, starts, ends, torch.ones(2, 1, dtype=torch.bool), torch.arange(2),
+                                     *_no_paste(2, dims=2), rotation=torch.tensor([1, 2]))
+    assert view.shape == x.shape and torch.equal(target[0], torch.rot90(x[0], 1, (-2, -1)))
+    assert float(view[:, :, 2:6, 3:9].max()) == 1.0 and torch.equal(view[:, :, :2], target[:, :, :2])
