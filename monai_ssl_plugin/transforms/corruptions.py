@@ -1194,8 +1194,8 @@ def swin_unetr_cutout(
     Tang et al., "Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image
     Analysis", CVPR 2022. The reference fills with standard normal noise min-max scaled to
     [0, 1] per block; here the noise is bell-shaped (Irwin-Hall of four uniform bytes, close to a
-    normal), min-max scaled per block by the compiled CPU loop and over the call by the tensor
-    form (keyed on the voxel index, see the module notes). The paste follows the reference's
+    normal), min-max scaled per block by the compiled CPU kernel (each block its own noise stream)
+    and over the call by the tensor form (keyed on the voxel index, see the module notes). The paste follows the reference's
     sequential loop: sample ``b`` pastes from partner ``p`` as finished when ``p < b`` and as the
     uncorrupted input when ``p > b``.
 
