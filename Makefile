@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-data-path clean
 
 $(BIN)/monai-ssl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_pretraining.py
+
+# issue 8's data-path check in one command: every generator at 64x64x32, 96^3 and 160^3 against the
+# reference figures, then the data-wait and step-overhead ratios of every pretraining bundle
+bench-data-path: setup
+	$(BIN)/python benchmarks/bench_corruptions.py
+	$(BIN)/python benchmarks/bench_step_overhead.py
 
 clean:
 	rm -rf $(VENV) demo_output
