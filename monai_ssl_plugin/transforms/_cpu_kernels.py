@@ -464,6 +464,11 @@ def _seeds_u64(seeds: Tensor) -> np.ndarray:
     return seeds.to("cpu", torch.int64).contiguous().numpy().view(np.uint64)
 
 
+def _source_order(src: Tensor, source: Tensor | None) -> Tensor:
+    """(B,) int64 input sample of each output sample: ``source``, or each input sample once."""
+    return torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+
+
 def shuffle_boxes_cpu(x: Tensor, starts: Tensor, sizes: Tensor, seeds: Tensor, out: Tensor | None = None) -> Tensor:
     """Models Genesis local shuffle of given boxes, compiled CPU loop (see the module notes).
 
@@ -540,7 +545,7 @@ def paint_boxes_cpu(
     if mode8.numel() and (int(mode8.min()) < 0 or int(mode8.max()) >= len(MODES)):
         raise ValueError(f"paint mode must be one of {MODES}, got {mode.tolist()}")
     src = x.detach().contiguous()
-    order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+    order = _source_order(src, source)
     out = torch.empty((order.numel(), *src.shape[1:]), dtype=src.dtype)
     batch = out.shape[0]
     st, en = _boxes_3d(starts, ends, 1)
@@ -594,7 +599,7 @@ def swin_cutout_cpu(
         input (a new tensor) with ``rotation``, else ``x[source]`` (``x`` itself without ``source``).
     """
     src = x.detach().contiguous()
-    order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+    order = _source_order(src, source)
     shape = (order.numel(), *src.shape[1:])
     view = torch.empty(shape, dtype=src.dtype)
     target = torch.empty(shape if rotation is not None else (0,), dtype=src.dtype)
@@ -664,7 +669,7 @@ def rot90_last_plane_cpu(
         New contiguous (B, ..., H, H) tensor (a pair of them for ``copies=2``).
     """
     src = x.detach().contiguous()
-    order = torch.arange(src.shape[0]) if source is None else source.to("cpu", torch.int64).contiguous()
+    order = _source_order(src, source)
     outs = [torch.empty((order.numel(), *src.shape[1:]), dtype=src.dtype) for _ in range(copies)]
     n = src.shape[-1]
     planes = [o.view(o.shape[0], -1, n, n).numpy() for o in outs]
