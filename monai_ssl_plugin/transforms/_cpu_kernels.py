@@ -9,7 +9,8 @@ more than the 10x target allows on this 2-core CPU (see docs/performance.md). Th
 stays the path on other devices (CUDA) and where numba is missing.
 
 Random numbers: permutations use one SplitMix64 stream per sample (Steele et al., OOPSLA 2014);
-noise fills use a counter-based 32-bit hash of (voxel index, sample seed), which vectorises.
+noise fills use a counter-based 32-bit hash of (voxel index, sample seed) -- Swin UNETR's
+per-box noise of (box-local index, box seed) -- which vectorises.
 Both are seeded from the caller's ``torch.Generator``, so results are reproducible per seed and
 independent of the thread count. Bounded draws use Lemire's multiply-shift on 32 random bits
 (bias < 2**-22 for blocks of <= 1,000 voxels).
@@ -154,11 +155,6 @@ if HAVE_NUMBA:
         _hash_row(tmp, n, key, seed)
         for m in range(n):
             dst[start + m] = low32 + step32 * np.float32(np.int32(tmp[m] >> np.uint32(8)))
-
-    @numba.njit(nogil=True, cache=True, inline="always")
-    def _bell(index, seed):
-        h = _hash32(index, seed)  # Irwin-Hall of the four bytes, 0..1020: bell-shaped, close to a normal
-        return (h & 255) + ((h >> 8) & 255) + ((h >> 16) & 255) + (h >> 24)
 
     @numba.njit(nogil=True, cache=True, fastmath=True)
     def _minmax(flat):  # pragma: no cover - compiled
