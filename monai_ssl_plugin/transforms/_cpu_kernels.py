@@ -614,8 +614,9 @@ def swin_cutout_cpu(
         rot, target5 = rotation.to("cpu", torch.int64).contiguous().numpy(), _as_5d(target).numpy()
     _threads(x5.shape[2])  # planes in parallel
     _swin_kernel(
-        x5.numpy(), order.numpy(), rot, target5, view5.numpy(), st.numpy(), en.numpy(), act, seeds64, low, high, pst.numpy(), pen.numpy(),
-        paste_active.to(torch.bool).contiguous().numpy(), partner.to("cpu", torch.int64).contiguous().numpy(),
+        x5.numpy(), order.numpy(), rot, target5, view5.numpy(), st.numpy(), en.numpy(), act, seeds64, low, high,
+        pst.numpy(), pen.numpy(), paste_active.to(torch.bool).contiguous().numpy(),
+        partner.to("cpu", torch.int64).contiguous().numpy(),
     )
     if rotation is not None:
         return view, target

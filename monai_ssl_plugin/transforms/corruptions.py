@@ -46,7 +46,7 @@ from torch import Tensor
 
 from . import _cpu_kernels
 from ._random import GeneratorLike, bernoulli, integers, random_bits, resolve_generator, uniform
-from .views import last_plane_classes, random_rotations90, rotation_plane
+from .views import last_plane_classes, random_rotations90, rotation_labels, rotation_plane
 
 __all__ = [
     "random_flip",
@@ -1195,9 +1195,9 @@ def swin_unetr_cutout(
     Analysis", CVPR 2022. The reference fills with standard normal noise min-max scaled to
     [0, 1] per block; here the noise is bell-shaped (Irwin-Hall of four uniform bytes, close to a
     normal), min-max scaled per block by the compiled CPU kernel (each block its own noise stream)
-    and over the call by the tensor form (keyed on the voxel index, see the module notes). The paste follows the reference's
-    sequential loop: sample ``b`` pastes from partner ``p`` as finished when ``p < b`` and as the
-    uncorrupted input when ``p > b``.
+    and over the call by the tensor form (keyed on the voxel index, see the module notes). The
+    paste follows the reference's sequential loop: sample ``b`` pastes from partner ``p`` as
+    finished when ``p < b`` and as the uncorrupted input when ``p > b``.
 
     Args:
         x: (B, C, *spatial).
@@ -1324,7 +1324,7 @@ def swin_unetr_augment(
     batch = x.shape[0]
     # both views as one stacked batch, each view pasting within itself
     if _cpu_kernels.available(x) and sorted(dims) == [x.dim() - 2, x.dim() - 1]:  # the compiled kernel's plane
-        rotation = torch.cat([integers(0, 3, (batch,), gen, x.device) for _ in range(2)])  # as random_rotations90
+        rotation = rotation_labels(batch, 2, gen, x.device)  # drawn as random_rotations90 draws them
         view, target = _swin_cutout(x, gen, max_drop, max_block, 0.05, True, source=torch.arange(batch).repeat(2),
                                     group=batch, rotation=last_plane_classes(rotation, dims, x.dim()))
     else:

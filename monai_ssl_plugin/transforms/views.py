@@ -96,6 +96,11 @@ def rotation_plane(x: Tensor, plane: tuple[int, int]) -> tuple[int, int]:
     return dims
 
 
+def rotation_labels(batch: int, repeats: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """(repeats * B,) int64 rotation classes 0-3, drawn one repeat after the other."""
+    return torch.cat([integers(0, 3, (batch,), generator, device) for _ in range(repeats)])
+
+
 def last_plane_classes(labels: Tensor, dims: tuple[int, int], ndim: int) -> Tensor | None:
     """The classes ``labels`` (``torch.rot90(sample, k, dims)``) as rotations in the last plane,
     (-2, -1), which the compiled kernels implement; None when ``dims`` is another plane."""
@@ -122,7 +127,7 @@ def random_rotations90(
     dims = rotation_plane(x, plane)
     gen = resolve_generator(generator, x.device)
     batch = x.shape[0]
-    labels = torch.cat([integers(0, 3, (batch,), gen, x.device) for _ in range(repeats)])
+    labels = rotation_labels(batch, repeats, gen, x.device)
     k = last_plane_classes(labels, dims, x.dim())
     if k is not None and _cpu_kernels.available(x):  # one compiled pass instead of select / flip / copy per class
         out = _cpu_kernels.rot90_last_plane_cpu(x, k, copies, torch.arange(batch).repeat(repeats))
