@@ -8,6 +8,14 @@ warped probability maps: 0 background (incl. CSF), 1 grey matter, 2 white matter
 Optional per-subject attributes (grey-matter atrophy, small white-matter lesions with label 3)
 are recorded in ``attributes.json`` for later probes.
 
+Scanner heterogeneity (``contrasts``, ``thick_slice_fraction``): each subject may be acquired with
+a T1-, T2- or FLAIR-like contrast, made by a piecewise-linear remapping of the warped T1 through
+anchors at the template's CSF, grey- and white-matter intensities (so tissue order changes: CSF
+bright in T2, dark in FLAIR; grey brighter than white in both), jittered per subject, and with
+thick slices along a random axis (2-3 voxels averaged, then interpolated back). A model trained
+on a few labelled subjects then meets contrasts and resolutions at test time it has seen in few or
+none of them: the low-label problem unlabelled scans of every kind can help with.
+
 The volume is the brain bounding box (+4 mm) resampled to ``spacing`` and rounded up to a
 multiple of 8 voxels: 80 x 96 x 88 (x, y, z) at 2 mm, i.e. (88, 96, 80) in nnU-Net's (z, y, x).
 Everything is vectorised (one ``grid_sample`` per subject); no download happens at run time.
@@ -34,6 +42,11 @@ LESION_LABEL = 3
 _TEMPLATE_SPACING = 2.0  # nilearn's resolution=2 templates, mm
 _MARGIN_MM = 4.0
 _MULTIPLE = 8  # output shape rounded up to this many voxels per axis
+# Piecewise-linear contrast maps on the template T1 scale: intensity at (0, CSF, GM, WM, 1) -> these.
+# The CSF/GM/WM anchors are the template's medians of pure tissue (0.30, 0.66, 0.87).
+CONTRASTS = {"T1": (0.0, 0.30, 0.66, 0.87, 1.0),
+             "T2": (0.0, 1.00, 0.62, 0.38, 0.55),
+             "FLAIR": (0.0, 0.12, 0.75, 0.55, 0.60)}
 
 
 def load_mni_templates() -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +112,44 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
             @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
 
 
+def remap_contrast(t1: torch.Tensor, anchors: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear intensity map through (anchors[i], values[i]) (anchors increasing), flat beyond."""
+    x = t1.clamp(float(anchors[0]), float(anchors[-1]))
+    i = torch.bucketize(x, anchors[1:-1])  # segment index 0..len-2
+    x0, x1, y0, y1 = anchors[i], anchors[i + 1], values[i], values[i + 1]
+    return y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+
+
+def thick_slices(img: torch.Tensor, axis: int, factor: int) -> torch.Tensor:
+    """Average ``factor`` voxels along ``axis`` and interpolate back: a thick-slice acquisition."""
+    size = img.shape
+    pooled = F.avg_pool1d(img.movedim(axis, -1).reshape(-1, 1, size[axis]), factor, ceil_mode=True)
+    back = F.interpolate(pooled, size=size[axis], mode="linear", align_corners=False)
+    return back.reshape(*[s for d, s in enumerate(size) if d != axis], size[axis]).movedim(-1, axis)
+
+
+def _scanner(t1: torch.Tensor, rng: np.random.Generator, contrasts: tuple[str, ...], thick_slice_fraction: float,
+             anchors: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The subject's contrast (jittered anchors) and slice thickness; drawn from its own stream."""
+    contrast = contrasts[int(rng.integers(len(contrasts)))]
+    values = torch.tensor(CONTRASTS[contrast], dtype=torch.float32)
+    values[1:] = (values[1:] + torch.from_numpy(rng.uniform(-0.05, 0.05, 4).astype(np.float32))).clamp(0.02, 1.0)
+    img = t1 if contrast == "T1" and len(contrasts) == 1 else remap_contrast(t1, anchors, values)
+    attrs: dict[str, Any] = {"contrast": contrast, "thick_slice_axis": None, "thick_slice_factor": 1}
+    if rng.random() < thick_slice_fraction:
+        axis, factor = int(rng.integers(3)), int(rng.integers(2, 4))
+        img = thick_slices(img, axis, factor)
+        attrs.update(thick_slice_axis=axis, thick_slice_factor=factor)
+    return img, attrs
+
+
 def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, spacing: float,
-             rng: np.random.Generator, atrophy: bool, n_lesions: int, tissue_means: dict[str, float]
-             ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+             rng: np.random.Generator, atrophy: bool, n_lesions: int, tissue_means: dict[str, float],
+             scanner: tuple | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One warped subject: image (x, y, z) int16, label (x, y, z) uint8 and its attributes.
 
-    ``grid`` comes from :func:`base_grid`; ``templates`` is (3, x, y, z): T1, GM, WM.
+    ``grid`` comes from :func:`base_grid`; ``templates`` is (3, x, y, z): T1, GM, WM. ``scanner``:
+    the arguments of :func:`_scanner` after the image (its own generator first), or None for T1 only.
     """
     shape = tuple(grid.shape[:3])
     # grid_sample wants coordinates in [-1, 1] (align_corners=True) with the last axis ordered
@@ -149,6 +194,9 @@ def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, sp
                 label[m > 0.5] = LESION_LABEL
             lesion_voxels = int((label == LESION_LABEL).sum())
 
+    if scanner is not None:
+        t1, scanner_attrs = _scanner(t1, *scanner)
+        attrs.update(scanner_attrs)
     # Acquisition: contrast (gamma), smooth multiplicative bias, arbitrary scale, Rician noise.
     gamma = float(np.exp(rng.normal(0.0, 0.15)).clip(0.7, 1.4))
     bias = torch.exp(0.15 * _upsample(rng.normal(0.0, 1.0, (1, 4, 4, 4)), shape)[0])
@@ -172,6 +220,7 @@ def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, sp
 def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: str = "MNIBrainTissue",
                       n_labelled: int = 12, n_unlabelled: int = 24, spacing: float = 2.0, seed: int = 0,
                       n_test: int = 4, atrophy_fraction: float = 0.3, lesion_fraction: float = 0.0,
+                      contrasts: tuple[str, ...] | list[str] = ("T1",), thick_slice_fraction: float = 0.0,
                       overwrite: bool = False) -> Path:
     """Write the demo cohort as nnU-Net raw dataset ``raw_root/DatasetXXX_Name``; returns its folder.
 
@@ -182,23 +231,33 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
         atrophy_fraction: share of subjects with grey-matter atrophy (attribute ``atrophy``).
         lesion_fraction: share of subjects with 1-3 white-matter lesions; when > 0 the label
             ``lesion`` (3) is added.
+        contrasts: the MRI contrasts subjects are drawn from, uniformly (``T1``, ``T2``, ``FLAIR``);
+            more than one names the channel ``MRI`` instead of ``T1``.
+        thick_slice_fraction: share of subjects acquired with thick slices along a random axis.
         overwrite: replace an existing different dataset; the same call twice is a no-op.
     """
     if spacing <= 0 or not math.isfinite(spacing):
         raise PluginError(f"spacing {spacing} is not a positive number of mm.", "Use e.g. spacing=2.0.")
-    for key, frac in (("atrophy_fraction", atrophy_fraction), ("lesion_fraction", lesion_fraction)):
+    contrasts = tuple(contrasts)
+    unknown = sorted(set(contrasts) - set(CONTRASTS)) or ([] if contrasts else ["(none)"])
+    if unknown:
+        raise PluginError(f"Unknown contrast(s) {', '.join(unknown)}.", f"Choose from {', '.join(CONTRASTS)}.")
+    for key, frac in (("atrophy_fraction", atrophy_fraction), ("lesion_fraction", lesion_fraction),
+                      ("thick_slice_fraction", thick_slice_fraction)):
         if not 0.0 <= frac <= 1.0:
             raise PluginError(f"{key}={frac} is not in [0, 1].", f"Give {key} as a fraction of subjects.")
     params = dict(dataset_id=dataset_id, name=name, n_labelled=n_labelled, n_unlabelled=n_unlabelled,
                   spacing=float(spacing), seed=seed, n_test=n_test, atrophy_fraction=atrophy_fraction,
-                  lesion_fraction=lesion_fraction)
+                  lesion_fraction=lesion_fraction,
+                  **({"contrasts": list(contrasts), "thick_slice_fraction": thick_slice_fraction}
+                     if contrasts != ("T1",) or thick_slice_fraction else {}))
     labels = dict(LABELS, **({"lesion": LESION_LABEL} if lesion_fraction > 0 else {}))
     writer = RawDatasetWriter(
-        raw_root, dataset_id, name, ["T1"], labels, overwrite=overwrite,
+        raw_root, dataset_id, name, ["T1" if contrasts == ("T1",) else "MRI"], labels, overwrite=overwrite,
         provenance={"generator": "make_demo_dataset", **params},
-        description="Synthetic brain T1 cohort: random smooth deformations of the MNI152 2009a template (via "
-                    "nilearn) with bias field, gamma and Rician noise; labels 1 grey matter, 2 white matter "
-                    "(monai_ssl_plugin.data.demo_cohort).")
+        description=f"Synthetic brain MRI cohort ({'/'.join(contrasts)}): random smooth deformations of the "
+                    "MNI152 2009a template (via nilearn) with bias field, gamma and Rician noise; labels 1 grey "
+                    "matter, 2 white matter (monai_ssl_plugin.data.demo_cohort).")
     if writer.up_to_date:
         return writer.target
 
@@ -206,7 +265,7 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
     center, shape, out_affine = output_geometry(vols, affine, float(spacing))
     t1, gm, wm = vols
     # Template intensities of pure tissues, used to keep the image consistent with edited maps.
-    tissue_means = {"gm": float(np.median(t1[gm > 0.7])),
+    tissue_means = {"gm": float(np.median(t1[gm > 0.7])), "wm": float(np.median(t1[wm > 0.7])),
                     "csf": float(np.median(t1[((gm + wm) < 0.2) & (t1 > 0.02)]))}
     templates = torch.from_numpy(vols)[None].contiguous(memory_format=torch.channels_last_3d)[0]
     grid = base_grid(shape, float(spacing))
@@ -214,16 +273,20 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
     # it halves the CPU time and is faster in wall time too (restored afterwards).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    anchors = torch.tensor([0.0, tissue_means["csf"], tissue_means["gm"], tissue_means["wm"], 1.0])
+    heterogeneous = contrasts != ("T1",) or thick_slice_fraction > 0
     try:
         return _write_subjects(writer, templates, grid, center, out_affine, float(spacing), seed, tissue_means,
-                               (n_labelled, n_unlabelled, n_test), atrophy_fraction, lesion_fraction)
+                               (n_labelled, n_unlabelled, n_test), atrophy_fraction, lesion_fraction,
+                               (contrasts, thick_slice_fraction, anchors) if heterogeneous else None)
     finally:
         torch.set_num_threads(threads)
 
 
 def _write_subjects(writer: RawDatasetWriter, templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray,
                     out_affine: np.ndarray, spacing: float, seed: int, tissue_means: dict[str, float],
-                    counts: tuple[int, int, int], atrophy_fraction: float, lesion_fraction: float) -> Path:
+                    counts: tuple[int, int, int], atrophy_fraction: float, lesion_fraction: float,
+                    scanner: tuple | None) -> Path:
     """Generate and write every subject (train, unlabelled, test), then attributes.json; commit."""
     attributes: dict[str, dict[str, Any]] = {}
     splits = (("train", "brain_", 0), ("unlabelled", "brain_u", 1), ("test", "brain_t", 2))
@@ -234,7 +297,10 @@ def _write_subjects(writer: RawDatasetWriter, templates: torch.Tensor, grid: tor
                 rng = np.random.default_rng([seed, code, i])
                 atrophy = bool(rng.random() < atrophy_fraction)
                 n_les = int(rng.integers(1, 4)) if rng.random() < lesion_fraction else 0
-                image, label, attrs = _subject(templates, grid, center, spacing, rng, atrophy, n_les, tissue_means)
+                # the scanner draws from a stream of its own, so T1-only cohorts stay what they were
+                scan = None if scanner is None else (np.random.default_rng([seed, code, i, 1]), *scanner)
+                image, label, attrs = _subject(templates, grid, center, spacing, rng, atrophy, n_les, tissue_means,
+                                               scan)
                 case_id = f"{prefix}{i:03d}"
                 writer.add_case(split, case_id, image, None if split == "unlabelled" else label, affine=out_affine)
                 attributes[case_id] = {"split": split, **attrs}

@@ -34,12 +34,21 @@ Environment variables (read when the trainer is created):
     nnUNet_SSL_adapt              allowed shape adaptations: channels,kernels,stages | all | none (default channels)
     nnUNet_SSL_min_loaded_fraction   with stage adaptation: refuse below this share loaded (default 0.5)
     nnUNet_SSL_allow_normalization_mismatch=1   warn instead of refusing a normalisation mismatch
+    nnUNet_SSL_seed               seed for network init, sampling and augmentation (default: unseeded, as
+                                  nnU-Net). Twins with the same seed differ only in their initialisation;
+                                  on a CPU with nnUNet_n_proc_DA=0 a seeded run is bitwise reproducible
+                                  (with augmentation workers each worker is seeded, but the order in which
+                                  their batches arrive is not)
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import random
 from typing import Union
+
+import numpy as np
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -60,6 +69,7 @@ ENV_ITERATIONS = "nnUNet_SSL_iterations"
 ENV_LOAD = "nnUNet_SSL_load"
 ENV_ADAPT = "nnUNet_SSL_adapt"
 ENV_MIN_FRACTION = "nnUNet_SSL_min_loaded_fraction"
+ENV_SEED = "nnUNet_SSL_seed"
 
 
 def _env_number(name: str, default: float, kind: type) -> float:
@@ -78,6 +88,25 @@ def _env_number(name: str, default: float, kind: type) -> float:
 
 def _env_set(name: str) -> bool:
     return bool(os.environ.get(name, "").strip())
+
+
+def _env_seed() -> int | None:
+    """``nnUNet_SSL_seed`` as an int, or None when unset (nnU-Net's unseeded default)."""
+    return int(_env_number(ENV_SEED, 0, int)) if _env_set(ENV_SEED) else None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices): network init, patch sampling and augmentation draw from these."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seeded_augmenter(augmenter_cls: type, seed: int, *args, **kwargs):
+    """nnU-Net's multi-process augmenter with one seed per worker derived from ``seed`` (nnU-Net passes None)."""
+    num_processes = kwargs.get("num_processes", args[2] if len(args) > 2 else 1)
+    kwargs["seeds"] = [seed * 1000 + i for i in range(num_processes)]
+    return augmenter_cls(*args, **kwargs)
 
 
 def sawtooth_lengths(num_epochs: int, reference_epochs: int, warmup_epochs: int, decoder_epochs: int
@@ -146,10 +175,14 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         self.pretrained_notes: dict[str, str] = {}
         self._restoring_checkpoint = False
         self._encoder_trainable: bool | None = None
+        self.seed = _env_seed()
 
     # -- network and pretrained weights ---------------------------------------------------------
     def initialize(self) -> None:
         """nnU-Net's initialize, then the pretrained weights (unless a checkpoint is being restored)."""
+        if self.seed is not None:  # before the network is built, so twins start from the same random init
+            seed_everything(self.rank_seed())
+            self.print_to_log_file(f"[monai-ssl] seed {self.seed} ({ENV_SEED})")
         super().initialize()
         self.print_to_log_file(f"[monai-ssl] plans {self.plans_manager.plans_name}: fingerprint "
                                f"{plans_fingerprint(self.plans_manager.plans)} (everything except the plans name; "
@@ -179,6 +212,23 @@ class nnUNetTrainerSSL(nnUNetTrainer):
             super().load_checkpoint(filename_or_checkpoint)
         finally:
             self._restoring_checkpoint = False
+
+    def rank_seed(self) -> int:
+        """The seed of this process: under DDP each rank samples its own patches (DDP syncs the initial weights)."""
+        return self.seed + (self.local_rank if self.is_ddp else 0)
+
+    def get_dataloaders(self):
+        """nnU-Net's loaders; with a seed, its augmentation workers get seeds derived from it."""
+        if self.seed is None:
+            return super().get_dataloaders()
+        import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as base
+
+        original = base.NonDetMultiThreadedAugmenter
+        base.NonDetMultiThreadedAugmenter = functools.partial(_seeded_augmenter, original, self.rank_seed())
+        try:  # nnU-Net builds its augmenters by this module-level name; restored right after
+            return super().get_dataloaders()
+        finally:
+            base.NonDetMultiThreadedAugmenter = original
 
     # -- schedule ---------------------------------------------------------------------------------
     def configure_optimizers(self):
