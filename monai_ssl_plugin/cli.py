@@ -111,18 +111,30 @@ class Commands:
 
         print(f"wrote {package_bundle(run_or_checkpoint, bundle=bundle, name=name, out=out, version=version, changelog=changelog, url=url)}")
 
-    def install_bundle(self, source: str, dest: str, sha256: str | None = None):
-        """Install a shared bundle from a folder, zip or URL; verifies sha256 and loads nothing executable."""
+    def install_bundle(self, source: str, dest: str, sha256: str | None = None, trust_code: bool = False):
+        """Install a shared bundle (folder, zip or URL), every file verified against its manifest.
+
+        Weights load with weights_only=True; configs that run Python beyond the plugin's and MONAI's own
+        are refused unless --trust_code true."""
+        from monai_ssl_plugin.engine.run import as_bool
         from monai_ssl_plugin.sharing import install_bundle
 
-        print(f"installed {install_bundle(source, dest, sha256=sha256)}")
+        print(f"installed {install_bundle(source, dest, sha256=sha256, trust_code=as_bool(trust_code))}")
 
     def verify_bundle(self, folder: str, sha256: str | None = None):
-        """Verify an installed bundle's hashes and that its weights load with weights_only=True."""
-        from monai_ssl_plugin.sharing import verify_bundle
+        """Verify an installed bundle (every file, the weights) and list the Python its configs run.
+
+        Lists the imports, _target_s and $ expressions beyond the plugin's and MONAI's own."""
+        from monai_ssl_plugin.sharing import foreign_code, verify_bundle
 
         verify_bundle(folder, sha256=sha256)
-        print(f"{folder}: verified")
+        foreign = foreign_code(folder)
+        for where, code in foreign:
+            print(f"runs: {where}: {code}")
+        print(f"{folder}: verified (every file matches its manifest); "
+              + (f"its configs run {len(foreign)} piece(s) of Python listed above that neither the plugin nor "
+                 "MONAI ships: read them before `monai.bundle run`" if foreign else
+                 "its configs run only the plugin's and MONAI's own code"))
 
     def nnunet_env(self):
         """Print the line that makes nnU-Net find the plugin's trainers (-tr nnUNetTrainerSSL ...)."""
@@ -168,15 +180,34 @@ class Commands:
             print("bundles:", ", ".join(sorted(p.name for p in bundles.iterdir() if (p / "configs").is_dir())))
 
 
+def usage() -> str:
+    """Every command with the first line of its docstring (what ``monai-ssl --help`` prints)."""
+    import inspect
+
+    lines = [f"usage: monai-ssl COMMAND [--flag value ...]   ({Commands.__doc__.strip()})", "", "commands:"]
+    for name, fn in inspect.getmembers(Commands, inspect.isfunction):
+        if not name.startswith("_"):
+            lines.append(f"  {name.replace('_', '-'):<20} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; a PluginError (or a full / read-only disk) is one line on stderr and exit code 2."""
     import fire
 
-    from monai_ssl_plugin.errors import PluginError
+    from monai_ssl_plugin.errors import plugin_error_in
 
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
     try:
-        fire.Fire(Commands, command=argv, name="monai-ssl")
-    except PluginError as e:
-        print(f"monai-ssl: error: {e}", file=sys.stderr)
+        fire.Fire(Commands, command=args, name="monai-ssl")
+    except Exception as e:
+        error = plugin_error_in(e)
+        if error is None:
+            raise
+        print(f"monai-ssl: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -1,17 +1,25 @@
 """Install a shared bundle from a folder, a zip or a URL, verified before use.
 
-Checks, in order (each failure is one-line :class:`PluginError`, nothing is left under ``DEST/NAME``):
+Checks, in order (each failure is one-line :class:`PluginError`; nothing is left under ``DEST``,
+not even a hidden copy):
 
-1. ``--sha256`` given: the sha256 of the archive (zip / URL) or, for a folder, of ``models/model.pt``.
+1. ``--sha256`` given: the sha256 of the archive (zip / URL) or, for a folder, of ``models/model.pt``
+   or ``manifest.json``.
 2. zip members stay inside the destination: absolute paths, ``..`` components, drive letters and
-   symbolic links are refused before anything is extracted.
-3. ``models/model.pt`` matches the sha256 in ``configs/metadata.json`` (``provenance.model_sha256``)
+   symbolic links are refused before anything is extracted; every member lives in one top folder
+   ``NAME/``; a damaged member (CRC error, truncated data) refuses the archive. A folder source may
+   hold no symbolic link (nothing outside it is ever copied).
+3. every file matches ``manifest.json`` (:mod:`~monai_ssl_plugin.sharing.manifest`): configs, docs,
+   metadata and weights; a changed, added or missing file refuses the bundle.
+4. ``models/model.pt`` matches the sha256 in ``configs/metadata.json`` (``provenance.model_sha256``)
    and in ``large_files.yml`` when present.
-4. ``models/model.pt`` loads with ``weights_only=True`` (:func:`~monai_ssl_plugin.checkpoint.safe_load`):
+5. ``models/model.pt`` loads with ``weights_only=True`` (:func:`~monai_ssl_plugin.checkpoint.safe_load`):
    pickled code is never executed.
+6. the configs run no Python beyond the plugin's and MONAI's own
+   (:mod:`~monai_ssl_plugin.sharing.config_code`) unless ``trust_code`` is given.
 
 The bundle is unpacked into a hidden staging folder in ``DEST`` and renamed to ``DEST/NAME`` only
-after every check passed.
+after every check passed. A full or read-only disk is one line too.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from monai_ssl_plugin.checkpoint import safe_load, sha256_file
-from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.errors import PluginError, disk_error
+from monai_ssl_plugin.sharing.config_code import foreign_code
+from monai_ssl_plugin.sharing.manifest import MANIFEST_FILE, check_manifest
 from monai_ssl_plugin.sharing.package import MODEL_FILE, PROVENANCE_KEY
 
 logger = logging.getLogger(__name__)
@@ -69,7 +80,7 @@ def _safe_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
 
 
 def _bundle_root_of(folder: Path) -> Path:
-    """The bundle folder inside an unpacked archive: the single top folder holding configs/."""
+    """The bundle folder given by the user: ``folder`` itself or its single child holding configs/."""
     if (folder / "configs").is_dir():
         return folder
     children = [p for p in folder.iterdir() if p.is_dir()]
@@ -78,10 +89,22 @@ def _bundle_root_of(folder: Path) -> Path:
     raise PluginError(f"{folder} does not hold a bundle (no NAME/configs/ folder).", "Install a zip made by monai-ssl package-bundle.")
 
 
-def verify_bundle(folder: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
-    """Check a bundle folder (hashes, then a ``weights_only`` load); returns its ``model.pt`` content.
+def _zip_top_folder(members: list[zipfile.ZipInfo], archive: Path) -> str:
+    """The one top-level folder every member of a bundle zip lives in (what package-bundle writes)."""
+    tops = {PurePosixPath(m.filename.replace("\\", "/")).parts[0] for m in members if m.filename.strip("/")}
+    nested = all(len(PurePosixPath(m.filename.replace("\\", "/")).parts) > 1 or m.is_dir() for m in members)
+    if len(tops) != 1 or not nested:
+        raise PluginError(f"{archive.name} has no single top-level bundle folder (found {sorted(tops)[:5]}).",
+                          "Install a zip made by monai-ssl package-bundle (it unpacks to NAME/configs/...).")
+    return tops.pop()
 
-    ``sha256`` (optional) is the expected digest of ``models/model.pt``.
+
+def verify_bundle(folder: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
+    """Check a bundle folder (every file against its manifest, the weights' hashes, then a
+    ``weights_only`` load); returns its ``model.pt`` content.
+
+    ``sha256`` (optional) is the expected digest of ``models/model.pt`` or of ``manifest.json``.
+    The Python its configs run is listed by :func:`~monai_ssl_plugin.sharing.config_code.foreign_code`.
     """
     folder = Path(folder)
     model = folder / MODEL_FILE
@@ -89,7 +112,8 @@ def verify_bundle(folder: str | os.PathLike, sha256: str | None = None) -> dict[
     if not model.is_file() or not meta_path.is_file():
         raise PluginError(f"{folder} lacks {MODEL_FILE} or configs/metadata.json.", "Install a bundle made by monai-ssl package-bundle.")
     expected = _check_hex(sha256)
-    if expected:
+    check_manifest(folder)
+    if expected and sha256_file(folder / MANIFEST_FILE) != expected:
         _expect_hash(model, expected, "Weights")
     try:
         meta = json.loads(meta_path.read_text())
@@ -139,18 +163,90 @@ def _download(url: str, directory: Path) -> Path:
     return Path(tmp)
 
 
-def install_bundle(source: str | os.PathLike, dest: str | os.PathLike, sha256: str | None = None) -> Path:
+def _refuse_links(folder: Path) -> None:
+    """A folder install copies plain files only: a link could smuggle in any file of this machine."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            if (Path(root) / name).is_symlink():
+                raise PluginError(f"{Path(root) / name} is a symbolic link: installing from a folder copies plain "
+                                  "files only.", "Replace the link by the file it points to, or install the zip.")
+
+
+def _stage_folder(source: Path, stage: Path) -> Path:
+    root = _bundle_root_of(source)
+    _refuse_links(root)
+    shutil.copytree(root, stage / root.name, symlinks=True)  # links were refused; a new one stays a link (refused later)
+    return stage / root.name
+
+
+def _stage_zip(archive: Path, stage: Path, expected: str | None, text: str) -> Path:
+    if expected:
+        _expect_hash(archive, expected, "Archive")
+    if not zipfile.is_zipfile(archive):
+        raise PluginError(f"{text} is not a zip archive.", "Pass a zip made by monai-ssl package-bundle.")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = _safe_members(zf)
+            top = _zip_top_folder(members, archive)
+            zf.extractall(stage, members=members)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+        raise PluginError(f"{archive.name} is damaged ({type(e).__name__}: {str(e)[:120]}).",
+                          "Download it again from the publisher.") from None
+    root = stage / top
+    if not (root / "configs").is_dir():
+        raise PluginError(f"{archive.name}: {top}/ holds no configs/ folder.", "Install a zip made by monai-ssl package-bundle.")
+    return root
+
+
+def _swap_into_place(root: Path, dest: Path) -> Path:
+    """Rename the verified ``root`` to ``dest/NAME``; an older ``NAME`` is moved aside, then removed
+    (or put back if the rename fails), so no hidden copy outlives the call."""
+    target = dest / root.name
+    if not target.exists():
+        os.replace(root, target)
+        return target
+    old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=dest))
+    try:
+        os.replace(target, old / root.name)
+        try:
+            os.replace(root, target)
+        except BaseException:
+            os.replace(old / root.name, target)
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _check_code(root: Path, trust_code: bool) -> None:
+    foreign = foreign_code(root)
+    if foreign and not trust_code:
+        shown = "; ".join(f"{where}: {code[:80]}" for where, code in foreign[:3]) + ("; ..." if len(foreign) > 3 else "")
+        raise PluginError(f"{root.name} runs {len(foreign)} piece(s) of Python that neither the plugin nor MONAI "
+                          f"ships ({shown}).", "Read them (monai-ssl verify-bundle FOLDER lists them all) and pass "
+                          "--trust_code true only if you trust the publisher.")
+    for where, code in foreign:
+        logger.warning("Trusted by --trust_code: %s: %s", where, code)
+
+
+def install_bundle(source: str | os.PathLike, dest: str | os.PathLike, sha256: str | None = None,
+                   trust_code: bool = False) -> Path:
     """Install ``source`` (bundle folder, ``.zip`` file, or http(s)/file URL) as ``DEST/NAME``; returns it.
 
     ``sha256``: for a zip or URL the expected digest of the archive; for a folder that of
-    ``models/model.pt``. The digest recorded in the bundle's metadata is always checked too.
+    ``models/model.pt`` or ``manifest.json``. The manifest (every file) and the digest recorded in
+    the metadata are always checked. ``trust_code``: accept configs that run Python beyond the
+    plugin's and MONAI's own (listed by ``verify-bundle``).
     """
     expected = _check_hex(sha256)
     dest = Path(dest).expanduser().resolve()
-    dest.mkdir(parents=True, exist_ok=True)
     text = str(source)
     downloaded = None
-    stage = Path(tempfile.mkdtemp(prefix=".install.", suffix=".staging", dir=dest))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".install.", suffix=".staging", dir=dest))
+    except OSError as e:
+        raise (disk_error(e) or e) from None
     try:
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
             downloaded = archive = _download(text, dest)
@@ -158,29 +254,12 @@ def install_bundle(source: str | os.PathLike, dest: str | os.PathLike, sha256: s
             archive = Path(text).expanduser()
             if not archive.exists():
                 raise PluginError(f"{archive} does not exist.", "Pass a bundle folder, a .zip or a URL.")
-        if archive.is_dir():
-            root = _bundle_root_of(archive)
-            verify_bundle(root, expected)
-            shutil.copytree(root, stage / root.name)
-            verify_bundle(stage / root.name, expected)  # the copy is what gets used
-        else:
-            if expected:
-                _expect_hash(archive, expected, "Archive")
-            if not zipfile.is_zipfile(archive):
-                raise PluginError(f"{text} is not a zip archive.", "Pass a zip made by monai-ssl package-bundle.")
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(stage, members=_safe_members(zf))
-            root = _bundle_root_of(stage)
-            verify_bundle(root)
-        root = _bundle_root_of(stage)
-        target = dest / root.name
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=dest))
-            os.replace(target, old / root.name)
-            os.replace(root, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(root, target)
+        root = _stage_folder(archive, stage) if archive.is_dir() else _stage_zip(archive, stage, expected, text)
+        verify_bundle(root, expected if archive.is_dir() else None)  # the staged copy is what gets used
+        _check_code(root, bool(trust_code))
+        target = _swap_into_place(root, dest)
+    except OSError as e:
+        raise (disk_error(e) or e) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if downloaded is not None and downloaded.exists():

@@ -8,6 +8,7 @@ Layout written (the zoo's)::
                                    (plain tensors and containers: loads with weights_only=True)
     NAME/large_files.yml           only when model.pt exceeds 25 MB (path, url, hash_val, hash_type)
     NAME/docs/, NAME/LICENSE       copied from the bundle when present
+    NAME/manifest.json             the sha256 of every other file (install and verify refuse any change)
     NAME.zip                       unpacks to NAME/... (what `python -m monai.bundle download --url` expects)
 
 Every file is written atomically: the folder is assembled in a hidden staging folder next to the
@@ -29,6 +30,7 @@ from typing import Any
 
 from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text, safe_load, sha256_file, software_versions
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.sharing.manifest import write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ def package_bundle(run_or_ckpt: str | os.PathLike, bundle: str = "mae_ssl_pretra
         atomic_write_text(json.dumps(meta, indent=4) + "\n", meta_path)
         if model.stat().st_size > large_file_bytes:
             atomic_write_text(_large_files_yaml(name, sha, url), stage / "large_files.yml")
+        write_manifest(stage)  # last: it covers every file above
 
         # swap the staged folder into place (an old NAME/ is moved aside first, then removed)
         old = None

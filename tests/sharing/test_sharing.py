@@ -19,31 +19,9 @@ import torch
 from monai_ssl_plugin.checkpoint import atomic_save, safe_load, sha256_file
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.sharing import URL_PLACEHOLDER, install_bundle, package_bundle, verify_bundle
+from monai_ssl_plugin.sharing.manifest import write_manifest
 
-NAME = "mae_test_bundle"
-
-
-def _record(steps=8):
-    return {"backbone_family": "nnunet.PlainConvUNet", "backbone_kwargs": {"n_stages": 2}, "in_channels": 1,
-            "spatial_dims": 3, "axis_order": "nnunet", "spacing": [1.0, 1.0, 1.0], "normalization": ["ZScore"],
-            "patch_size": [32, 32, 32], "pretext": "mae", "pretext_settings": {"mask_ratio": 0.75, "block_size": 4},
-            "key_prefixes": {"encoder": "encoder."}, "pretrained_parts": ["stem", "encoder", "decoder"],
-            "steps": steps, "versions": {"torch": "2.14.1", "monai": "1.6.1", "monai_ssl_plugin": "0.1.0"},
-            "data": {"kind": "nnunet_raw", "description": "6 synthetic MRI volumes"}}
-
-
-@pytest.fixture
-def run_dir(tmp_path):
-    torch.manual_seed(0)
-    run = tmp_path / "run"
-    atomic_save({"network": {"encoder.w": torch.randn(8, 4), "decoder.b": torch.zeros(3)}, "pretext": {},
-                 "optimizer": {}, "engine": {"iteration": 8}, "record": _record()}, run / "checkpoints" / "final.pt")
-    return run
-
-
-@pytest.fixture
-def packaged(run_dir, tmp_path):
-    return package_bundle(run_dir, bundle="mae_ssl_pretraining", name=NAME, out=tmp_path / "out")
+from sharing_helpers import NAME, _record
 
 
 def test_package_writes_a_zoo_bundle(packaged, tmp_path):
@@ -147,6 +125,7 @@ def test_malicious_checkpoint_is_refused(packaged, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["provenance"]["model_sha256"] = sha256_file(model)
     meta_path.write_text(json.dumps(meta))
+    write_manifest(installed)  # and the manifest
     with pytest.raises(PluginError, match="safely"):
         verify_bundle(installed)
     with pytest.raises(PluginError, match="safely"):
