@@ -136,6 +136,53 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         ) from None
 
 
+CHECKSUM_KEY = "checksum"  # sha256 over every tensor and value of a checkpoint, written by seal()
+
+
+def _feed(h: Any, node: Any, path: str) -> None:
+    """Hash ``node`` in a fixed order: key paths, dtypes, shapes and bytes of tensors, reprs of scalars."""
+    if isinstance(node, torch.Tensor):
+        t = node.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{path}|{t.dtype}|{list(node.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(node, dict):
+        for key in sorted(node, key=str):
+            _feed(h, node[key], f"{path}/{key}")
+    elif isinstance(node, (list, tuple)):
+        h.update(f"{path}|{type(node).__name__}{len(node)}|".encode())
+        for i, item in enumerate(node):
+            _feed(h, item, f"{path}/{i}")
+    else:
+        h.update(f"{path}|{node!r}|".encode())
+
+
+def tensor_checksum(state: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's content (every entry but the checksum itself).
+
+    torch's zip container does not check its members on load, so one flipped byte in a tensor
+    loads silently; this digest, stored in the file, is what catches it.
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != CHECKSUM_KEY}, "")
+    return h.hexdigest()
+
+
+def seal(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with its :func:`tensor_checksum` under :data:`CHECKSUM_KEY` (a new dict)."""
+    return {**state, CHECKSUM_KEY: tensor_checksum(state)}
+
+
+def load_checked(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """:func:`safe_load` plus the checksum check of a sealed checkpoint (files without one load as before)."""
+    state = safe_load(path, map_location)
+    recorded = state.get(CHECKSUM_KEY) if isinstance(state, dict) else None
+    if recorded is not None and tensor_checksum(state) != recorded:
+        raise PluginError(f"Checkpoint {path} fails its checksum: its content changed after it was written "
+                          "(disk or copy error, or an edit).", "Use an intact copy (the previous generation "
+                          "beside it, or the original file).")
+    return state
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -24,6 +24,11 @@ every rank's RNG state (``rng_per_rank``, gathered when rank 0 saves) and each r
 own: a resumed N-process run continues every rank's streams exactly. A crash during a save can
 leave a hidden temporary file (``.latest.pt.*.tmp``); it is never read, and the start of the next
 run removes it with a warning naming it.
+
+Every file is sealed with a checksum of its content (:func:`~monai_ssl_plugin.checkpoint.seal`), and
+the generation before ``latest.pt`` is kept as ``previous.pt``. Resume checks the checksum: a damaged
+``latest.pt`` (a flipped byte loads silently otherwise) stops the run with one line naming the newest
+intact generation (``previous.pt`` or ``final.pt``); ``--resume last_good`` takes it instead.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +49,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 from torch.utils.data import Dataset
 
-from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, safe_load
+from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, load_checked, seal
 from monai_ssl_plugin.distributed import is_distributed, is_main_process, rank, world_size
 from monai_ssl_plugin.errors import PluginError
 
@@ -95,6 +102,37 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
                        tmp.stat().st_size)
         tmp.unlink(missing_ok=True)
     return stale
+
+
+RESUME_LAST_GOOD = "last_good"
+
+
+def resume_mode(value: Any) -> bool | str:
+    """``resume`` as given on the command line: true/false, or ``last_good`` (take the newest intact
+    checkpoint when ``latest.pt`` is damaged, instead of stopping to ask)."""
+    if isinstance(value, str) and value.strip().lower() == RESUME_LAST_GOOD:
+        return RESUME_LAST_GOOD
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", "",
+                                                              "none", "null"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(value, (bool, int)) or value is None:
+        return bool(value)
+    raise PluginError(f"resume={value!r} is not true, false or {RESUME_LAST_GOOD}.",
+                      f"Pass --resume true, --resume false or --resume {RESUME_LAST_GOOD}.")
+
+
+def keep_previous(latest: Path, previous: Path) -> None:
+    """Make ``previous`` the current ``latest`` (a hard link, else a copy; renamed into place), so a
+    damaged newest file always has an older intact generation beside it."""
+    if not latest.is_file():
+        return
+    tmp = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(latest, tmp)
+    except OSError:
+        shutil.copy2(latest, tmp)
+    os.replace(tmp, previous)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -150,7 +188,10 @@ class SSLCheckpointHandler:
         self.lr_scheduler = lr_scheduler
         self.record_fn = record_fn
         self.save_every = int(save_every_n_iters or 0)
-        self.resume = bool(resume)
+        if self.save_every < 0:
+            raise PluginError(f"save_every_n_iters={save_every_n_iters} is negative.",
+                              "Pass a positive period, or 0 to save only at the end.")
+        self.resume = resume_mode(resume)
         self._last_saved_iteration = -1
         self._registered = False
 
@@ -161,6 +202,11 @@ class SSLCheckpointHandler:
     @property
     def final_path(self) -> Path:
         return self.checkpoint_dir / "final.pt"
+
+    @property
+    def previous_path(self) -> Path:
+        """The generation before ``latest.pt`` (kept so a damaged newest file is never the only one)."""
+        return self.checkpoint_dir / "previous.pt"
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -227,7 +273,9 @@ class SSLCheckpointHandler:
                                                 if isinstance(v, (int, float))):
             logger.warning("Not saving a checkpoint at iteration %d: the loss is not finite.", engine.state.iteration)
             return None
-        state = self.state(engine, rng_per_rank)
+        state = seal(self.state(engine, rng_per_rank))
+        if engine.state.iteration != self._last_saved_iteration:  # the final save repeats the last periodic one
+            keep_previous(self.latest_path, self.previous_path)
         atomic_save(state, self.latest_path)
         self._last_saved_iteration = engine.state.iteration
         if final:
@@ -250,15 +298,41 @@ class SSLCheckpointHandler:
                        len(per_rank), world_size(),
                        "rank 0 continues its stream" + (", the others start fresh ones" if world_size() > 1 else ""))
 
+    def _intact(self) -> tuple[Path, dict[str, Any]]:
+        """The checkpoint to resume from: ``latest.pt`` when intact; else, per ``resume``, the newest
+        intact older generation (``previous.pt``, ``final.pt``) or a one-line error offering it."""
+        try:
+            return self.latest_path, load_checked(self.latest_path, map_location="cpu")
+        except PluginError as e:
+            damage = e.problem
+        good = []
+        for path in (self.previous_path, self.final_path):
+            try:
+                ckpt = load_checked(path, map_location="cpu") if path.is_file() else None
+            except PluginError:
+                ckpt = None
+            if ckpt is not None and "engine" in ckpt:
+                good.append((int(ckpt["engine"]["iteration"]), path, ckpt))
+        if not good:
+            raise PluginError(f"{damage} No intact older checkpoint is beside it.",
+                              "Start afresh in a new --output_dir (or delete the damaged file and pass --resume false).")
+        iteration, path, ckpt = max(good, key=lambda g: g[0])
+        if self.resume != RESUME_LAST_GOOD:
+            raise PluginError(f"{damage} {path.name} beside it is intact (iteration {iteration}).",
+                              f"Resume from it with --resume {RESUME_LAST_GOOD}, or move {self.latest_path.name} away.")
+        logger.warning("%s Resuming from %s (iteration %d) as --resume %s asks.", damage, path, iteration,
+                       RESUME_LAST_GOOD)
+        return path, ckpt
+
     def load(self, engine: Engine) -> bool:
-        """Restore everything from ``latest.pt``; ``False`` (and a log line) when there is none."""
+        """Restore everything from ``latest.pt`` (see :meth:`_intact`); ``False`` (and a log line) when there is none."""
         if not self.latest_path.is_file():
             logger.info("Resume requested but %s does not exist: starting a fresh run.", self.latest_path)
             return False
-        ckpt = safe_load(self.latest_path, map_location="cpu")
+        source, ckpt = self._intact()
         missing = [k for k in ("pretext", "optimizer", "engine", "rng") if k not in ckpt]
         if missing:
-            raise PluginError(f"{self.latest_path} lacks {', '.join(missing)} and cannot resume a run.",
+            raise PluginError(f"{source} lacks {', '.join(missing)} and cannot resume a run.",
                               "Resume only from <output_dir>/checkpoints/latest.pt written by monai-ssl pretrain.")
         pretext = _unwrap(self.pretext)
         try:
@@ -266,7 +340,7 @@ class SSLCheckpointHandler:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0]
-            raise PluginError(f"{self.latest_path} was written by a different network or pretext ({first[:200]}).",
+            raise PluginError(f"{source} was written by a different network or pretext ({first[:200]}).",
                               "Resume with the same backbone and pretext settings, or use a new --output_dir.") from None
         if self.lr_scheduler is not None and ckpt.get("scheduler") is not None:
             self.lr_scheduler.load_state_dict(ckpt["scheduler"])
@@ -294,7 +368,7 @@ class SSLCheckpointHandler:
         total = (engine.state.max_epochs or 0) * (length or 0)
         if total and iteration >= total:
             logger.info("Resumed from %s at iteration %d: the run (%d iterations) is already complete.",
-                        self.latest_path, iteration, total)
+                        source, iteration, total)
         else:
-            logger.info("Resumed from %s at iteration %d (epoch %d).", self.latest_path, iteration, epoch)
+            logger.info("Resumed from %s at iteration %d (epoch %d).", source, iteration, epoch)
         return True
