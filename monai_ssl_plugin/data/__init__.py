@@ -12,10 +12,9 @@ from monai_ssl_plugin.data.sources import (
     NnUNetPreprocessedSource,
     NnUNetRawSource,
     UnlabelledSource,
-    check_data,
-    check_source,
     open_source,
 )
+from monai_ssl_plugin.data.guard import check_data, check_source
 from monai_ssl_plugin.data.synthetic import make_synthetic_dataset, make_synthetic_volumes
 
 __all__ = [

@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from monai_ssl_plugin.data.sources import UnlabelledSource
+from monai_ssl_plugin.data.sources import (
+    NIFTI_ENDINGS,
+    UnlabelledSource,
+    VolumeDefect,
+    nifti_problem,
+    nonfinite_reason,
+    nonfinite_voxels,
+    open_source,
+)
 from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
@@ -41,25 +49,50 @@ BAD_DATA_POLICIES = ("skip", "raise", "refuse")
 PADDED = "padded "  # log_file reason prefix of a case smaller than the patch (not bad)
 
 
-def volume_problem(volume: Any, spatial_dims: int | None = None, patch_size: Sequence[int] | None = None) -> str | None:
-    """Why a loaded ``(C, *spatial)`` volume cannot be trained on, or ``None`` when it is usable."""
+def volume_problem(volume: Any, spatial_dims: int | None = None, patch_size: Sequence[int] | None = None,
+                   in_channels: int | None = None) -> str | None:
+    """Why a loaded ``(C, *spatial)`` volume cannot be trained on, or ``None`` when it is usable.
+
+    A spatial axis of size 1 (a 2D slice in 3D data) is wrong unless the patch is 1 along it too;
+    ``in_channels`` (the dataset's) catches a 4D file whose 4th axis became extra channels.
+    """
     vol = np.asarray(volume)
     if spatial_dims is not None and vol.ndim != int(spatial_dims) + 1:
         return f"wrong dimensionality: shape {list(vol.shape)}, expected (channels + {spatial_dims} spatial axes)"
     if vol.size == 0 or vol.ndim < 2:
         return f"empty volume (shape {list(vol.shape)})"
-    if patch_size is not None:
-        flat = [i for i, (s, p) in enumerate(zip(vol.shape[1:], patch_size)) if s == 1 and int(p) > 1]
-        if flat:
-            return f"wrong dimensionality: spatial axis {flat[0]} has size 1 (shape {list(vol.shape)}; a 2D image in 3D data?)"
+    patch = list(patch_size) if patch_size is not None else [None] * (vol.ndim - 1)
+    flat = [i for i, (s, p) in enumerate(zip(vol.shape[1:], patch)) if s == 1 and (p is None or int(p) > 1)]
+    if flat and (patch_size is not None or vol.ndim > 3):
+        return f"wrong dimensionality: spatial axis {flat[0]} has size 1 (shape {list(vol.shape)}; a 2D image in 3D data?)"
+    if in_channels is not None and vol.shape[0] != int(in_channels):
+        return (f"wrong channel count: {vol.shape[0]} channel(s) (a 4D file?), the dataset has {in_channels} "
+                f"(shape {list(vol.shape)})")
     finite = np.isfinite(vol)
     if not finite.all():
-        bad = int(vol.size - np.count_nonzero(finite))
-        return f"contains NaN or infinite values ({bad} voxel(s))"
+        return nonfinite_reason(int(vol.size - np.count_nonzero(finite)))
     for c in range(vol.shape[0]):
         if float(vol[c].max()) == float(vol[c].min()):
             return "a channel is constant (no signal)"
     return None
+
+
+def case_problem(source: UnlabelledSource, i: int, patch_size: Sequence[int] | None = None
+                 ) -> tuple[np.ndarray | None, str | None]:
+    """Load case ``i`` and judge it: ``(volume, None)`` when usable, ``(None, reason)`` when not.
+
+    The one check behind the run (:class:`GuardedSource`) and ``check-data`` (:func:`check_source`),
+    so both name the same cases for the same reasons.
+    """
+    try:
+        vol = source.load(i)
+    except VolumeDefect as e:
+        return None, e.reason
+    except Exception as e:  # PluginError from the readers, or anything a custom source raises
+        text = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, f"unreadable ({text[:200]})"
+    problem = volume_problem(vol, source.info.get("spatial_dims"), patch_size, source.info.get("in_channels"))
+    return (None, problem) if problem else (vol, None)
 
 
 def smaller_than(volume: np.ndarray, patch_size: Sequence[int] | None) -> bool:
@@ -97,13 +130,7 @@ class GuardedSource(UnlabelledSource):
         return f"GuardedSource({self.source!r}, policy={self.policy!r})"
 
     def _check(self, i: int) -> tuple[np.ndarray | None, str | None]:
-        try:
-            vol = self.source.load(i)
-        except Exception as e:  # PluginError from the readers, or anything a custom source raises
-            text = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return None, f"unreadable ({text[:200]})"
-        problem = volume_problem(vol, self.info.get("spatial_dims"), self.patch_size)
-        return (None, problem) if problem else (vol, None)
+        return case_problem(self.source, i, self.patch_size)
 
     def _refuse_up_front(self) -> None:
         """Load every case once; one error naming the bad ones (the ``refuse`` policy)."""
@@ -202,3 +229,45 @@ class GuardedSource(UnlabelledSource):
         from ignite.engine import Events
 
         engine.add_event_handler(Events.COMPLETED, lambda _: logger.info("%s.", self.summary()))
+
+
+# -- the up-front check: `monai-ssl check-data` ---------------------------------------------
+def check_data(path: str | int | os.PathLike, configuration: str = "3d_fullres",
+               plans_identifier: str = "nnUNetPlans", *, plans: str | os.PathLike | None = None,
+               include_test: bool = True) -> list[str]:
+    """Every problem with the data at ``path``; empty when all good (what ``monai-ssl check-data`` prints).
+
+    First every NIfTI file under the folder is checked for damage (header, truncation), so one bad
+    file cannot hide the others; then the source is opened and every case loaded (:func:`check_source`).
+    """
+    p = Path(os.fspath(path) if not isinstance(path, int) else str(path)).expanduser()
+    problems, bad_files = [], set()
+    if p.is_dir() and not (p / f"{plans_identifier}.json").is_file():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(NIFTI_ENDINGS)
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        for f in files:
+            msg = nifti_problem(f) or (nonfinite_reason(n) if (n := nonfinite_voxels(f)) else None)
+            if msg:
+                problems.append(f"{f}: {msg}")
+                bad_files.add(f)
+    try:
+        source = open_source(path, configuration, plans_identifier, plans=plans, include_test=include_test)
+    except PluginError as e:
+        return problems + [str(e)]
+    cases = getattr(source, "cases", None)
+    skip = {c for c, fs in zip(source.case_ids, cases or []) if bad_files.intersection(fs)}
+    return problems + check_source(source, skip=skip)
+
+
+def check_source(source: UnlabelledSource, patch_size: Sequence[int] | None = None,
+                 skip: set[str] | None = None) -> list[str]:
+    """Load every case (but those in ``skip``) and list the problems with the run's own check
+    (:func:`monai_ssl_plugin.data.guard.case_problem`); empty when all good."""
+    problems = []
+    for i, case in enumerate(source.case_ids):
+        if case in (skip or ()):
+            continue
+        _, problem = case_problem(source, i, patch_size)
+        if problem:
+            problems.append(f"{case}: {problem}")
+    return problems

@@ -41,6 +41,18 @@ _MAX_HEADERS = 64
 _CHECK_HINT = "Remove or replace the file, or run `monai-ssl check-data <path>` to list every unreadable file."
 
 
+class VolumeDefect(PluginError):
+    """A case whose file reads but whose content cannot be trained on (e.g. NaN voxels).
+
+    ``reason`` is the defect in the words :func:`monai_ssl_plugin.data.guard.volume_problem` uses,
+    so ``check-data``, the ``bad_data`` log and the run's errors name it the same way.
+    """
+
+    def __init__(self, path: Path, reason: str):
+        self.reason = reason
+        super().__init__(f"Image {path}: {reason}.", _CHECK_HINT)
+
+
 class UnlabelledSource(ABC):
     """Indexable collection of normalised volumes for self-supervised pretraining.
 
@@ -120,6 +132,34 @@ def nifti_problem(path: Path) -> str | None:
     return None if total >= expected else f"truncated ({total} of {expected} bytes)"
 
 
+_FINITE_CACHE: dict[tuple[str, int, int], int] = {}
+
+
+def nonfinite_voxels(path: Path) -> int:
+    """How many NaN / infinite voxels a float NIfTI stores (0 for integer files, which cannot hold them).
+
+    SimpleITK, and so nnU-Net's reader, turns them into 0 without a word, so they are counted from
+    the file itself (nibabel); the count is remembered per file version (path, mtime, size).
+    """
+    import nibabel as nib
+
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _FINITE_CACHE:
+        image = nib.load(str(path))
+        count = 0
+        if np.issubdtype(image.get_data_dtype(), np.floating):
+            data = np.asanyarray(image.dataobj)
+            count = int(data.size - np.count_nonzero(np.isfinite(data)))
+        _FINITE_CACHE[key] = count
+    return _FINITE_CACHE[key]
+
+
+def nonfinite_reason(count: int) -> str:
+    """The defect text for ``count`` non-finite voxels (shared with the in-memory check)."""
+    return f"contains NaN or infinite values ({count} voxel(s))"
+
+
 def _is_nifti(path: Path) -> bool:
     return _strip_ending(path.name, NIFTI_ENDINGS) is not None
 
@@ -160,7 +200,7 @@ def _median_spacing(files: list[list[Path]]) -> tuple[list[float], int]:
     Only a folder whose sampled headers are all unreadable is refused when it is opened.
     """
     pick = np.unique(np.linspace(0, len(files) - 1, min(len(files), _MAX_HEADERS)).round().astype(int))
-    spacings, channels = [], None
+    spacings, channels = [], []
     first_error: PluginError | None = None
     for i in pick:
         try:
@@ -170,14 +210,19 @@ def _median_spacing(files: list[list[Path]]) -> tuple[list[float], int]:
             first_error = first_error or e
             continue
         spacings.append(headers[0][0])
-        c = sum(h[1] for h in headers)
-        if channels is not None and c != channels:
-            raise PluginError(f"Case {files[i][0].name} has {c} channels, others have {channels}.",
-                              "Give every case the same channels (files named case_0000, case_0001, ...).")
-        channels = c
+        channels.append((sum(h[1] for h in headers), files[i][0].name))
     if not spacings and first_error is not None:
         raise first_error
-    return np.median(np.asarray(spacings), axis=0).tolist(), int(channels)
+    # the channel count most cases have; a case with another (a 4D file among 3D ones) is the bad one,
+    # named and left to the bad_data policy at load time instead of refusing the whole folder
+    counts = [c for c, _ in channels]
+    majority = max(set(counts), key=lambda c: (counts.count(c), -counts.index(c)))
+    for c, name in channels:
+        if c != majority:
+            logger.warning("%s has %d channel(s), the other cases %d (a 4D file?): the bad_data policy decides at "
+                           "load time.", name, c, majority)
+    picked = [s for s, (c, _) in zip(spacings, channels) if c == majority]
+    return np.median(np.asarray(picked), axis=0).tolist(), int(majority)
 
 
 def _strip_ending(name: str, endings: Sequence[str]) -> str | None:
@@ -288,6 +333,8 @@ class _FileCasesSource(UnlabelledSource):
         files = self.cases[i]
         for f in files:
             _check_nifti(f)
+            if _is_nifti(f) and (count := nonfinite_voxels(f)):
+                raise VolumeDefect(f, nonfinite_reason(count))
         try:
             if self._plans is not None:
                 return self._plans.run(files)
@@ -572,43 +619,3 @@ def open_source(path: str | int | os.PathLike, configuration: str = "3d_fullres"
     if any(_strip_ending(f.name, NIFTI_ENDINGS) is not None for f in p.iterdir()):
         return NiftiFolderSource(p, plans=plans, configuration=configuration, plans_identifier=plans_identifier)
     raise PluginError(f"No images found in {p}.", _NO_IMAGES_FIX)
-
-
-def check_data(path: str | int | os.PathLike, configuration: str = "3d_fullres",
-               plans_identifier: str = "nnUNetPlans", *, plans: str | os.PathLike | None = None,
-               include_test: bool = True) -> list[str]:
-    """Every problem with the data at ``path``; empty when all good (what ``monai-ssl check-data`` prints).
-
-    First every NIfTI file under the folder is checked for damage (header, truncation), so one bad
-    file cannot hide the others; then the source is opened and every case loaded (:func:`check_source`).
-    """
-    p = Path(os.fspath(path) if not isinstance(path, int) else str(path)).expanduser()
-    if p.is_dir() and not (p / f"{plans_identifier}.json").is_file():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and _is_nifti(f)
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        problems = [f"{f}: {msg}" for f in files if (msg := nifti_problem(f))]
-        if problems:
-            return problems
-    try:
-        source = open_source(path, configuration, plans_identifier, plans=plans, include_test=include_test)
-    except PluginError as e:
-        return [str(e)]
-    return check_source(source)
-
-
-def check_source(source: UnlabelledSource, patch_size: Sequence[int] | None = None) -> list[str]:
-    """Load every case and list the problems (unreadable, wrong dimensionality, empty, non-finite,
-    constant; with ``patch_size`` also flat 2D-in-3D volumes); empty when all good."""
-    from monai_ssl_plugin.data.guard import volume_problem
-
-    problems = []
-    for i, case in enumerate(source.case_ids):
-        try:
-            vol = source.load(i)
-        except PluginError as e:
-            problems.append(f"{case}: {e.problem}")
-            continue
-        problem = volume_problem(vol, source.info.get("spatial_dims"), patch_size)
-        if problem:
-            problems.append(f"{case}: {problem}")
-    return problems

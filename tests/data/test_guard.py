@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from monai_ssl_plugin.data.dataset import RandomPatchDataset
-from monai_ssl_plugin.data.guard import GuardedSource, volume_problem
-from monai_ssl_plugin.data.sources import NiftiFolderSource, UnlabelledSource, _info, check_data, check_source
+from monai_ssl_plugin.data.guard import GuardedSource, check_data, check_source, volume_problem
+from monai_ssl_plugin.data.sources import NiftiFolderSource, UnlabelledSource, _info
 from monai_ssl_plugin.errors import PluginError
 
 PATCH = [8, 8, 8]
@@ -120,8 +120,9 @@ def test_nifti_folder_truncated_file_skip_and_check_data(tmp_path):
         assert source.load(i).shape == (1, 12, 12, 12)
     skipped = source.skipped()
     assert set(skipped) == {"case_1", "flat"} and "unreadable" in skipped["case_1"]
-    problems = check_data(tmp_path)
-    assert len(problems) == 1 and "case_1" in problems[0] and "truncated" in problems[0]
+    problems = check_data(tmp_path)  # the damaged file does not hide the other bad case: both, like the run
+    assert len(problems) == 2 and "case_1" in problems[0] and "truncated" in problems[0]
+    assert problems[1] == f"flat: {skipped['flat']}"
 
 
 def test_mae_bundle_skips_bad_cases_and_counts_them(tmp_path, capfd):

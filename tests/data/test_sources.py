@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from monai_ssl_plugin.data.nnunet_raw import nifti_affine, save_nifti
-from monai_ssl_plugin.data.sources import (ArraySource, NiftiFolderSource, NnUNetRawSource, check_data, check_source,
+from monai_ssl_plugin.data.guard import check_data, check_source
+from monai_ssl_plugin.data.sources import (ArraySource, NiftiFolderSource, NnUNetRawSource,
                                            open_source)
 from monai_ssl_plugin.errors import PluginError
 
