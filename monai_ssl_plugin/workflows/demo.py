@@ -1,152 +1,182 @@
-"""The README's main job: from an embedded cohort to an nnU-Net model fine-tuned from SSL weights.
+"""The README's main job: SSL weights make a few-label nnU-Net model better, shown on an embedded cohort.
 
 Steps (each prints where its artifacts went):
-  1. write the MNI152-based demo cohort as an nnU-Net raw dataset (no download);
+  1. write the demo cohort (MNI152-based brain MRI with T1/T2/FLAIR-like contrasts and thick
+     slices; no download) as an nnU-Net raw dataset;
   2. ``nnUNetv2_plan_and_preprocess``, then a plans variant with a CPU-sized architecture;
-  3. masked-image-modelling pretraining with the ``mae_ssl_pretraining`` bundle on every image
-     (labelled + unlabelled), preprocessed on the fly with the variant's plans;
-  4. export to the place the plugin's nnU-Net trainers look;
-  5. fine-tune with few labels (``-tr nnUNetTrainerSSL_5epochs``, budget set by ``finetune_epochs``
-     × ``finetune_iterations``) and, on the same plans, split and budget, the from-scratch twin
-     (``-tr nnUNetTrainerScratch_5epochs``);
+  3. a short live MAE pretraining with the ``mae_ssl_pretraining`` bundle (it shows the bundle
+     running on these scans; a few minutes of CPU cannot make weights worth fine-tuning);
+  4. the bundle's shipped weights (``models/model.pt``: the same bundle run long on the same
+     cohort by :func:`make_demo_weights`, sha256-verified) exported to where the plugin's nnU-Net
+     trainers look;
+  5. few-label fine-tuning at each label budget, the SSL arm and its from-scratch twin on the same
+     plans, cases, budget and seed (``nnUNet_SSL_seed``); the twins differ only in initialisation
+     and in the fine-tuning recipe each initialisation is meant for (:data:`FINETUNE`);
   6. ``nnUNetv2_predict`` on the held-out test subjects and Dice against their labels.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
-import numpy as np
-
+from monai_ssl_plugin.workflows.few_label import (CONFIGURATION, RunResult, as_records, finetune_and_score,
+                                                  label_budget_folds, paired_gains, write_splits)
 from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment, run_nnunet
 
 DATASET_ID = 501
-CONFIGURATION = "3d_fullres"
-BACKBONE = "nnunet_plain_small"
+BUNDLE = "mae_ssl_pretraining"
+# The protocol, fixed before any fine-tuning setting was chosen (docs/payoff.md says which runs chose them).
+DEMO_COHORT = dict(dataset_id=DATASET_ID, n_labelled=12, n_unlabelled=40, n_test=8, spacing=2.0, seed=0,
+                   contrasts=("T1", "T2", "FLAIR"), thick_slice_fraction=0.3)
+PLANS = dict(backbone="nnunet_plain_small", patch_size=[48, 48, 48], batch_size=2)
+N_VAL = 4  # per seed, labelled cases outside every budget's training set: nnU-Net's validation (and tuning) cases
+TRAINERS = ("nnUNetTrainerSSL_5epochs", "nnUNetTrainerScratch_5epochs")
+# Fine-tuning budget and recipe per arm (environment variables the plugin's trainers read).
+FINETUNE = {"nnUNet_SSL_epochs": "4", "nnUNet_SSL_iterations": "40", "nnUNet_SSL_lr": "1e-2",
+            "nnUNet_SSL_scratch_lr": "1e-2", "nnUNet_n_proc_DA": "0"}
 
 
-def few_label_split(case_ids: list[str], n_train: int, n_val: int, seed: int) -> list[dict[str, list[str]]]:
-    """One nnU-Net fold that trains on ``n_train`` labelled cases (deterministic per seed)."""
-    rng = np.random.default_rng(seed)
-    order = [case_ids[i] for i in rng.permutation(len(case_ids))]
-    return [{"train": sorted(order[:n_train]), "val": sorted(order[n_train:n_train + n_val])}]
+def _step(timings: dict, name: str, t0: float, t_start: float) -> None:
+    timings[name] = round(time.time() - t0, 1)
+    print(f"[demo] {name} done in {timings[name]:.0f} s (total {time.time() - t_start:.0f} s)", flush=True)
 
 
-def dice_per_class(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> dict[int, float]:
-    out = {}
-    for c in labels:
-        p, r = pred == c, ref == c
-        denom = p.sum() + r.sum()
-        out[c] = float(2 * np.logical_and(p, r).sum() / denom) if denom else float("nan")
-    return out
-
-
-def mean_dice(pred_dir: Path, label_dir: Path, labels: list[int]) -> float:
-    import nibabel as nib
-
-    scores = []
-    for ref_file in sorted(label_dir.glob("*.nii.gz")):
-        pred = np.asarray(nib.load(pred_dir / ref_file.name).dataobj)
-        ref = np.asarray(nib.load(ref_file).dataobj)
-        scores.append(np.nanmean(list(dice_per_class(pred, ref, labels).values())))
-    return float(np.mean(scores))
-
-
-def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed: int = 0, n_train_labels: int = 4,
-             pretrain_epochs: int = 3, pretrain_epoch_length: int = 40, patch_size: int = 48,
-             finetune_epochs: int = 4, finetune_iterations: int = 40, finetune_lr: float = 1e-2,
-             trainers: tuple[str, str] = ("nnUNetTrainerSSL_5epochs", "nnUNetTrainerScratch_5epochs")) -> dict:
-    """Run the whole demo; returns (and writes ``summary.json``) the artifact paths and Dice scores."""
-    import os
-
-    import torch
-
+def prepare_dataset(env: dict, log: Path) -> tuple[Path, Path]:
+    """Cohort (step 1) and plans (step 2); returns the raw dataset folder and the plans variant file."""
     from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
-    from monai_ssl_plugin.engine.run import auto_device, pretrain
-    from monai_ssl_plugin.export.nnunet import export_nnunet
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
-    t_start = time.time()
-    out = Path(output_dir).resolve()
-    env = nnunet_environment(out)
-    # fine-tuning budget and peak lr for both arms (the trainers read these; same numbers => the twins differ
-    # only in their initialisation). The published 1e-3 for pretrained weights assumes 1000 epochs; a few
-    # epochs on a CPU need nnU-Net's 1e-2 to move at all.
-    env.update({"nnUNet_SSL_epochs": str(finetune_epochs), "nnUNet_SSL_iterations": str(finetune_iterations),
-                "nnUNet_SSL_lr": str(finetune_lr), "nnUNet_SSL_scratch_lr": str(finetune_lr)})
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
-    dev = auto_device(None if device == "auto" else device)
-    log = out / "logs" / "nnunet_commands.log"
-    timings: dict[str, float] = {}
-
-    def step(name: str, t0: float) -> None:
-        timings[name] = round(time.time() - t0, 1)
-        print(f"[demo] {name} done in {timings[name]:.0f} s (total {time.time() - t_start:.0f} s)", flush=True)
-
-    print(f"[demo] output in {out}; device {dev}; nnU-Net commands logged to {log}", flush=True)
-    t0 = time.time()
-    raw = make_demo_dataset(env["nnUNet_raw"], dataset_id=DATASET_ID, seed=seed)
-    step("1 demo cohort", t0)
-
-    t0 = time.time()
-    pre = Path(env["nnUNet_preprocessed"]) / raw.name
-    if not (pre / "nnUNetPlans.json").is_file():
+    raw = make_demo_dataset(env["nnUNet_raw"], **DEMO_COHORT)
+    if not (Path(env["nnUNet_preprocessed"]) / raw.name / "nnUNetPlans.json").is_file():
         run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", CONFIGURATION, "-np", "2",
                     "--verify_dataset_integrity"], env, log)
-    plans_file = write_plans_variant(DATASET_ID, backbone=BACKBONE, configuration=CONFIGURATION,
-                                     patch_size=[patch_size] * 3, batch_size=2)
-    plans_id = plans_file.stem
-    step("2 plan and preprocess", t0)
+    plans = write_plans_variant(DATASET_ID, configuration=CONFIGURATION, **PLANS)
+    return raw, plans
 
-    t0 = time.time()
-    ckpt_dir = out / "pretraining"
-    ckpt = pretrain("mae_ssl_pretraining", dataset_dir=raw, output_dir=ckpt_dir, plans=str(plans_file),
-                    configuration=CONFIGURATION, patch_size=[patch_size] * 3, batch_size=2,
-                    **{"train#trainer#max_epochs": pretrain_epochs, "train#epoch_length": pretrain_epoch_length,
-                       "device": str(dev), "seed": seed})
-    step("3 pretraining", t0)
 
-    t0 = time.time()
-    exported = export_nnunet(ckpt, None, dataset=DATASET_ID, configuration=CONFIGURATION, plans_identifier=plans_id)
-    step("4 export", t0)
+def pretrain_mae(raw: Path, plans: Path, output_dir: Path, steps: int, device: str, seed: int = 0,
+                 steps_per_epoch: int = 100) -> Path:
+    """The MAE bundle on every imagesTr + imagesUnlabelled scan, preprocessed with ``plans``; returns final.pt."""
+    from monai_ssl_plugin.engine.run import pretrain
 
-    t0 = time.time()
+    per_epoch = min(steps, steps_per_epoch)
+    return pretrain(BUNDLE, dataset_dir=raw, output_dir=output_dir, plans=str(plans), configuration=CONFIGURATION,
+                    patch_size=PLANS["patch_size"], batch_size=PLANS["batch_size"], quiet=True,
+                    **{"train#trainer#max_epochs": max(1, steps // per_epoch), "train#epoch_length": per_epoch,
+                       "device": device, "seed": seed})
+
+
+def make_demo_weights(output_dir: str | Path = "runs/demo_weights", steps: int = 3000, device: str = "auto",
+                      bundle: str | Path | None = None) -> Path:
+    """Pretrain the demo's shipped weights: cohort + plans as the demo makes them, ``steps`` MAE steps,
+    then ``<bundle>/models/model.pt`` with the command and data in its record (``large_files.yml`` updated)."""
+    from monai_ssl_plugin.engine.run import auto_device, bundle_dir
+    from monai_ssl_plugin.workflows.shipped_weights import write_shipped_weights
+
+    out = Path(output_dir).resolve()
+    env = _activate(nnunet_environment(out))
+    raw, plans = prepare_dataset(env, out / "logs" / "nnunet_commands.log")
+    dev = str(auto_device(None if device == "auto" else device))
+    final = pretrain_mae(raw, plans, out / "pretraining", steps, dev)
+    provenance = {"command": f"monai-ssl demo-weights --steps {steps}", "steps": steps,
+                  "cohort": {k: list(v) if isinstance(v, tuple) else v for k, v in DEMO_COHORT.items()},
+                  "pretrained_on": "imagesTr + imagesUnlabelled (never imagesTs)", "plans": PLANS, "device": dev}
+    return write_shipped_weights(final, bundle_dir(bundle or BUNDLE), provenance)
+
+
+def _activate(env: dict) -> dict:
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
+    return env
+
+
+def export_weights(checkpoint: Path, plans: Path, env: dict, dest: Path) -> Path:
+    """Export a checkpoint for the plans variant and point the SSL trainers at it (``nnUNet_SSL_pretrained``)."""
+    from monai_ssl_plugin.export.nnunet import export_nnunet
+
+    exported = export_nnunet(checkpoint, dest, dataset=DATASET_ID, configuration=CONFIGURATION,
+                             plans_identifier=plans.stem)
+    env["nnUNet_SSL_pretrained"] = str(exported)
+    return exported
+
+
+def run_arms(env: dict, raw: Path, plans: Path, budgets: list[int], seeds: list[int], out: Path, device: str,
+             log: Path, trainers: tuple[str, ...] = TRAINERS) -> list[RunResult]:
+    """Every trainer at every (budget, seed) fold, scored on the test subjects; printed as they finish."""
     labelled = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
-    split = few_label_split(labelled, n_train_labels, n_val=2, seed=seed)
-    (pre / "splits_final.json").write_text(json.dumps(split, indent=2))
+    folds = label_budget_folds(labelled, budgets=sorted(set(budgets)), seeds=seeds, n_val=N_VAL)
+    write_splits(Path(env["nnUNet_preprocessed"]) / raw.name, folds)
     labels = [int(v) for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if k != "background"]
-    results: dict[str, dict] = {}
-    nn_device = "cuda" if dev.type == "cuda" else "cpu"
-    for trainer in trainers:
-        t1 = time.time()
-        run_nnunet(["nnUNetv2_train", DATASET_ID, CONFIGURATION, "0", "-tr", trainer, "-p", plans_id,
-                    "-device", nn_device], env, log)
-        pred_dir = out / "predictions" / trainer
-        run_nnunet(["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred_dir, "-d", DATASET_ID, "-c", CONFIGURATION,
-                    "-f", "0", "-tr", trainer, "-p", plans_id, "-device", nn_device, "-npp", "1", "-nps", "1"], env, log)
-        results[trainer] = {"dice": mean_dice(pred_dir, raw / "labelsTs", labels), "predictions": str(pred_dir),
-                            "model": str(Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}"),
-                            "minutes": round((time.time() - t1) / 60, 1)}
-        print(f"[demo] {trainer}: mean Dice on {len(list((raw / 'labelsTs').glob('*.nii.gz')))} test subjects = "
-              f"{results[trainer]['dice']:.3f}", flush=True)
-    step("5-6 fine-tune, predict, Dice", t0)
+    results = []
+    for fold in sorted(folds, key=lambda f: (f.seed, -f.budget)):
+        for trainer in trainers:
+            r = finetune_and_score(env, raw, plans.stem, trainer, fold, labels, out, device, log)
+            results.append(r)
+            print(f"[demo] {trainer}, {fold.budget} labelled case(s), seed {fold.seed}: test Dice "
+                  f"{r.test_dice:.3f} ({r.minutes:.1f} min)", flush=True)
+    return results
 
-    summary = {"dataset": str(raw), "preprocessed": str(pre), "plans": str(plans_file), "pretraining_run": str(ckpt_dir),
-               "checkpoint": str(ckpt), "nnunet_weights": str(exported), "labelled_cases_used": n_train_labels,
-               "finetune_budget": {"epochs": finetune_epochs, "iterations_per_epoch": finetune_iterations,
-                                   "peak_lr": finetune_lr},
-               "results": results, "timings_s": timings, "total_minutes": round((time.time() - t_start) / 60, 1),
-               "device": str(dev), "torch": torch.__version__}
+
+def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed: int = 0,
+             budgets: tuple[int, ...] = (4, 1), live_pretraining_steps: int = 40, weights: str = "live") -> dict:
+    """Run the whole demo; returns (and writes ``summary.json``) the artifact paths and Dice scores.
+
+    ``weights``: ``shipped`` (the bundle's verified ``models/model.pt``) or ``live`` (fine-tune from
+    this run's short pretraining, which shows how little a few CPU minutes of pretraining give).
+    """
+    from monai_ssl_plugin.engine.run import auto_device, bundle_dir
+    from monai_ssl_plugin.workflows.shipped_weights import verified_model_file
+
+    if weights not in ("shipped", "live"):
+        from monai_ssl_plugin.errors import PluginError
+        raise PluginError(f"weights={weights!r} is not a choice.", "Use --weights shipped or --weights live.")
+    t_start, timings = time.time(), {}
+    out = Path(output_dir).resolve()
+    env = _activate({**nnunet_environment(out), **FINETUNE})
+    dev = auto_device(None if device == "auto" else device)
+    log = out / "logs" / "nnunet_commands.log"
+    print(f"[demo] output in {out}; device {dev}; nnU-Net commands logged to {log}", flush=True)
+    shipped = verified_model_file(bundle_dir(BUNDLE)) if weights == "shipped" else None  # refuse early
+
+    t0 = time.time()
+    raw, plans = prepare_dataset(env, log)
+    _step(timings, "1-2 cohort, plan and preprocess", t0, t_start)
+    t0 = time.time()
+    live = pretrain_mae(raw, plans, out / "pretraining", live_pretraining_steps, str(dev), seed)
+    _step(timings, f"3 live pretraining ({live_pretraining_steps} steps)", t0, t_start)
+    t0 = time.time()
+    exported = export_weights(shipped or live, plans, env, out / "ssl_weights.pth")
+    _step(timings, "4 export", t0, t_start)
+    t0 = time.time()
+    nn_device = "cuda" if dev.type == "cuda" else "cpu"
+    results = run_arms(env, raw, plans, list(budgets), [seed], out, nn_device, log)
+    _step(timings, "5-6 fine-tune, predict, Dice", t0, t_start)
+    return _summarise(out, raw, plans, live, shipped, exported, results, timings, t_start, str(dev))
+
+
+def _summarise(out: Path, raw: Path, plans: Path, live: Path, shipped: Path | None, exported: Path,
+               results: list[RunResult], timings: dict, t_start: float, device: str) -> dict:
+    """Write summary.json and print the artifacts and the paired verdict per budget."""
+    import torch
+
+    gains = paired_gains(results, *TRAINERS)
+    summary = {"dataset": str(raw), "plans": str(plans), "live_pretraining": str(live),
+               "fine_tuned_from": str(shipped or live), "nnunet_weights": str(exported), "finetune_budget": FINETUNE,
+               "results": as_records(results), "ssl_minus_scratch": {str(b): g for b, g in gains.items()},
+               "timings_s": timings, "total_minutes": round((time.time() - t_start) / 60, 1), "device": device,
+               "torch": torch.__version__}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    ssl, scratch = (results[t]["dice"] for t in trainers)
     print("\n[demo] artifacts")
-    for key in ("dataset", "preprocessed", "plans", "pretraining_run", "checkpoint", "nnunet_weights"):
-        print(f"  {key:16s} {summary[key]}")
-    for t in trainers:
-        print(f"  {t:16s} {results[t]['model']}")
-    print(f"  summary          {out / 'summary.json'}")
-    print(f"\n[demo] {n_train_labels} labelled training cases: Dice SSL {ssl:.3f} vs scratch {scratch:.3f} "
-          f"({summary['total_minutes']} min in total)")
+    for key in ("dataset", "plans", "live_pretraining", "fine_tuned_from", "nnunet_weights"):
+        print(f"  {key:18s} {summary[key]}")
+    print(f"  {'summary':18s} {out / 'summary.json'}\n")
+    by = {(r.trainer, r.budget): r.test_dice for r in results}
+    for budget in sorted(gains, reverse=True):
+        ssl, scratch = by[(TRAINERS[0], budget)], by[(TRAINERS[1], budget)]
+        verdict = "SSL better" if ssl > scratch else "SSL NOT better in this run"
+        print(f"[demo] {budget} labelled case(s): Dice SSL {ssl:.3f} vs scratch {scratch:.3f} "
+              f"({ssl - scratch:+.3f}: {verdict})")
+    print(f"[demo] {summary['total_minutes']} min in total")
     return summary

@@ -20,7 +20,8 @@ import pytest
 
 SSL_ENV = ("nnUNet_SSL_pretrained", "nnUNet_SSL_lr", "nnUNet_SSL_scratch_lr", "nnUNet_SSL_warmup_epochs",
            "nnUNet_SSL_epochs", "nnUNet_SSL_allow_normalization_mismatch", "nnUNet_SSL_decoder_epochs",
-           "nnUNet_SSL_iterations", "nnUNet_SSL_load", "nnUNet_SSL_adapt", "nnUNet_SSL_min_loaded_fraction")
+           "nnUNet_SSL_iterations", "nnUNet_SSL_load", "nnUNet_SSL_adapt", "nnUNet_SSL_min_loaded_fraction",
+           "nnUNet_SSL_seed")
 CONFIGURATION = "3d_fullres"
 TINY_PLANS = "nnUNetPlans_nnunet_plain_tiny"  # write_plans_variant(backbone="nnunet_plain_tiny")
 SHORT = "nnUNetTrainerSSL_short"

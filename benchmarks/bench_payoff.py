@@ -1,0 +1,89 @@
+"""Does SSL pay off? The demo's protocol over several seeds: SSL arm vs from-scratch twin, paired by seed.
+
+    python benchmarks/bench_payoff.py --output_dir runs/payoff                       # seeds 0 1 2, budgets 4 1
+    python benchmarks/bench_payoff.py --weights runs/demo_weights/pretraining/checkpoints/final.pt --seeds 0 1 2 3
+
+Same cohort, plans, budgets, fine-tuning recipe and trainers as ``monai-ssl demo``
+(``monai_ssl_plugin.workflows.demo``); the pretrained arm starts from the MAE bundle's shipped,
+sha256-verified ``models/model.pt`` unless ``--weights`` names another checkpoint (e.g. a snapshot
+of a longer or shorter pretraining, for the pay-off curve). Per (budget, seed): one fold of
+``splits_final.json`` (the seed draws the training cases; budgets nested), both arms with
+``nnUNet_SSL_seed`` = seed, then Dice on the 8 held-out test subjects.
+
+Writes ``<output>/bench_payoff.json`` (every run, the paired gains, the command) and prints a
+Markdown table. Resumable per run: nnU-Net's finished folds are not retrained (their final
+checkpoint exists), so a killed benchmark continues where it stopped; use a new ``--output_dir``
+for other ``--weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from monai_ssl_plugin.checkpoint import atomic_write_text
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--output_dir", default="runs/payoff")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budgets", type=int, nargs="+", default=[4, 1])
+    p.add_argument("--weights", default=None, help="checkpoint for the SSL arm (default: the shipped weights)")
+    p.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
+
+def table(results: list, gains: dict[int, list[float]]) -> str:
+    """Markdown: per budget, each seed's two Dice scores and the mean ± sd of the paired gain."""
+    from monai_ssl_plugin.workflows.demo import TRAINERS
+
+    by = {(r.trainer, r.budget, r.seed): r.test_dice for r in results}
+    rows = ["| labelled cases | seed | SSL Dice | scratch Dice | SSL − scratch |", "| --- | --- | --- | --- | --- |"]
+    for budget in sorted(gains, reverse=True):
+        seeds = sorted(s for (t, b, s) in by if t == TRAINERS[0] and b == budget and (TRAINERS[1], b, s) in by)
+        for seed, gain in zip(seeds, gains[budget]):
+            rows.append(f"| {budget} | {seed} | {by[TRAINERS[0], budget, seed]:.3f} | "
+                        f"{by[TRAINERS[1], budget, seed]:.3f} | {gain:+.3f} |")
+        sd = statistics.stdev(gains[budget]) if len(gains[budget]) > 1 else 0.0
+        rows.append(f"| {budget} | mean ± sd | | | **{statistics.mean(gains[budget]):+.3f} ± {sd:.3f}** "
+                    f"({sum(g > 0 for g in gains[budget])}/{len(gains[budget])} positive) |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from monai_ssl_plugin.engine.run import bundle_dir
+    from monai_ssl_plugin.workflows import demo
+    from monai_ssl_plugin.workflows.few_label import as_records, paired_gains
+    from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment
+    from monai_ssl_plugin.workflows.shipped_weights import verified_model_file
+
+    args, t0 = parse(argv), time.time()
+    out = Path(args.output_dir).resolve()
+    env = {**nnunet_environment(out), **demo.FINETUNE}
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
+    log = out / "logs" / "nnunet_commands.log"
+    weights = Path(args.weights) if args.weights else verified_model_file(bundle_dir(demo.BUNDLE))
+    raw, plans = demo.prepare_dataset(env, log)
+    demo.export_weights(weights, plans, env, out / "ssl_weights.pth")
+    results = demo.run_arms(env, raw, plans, args.budgets, args.seeds, out, args.device, log)
+    gains = paired_gains(results, *demo.TRAINERS)
+    summary = {"command": "python benchmarks/bench_payoff.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "weights": str(weights), "cohort": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in demo.DEMO_COHORT.items()},
+               "finetune": demo.FINETUNE, "results": as_records(results),
+               "ssl_minus_scratch": {str(b): g for b, g in gains.items()}, "minutes": round((time.time() - t0) / 60, 1),
+               "load_average_at_end": os.getloadavg()}
+    atomic_write_text(json.dumps(summary, indent=2), out / "bench_payoff.json")
+    print(table(results, gains))
+    print(f"\n{summary['minutes']} min; load average at the end {summary['load_average_at_end']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
