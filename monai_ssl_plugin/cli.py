@@ -155,8 +155,14 @@ class Commands:
         """Rank pretext bundles for a modality, downstream task and label budget, with reasons and evidence.
 
         --measured FILE reads time/memory figures from FILE instead of the packaged guide/measured.yaml."""
+        from monai_ssl_plugin.errors import PluginError
         from monai_ssl_plugin.guide import recommend_command
 
+        if output not in ("table", "json"):
+            raise PluginError(f"--output {output!r} is not a format of recommend.", "Pass --output table or --output json.")
+        if measured is not None and not Path(str(measured)).is_file():
+            raise PluginError(f"--measured {measured} is not a file.",
+                              "Pass a measured-figures YAML (benchmarks/bench_pretexts.py --write-measured writes one).")
         print(recommend_command(modality, task, n_labelled, n_unlabelled, dims=dims, traits=traits, device=device,
                                 top_k=top_k, output=output, verbose=verbose, measured_path=measured))
 
