@@ -127,3 +127,28 @@ def test_resume_values(value, expected):
 def test_bad_resume_value_is_one_line():
     with pytest.raises(PluginError, match="last_good"):
         resume_mode("sometimes")
+
+
+def test_full_disk_during_a_save_keeps_the_last_good_generation(tmp_path):
+    """A real full disk (small tmpfs) mid-run: the save fails as one line, latest.pt stays intact."""
+    import errno
+
+    from fault_fs import fill, small_filesystem
+
+    from monai_ssl_plugin.errors import plugin_error_in
+
+    torch.set_num_threads(1)
+    with small_filesystem(tmp_path / "fs", size_kb=16 * 1024) as fs:
+        trainer, _, ckpt = _setup(fs, max_epochs=1, save_every=1)
+        trainer.run()
+        before = ckpt.latest_path.read_bytes()
+        ckpt.previous_path.unlink()  # else rotating it frees just the room the next save needs
+        fill(fs)
+        trainer.state.iteration += 1
+        with pytest.raises(OSError) as err:
+            ckpt.save(trainer)
+        assert err.value.errno == errno.ENOSPC
+        assert "no space left" in str(plugin_error_in(err.value))
+        assert ckpt.latest_path.read_bytes() == before
+        assert load_checked(ckpt.latest_path)["engine"]["iteration"] == 2
+        assert not list(ckpt.checkpoint_dir.glob(".*.tmp"))

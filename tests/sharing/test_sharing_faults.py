@@ -142,3 +142,20 @@ def test_full_or_read_only_disk_is_one_line(packaged, tmp_path, monkeypatch, cod
         install_bundle(packaged, dest)
     _one_line(err)
     assert _left_in(dest) == []
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_real_full_or_read_only_disk_via_the_cli(packaged, tmp_path, fault):
+    """`monai-ssl install-bundle` onto a small tmpfs that is full, or mounted read-only."""
+    from fault_fs import fill, small_filesystem
+
+    with small_filesystem(tmp_path / "fs", size_kb=64, read_only=fault == "read-only") as fs:
+        if fault == "full":
+            fill(fs)
+        dest = fs / "dest" if fault == "full" else fs
+        out = subprocess.run([sys.executable, "-m", "monai_ssl_plugin.cli", "install-bundle", str(packaged),
+                              "--dest", str(dest)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1 and "monai-ssl: error: Cannot write" in out.stderr
+        assert ("no space left" if fault == "full" else "read-only") in out.stderr
+        assert _left_in(dest) in ([], ["filler"])
