@@ -41,7 +41,7 @@ from typing import Any
 from monai_ssl_plugin.checkpoint import safe_load, sha256_file
 from monai_ssl_plugin.errors import PluginError, disk_error
 from monai_ssl_plugin.sharing.config_code import foreign_code
-from monai_ssl_plugin.sharing.manifest import MANIFEST_FILE, check_manifest
+from monai_ssl_plugin.sharing.manifest import MANIFEST_FILE, bundle_files, check_manifest
 from monai_ssl_plugin.sharing.package import MODEL_FILE, PROVENANCE_KEY
 
 logger = logging.getLogger(__name__)
@@ -163,18 +163,9 @@ def _download(url: str, directory: Path) -> Path:
     return Path(tmp)
 
 
-def _refuse_links(folder: Path) -> None:
-    """A folder install copies plain files only: a link could smuggle in any file of this machine."""
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            if (Path(root) / name).is_symlink():
-                raise PluginError(f"{Path(root) / name} is a symbolic link: installing from a folder copies plain "
-                                  "files only.", "Replace the link by the file it points to, or install the zip.")
-
-
 def _stage_folder(source: Path, stage: Path) -> Path:
     root = _bundle_root_of(source)
-    _refuse_links(root)
+    bundle_files(root)  # refuses symbolic links: nothing outside the folder is ever copied
     shutil.copytree(root, stage / root.name, symlinks=True)  # links were refused; a new one stays a link (refused later)
     return stage / root.name
 
