@@ -117,7 +117,7 @@ def bundle_cells(names: str, dims: int, patch: int) -> list[tuple[str, str, str,
     rules = load_rules()["bundles"]
     chosen = list(rules) if names == "all" else [n if n.endswith("_ssl_pretraining") else f"{n}_ssl_pretraining"
                                                   for n in names.split(",")]
-    root = Path(__file__).resolve().parent.parent / "bundles"
+    root = Path(__file__).resolve().parent.parent / "monai_ssl_plugin" / "bundles"
     cells = []
     for name in chosen:
         if name not in rules:

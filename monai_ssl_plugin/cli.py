@@ -188,7 +188,7 @@ class Commands:
 
         print("backbones:", ", ".join(list_backbones()))
         print("pretexts:", ", ".join(f"{k} ({v})" for k, v in list_pretexts().items()))
-        bundles = Path(__file__).resolve().parent.parent / "bundles"
+        bundles = Path(__file__).resolve().parent / "bundles"
         if bundles.is_dir():
             print("bundles:", ", ".join(sorted(p.name for p in bundles.iterdir() if (p / "configs").is_dir())))
 

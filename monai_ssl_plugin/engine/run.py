@@ -24,8 +24,8 @@ from monai_ssl_plugin.errors import PluginError
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "nnunet_plain_small"
-# bundles/ next to the package in a source checkout (editable install); a copied bundle is given by path
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+# the bundles ship inside the package (monai_ssl_plugin/bundles/); a copied bundle is given by path
+BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
 
 # -- command-line values ------------------------------------------------------------------------

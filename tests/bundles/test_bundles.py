@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles"
 BUNDLES = sorted(p for p in BUNDLES_DIR.iterdir() if (p / "configs").is_dir()) if BUNDLES_DIR.is_dir() else []
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 REQUIRED_FILES = ["LICENSE", "configs/metadata.json", "configs/logging.conf", "docs/README.md"]

@@ -26,7 +26,7 @@ from tiny_bundle_overrides import EXTRA
 
 pytestmark = pytest.mark.e2e
 
-BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "bundles").glob("*_ssl_pretraining"))
+BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles").glob("*_ssl_pretraining"))
 PATCH = [32, 32, 32]
 ITERATIONS = 4
 # sorted case ids: a bad case that is drawn is replaced by the next cases in order, so drawing

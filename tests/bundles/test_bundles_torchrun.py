@@ -23,7 +23,7 @@ from torchrun_launch import run_torchrun
 
 pytestmark = pytest.mark.e2e
 
-BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "bundles").glob("*_ssl_pretraining"))
+BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles").glob("*_ssl_pretraining"))
 STEPS = 2
 
 

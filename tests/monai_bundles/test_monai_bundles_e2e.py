@@ -69,7 +69,7 @@ def test_zoo_classification_bundle_runs_with_overlay_linear_probe(tmp_path, data
 
 def _plugin_bundle(tmp_path, name):
     bundle = tmp_path / name
-    shutil.copytree(REPO / "bundles" / name, bundle, ignore=shutil.ignore_patterns("model.pt", "*.pt", "eval"))
+    shutil.copytree(REPO / "monai_ssl_plugin" / "bundles" / name, bundle, ignore=shutil.ignore_patterns("model.pt", "*.pt", "eval"))
     return bundle
 
 

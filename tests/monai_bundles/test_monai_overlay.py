@@ -139,7 +139,7 @@ def test_cli_function_text(tmp_path, data):
 @pytest.mark.parametrize("name", ["classification_finetune", "detection_finetune", "segmentation_finetune"])
 def test_plugin_bundles_decide_their_targets(tmp_path, name):
     bundle = tmp_path / name
-    shutil.copytree(REPO / "bundles" / name, bundle)
+    shutil.copytree(REPO / "monai_ssl_plugin" / "bundles" / name, bundle)
     family, net = {"classification_finetune": ("monai.ResNet", resnet(seed=1)),
                    "detection_finetune": ("monai.ResNet", resnet(conv1_t_size=[7, 7, 7], seed=1)),
                    "segmentation_finetune": ("monai.SwinUNETR", swinunetr(seed=1))}[name]
