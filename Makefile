@@ -26,7 +26,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_pretraining.py
 
-# issue 8's data-path check in one command: every generator at 64x64x32, 96^3 and 160^3 against the
+# the data-path check in one command: every generator at 64x64x32, 96^3 and 160^3 against the
 # reference figures, then the data-wait and step-overhead ratios of every pretraining bundle
 bench-data-path: setup
 	$(BIN)/python benchmarks/bench_corruptions.py

@@ -117,7 +117,8 @@ def bundle_cells(names: str, dims: int, patch: int) -> list[tuple[str, str, str,
     rules = load_rules()["bundles"]
     chosen = list(rules) if names == "all" else [n if n.endswith("_ssl_pretraining") else f"{n}_ssl_pretraining"
                                                   for n in names.split(",")]
-    root = Path(__file__).resolve().parent.parent / "monai_ssl_plugin" / "bundles"
+    from monai_ssl_plugin.bundles import bundle_dir, train_configs
+
     cells = []
     for name in chosen:
         if name not in rules:
@@ -127,13 +128,13 @@ def bundle_cells(names: str, dims: int, patch: int) -> list[tuple[str, str, str,
             continue
         import yaml
 
-        cfg = yaml.safe_load((root / name / "configs" / "train.yaml").read_text())
+        cfg = yaml.safe_load((bundle_dir(name) / "configs" / "train.yaml").read_text())  # the method's part
         kwargs: dict = {}
         if "terms" in cfg:
             from monai.bundle import ConfigParser
 
             parser = ConfigParser()
-            parser.read_config(str(root / name / "configs" / "train.yaml"))
+            parser.read_config(train_configs(name))
             parser["patch_size"] = [patch] * dims
             kwargs["terms"] = parser.get_parsed_content("terms")
         cells.append((name, cfg["pretext"]["name"], registry_backbone(rules[name]["default_backbone"]), kwargs))

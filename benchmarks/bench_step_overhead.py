@@ -172,7 +172,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
 
-    bundles = sorted(d.name for d in (ROOT / "monai_ssl_plugin" / "bundles").glob("*_ssl_pretraining"))
+    from monai_ssl_plugin.bundles import list_bundles
+
+    bundles = [b for b in list_bundles() if b.endswith("_ssl_pretraining")]
     wanted = [w for w in args.only.split(",") if w]
     bundles = [b for b in bundles if not wanted or any(w in b for w in wanted)]
     print(f"# {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, device {args.device}, "

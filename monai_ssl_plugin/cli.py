@@ -182,15 +182,24 @@ class Commands:
         print(f"{len(record['cells'])} cells; report: {Path(record['output_dir']) / 'report.md'}")
 
     def list(self):
-        """List the registered backbones, pretexts and bundles."""
+        """List the registered backbones, pretexts and the bundles shipped with the package."""
         from monai_ssl_plugin.backbones import list_backbones
+        from monai_ssl_plugin.bundles import list_bundles
         from monai_ssl_plugin.pretext import list_pretexts
 
         print("backbones:", ", ".join(list_backbones()))
         print("pretexts:", ", ".join(f"{k} ({v})" for k, v in list_pretexts().items()))
-        bundles = Path(__file__).resolve().parent / "bundles"
-        if bundles.is_dir():
-            print("bundles:", ", ".join(sorted(p.name for p in bundles.iterdir() if (p / "configs").is_dir())))
+        print("bundles:", ", ".join(list_bundles()))
+
+    def copy_bundle(self, bundle: str, dest: str = "."):
+        """Copy a shipped bundle to DEST/BUNDLE as plain, self-contained files, to read, edit or run with MONAI."""
+        from monai_ssl_plugin.bundles import copy_bundle, train_configs
+
+        target = copy_bundle(bundle, dest)
+        files = [str(Path(f).relative_to(Path.cwd())) if Path(f).is_relative_to(Path.cwd()) else f
+                 for f in train_configs(target)]
+        print(f"copied {bundle} to {target}\nrun: python -m monai.bundle run --config_file \"{files}\" "
+              "--dataset_dir DATA --output_dir RUN")
 
 
 def _int_list(value, name: str) -> tuple[int, ...]:

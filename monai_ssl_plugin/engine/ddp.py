@@ -1,6 +1,6 @@
 """Multi-process (DDP) pieces the bundles' ``configs/multi_gpu_train.yaml`` wire in.
 
-``torchrun --nproc_per_node=N -m monai.bundle run --config_file "['configs/train.yaml','configs/multi_gpu_train.yaml']"``
+``torchrun --nproc_per_node=N -m monai.bundle run --config_file "['configs/base.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']"``
 
 - :func:`setup`: joins the process group torchrun describes (``gloo`` on CPU, ``nccl`` on GPU) and
   returns this rank's device.

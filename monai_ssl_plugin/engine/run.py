@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_ssl_plugin.bundles import bundle_dir, train_configs  # bundle_dir: also re-exported (ssl_run.bundle_dir)
 from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, build_record
 from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "nnunet_plain_small"
-# the bundles ship inside the package (monai_ssl_plugin/bundles/); a copied bundle is given by path
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
 
 # -- command-line values ------------------------------------------------------------------------
@@ -60,7 +58,7 @@ def _plugin_error_in(error: BaseException) -> PluginError | None:
     return None
 
 
-# -- device and bundle location ---------------------------------------------------------------
+# -- device ---------------------------------------------------------------------------------
 def auto_device(device: str | None = None) -> torch.device:
     """``device`` if given (``"cpu"``, ``"cuda:1"``), else the first GPU when there is one, else the CPU."""
     if device not in (None, "", "auto"):
@@ -69,27 +67,6 @@ def auto_device(device: str | None = None) -> torch.device:
             raise PluginError(f"Device {device!r} was requested but CUDA is not available.", "Use --device cpu.")
         return dev
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-
-
-def bundle_dir(bundle: str | Path) -> Path:
-    """The folder of a bundle: a path to one, or the name of one in the repository's ``bundles/``."""
-    candidate = Path(bundle).expanduser()
-    if not (candidate / "configs").is_dir():
-        candidate = BUNDLES_DIR / str(bundle)
-    if not (candidate / "configs" / "train.yaml").is_file():
-        names = sorted(p.parents[1].name for p in BUNDLES_DIR.glob("*/configs/train.yaml"))
-        raise PluginError(f"No bundle {str(bundle)!r} (looked for configs/train.yaml there and in {BUNDLES_DIR}).",
-                          f"Pass a bundle folder or one of: {', '.join(names) or 'none found'}.")
-    return candidate.resolve()
-
-
-def default_bundle_root(name: str) -> str:
-    """``bundle_root`` when none is given: the named bundle in the repository, else the working
-    directory (the zoo's convention of running from inside a copied bundle)."""
-    try:
-        return str(bundle_dir(name))
-    except PluginError:
-        return os.getcwd()
 
 
 # -- network ----------------------------------------------------------------------------------
@@ -243,16 +220,17 @@ def encode_cases(encoder: nn.Module, source: Any, patch_size: Sequence[int], dev
     return atomic_save({"case_ids": list(source.case_ids), "embeddings": torch.stack(rows)}, output_file)
 
 
-def check_override_ids(config_file: str | Path, ids: dict[str, Any]) -> None:
+def check_override_ids(config_files: str | Path | Sequence[str | Path], ids: dict[str, Any]) -> None:
     """Refuse overrides of ids the config does not define: a misspelt id would otherwise be added
     as a new, unused entry and the run would silently use the default."""
     from monai.bundle import ConfigParser
 
+    files = [config_files] if isinstance(config_files, (str, Path)) else list(config_files)
     parser = ConfigParser()
-    parser.read_config(str(config_file))
+    parser.read_config([str(f) for f in files])
     unknown = sorted(k for k in ids if k not in parser)
     if unknown:
-        raise PluginError(f"{Path(config_file).name} has no config id {', '.join(repr(k) for k in unknown)}.",
+        raise PluginError(f"{Path(files[-1]).name} has no config id {', '.join(repr(k) for k in unknown)}.",
                           "Check the spelling; nested ids use '#', e.g. train#epoch_length or train#trainer#max_epochs.")
 
 
@@ -262,7 +240,7 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
     """Run a pretraining bundle in this process and return its final checkpoint.
 
     Args:
-        bundle: a bundle name in the repository's ``bundles/`` or a bundle folder.
+        bundle: the name of a shipped bundle (``monai-ssl list``) or a bundle folder.
         dataset_dir: unlabelled data (NIfTI folder, nnU-Net raw or preprocessed dataset).
         output_dir: run folder (checkpoints/, timing.csv, tensorboard/).
         resume: continue from ``output_dir/checkpoints/latest.pt``.
@@ -280,11 +258,12 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
         raise PluginError(f"Dataset folder {dataset_dir} does not exist.", "Check the --dataset_dir path.")
     root = bundle_dir(bundle)
     configs = root / "configs"
+    config_files = train_configs(root)
     ids = {k.replace("::", "#"): v for k, v in overrides.items()}
-    check_override_ids(configs / "train.yaml", ids)
+    check_override_ids(config_files, ids)
     output_dir = Path(output_dir).expanduser().resolve()
     try:
-        bundle_run(config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
+        bundle_run(config_file=config_files, meta_file=str(configs / "metadata.json"),
                    logging_file=str(configs / "logging.conf"), bundle_root=str(root),
                    dataset_dir=str(Path(dataset_dir).expanduser().resolve()), output_dir=str(output_dir),
                    resume=as_bool(resume), **ids)

@@ -49,7 +49,7 @@ class DatasetSpec:
 @dataclass
 class PretextSpec:
     name: str  # label used in tables, e.g. "mae"
-    bundle: str  # a bundle in bundles/ or a bundle folder
+    bundle: str  # a shipped bundle (monai-ssl list) or a bundle folder
     paradigm: str = ""  # contrastive | non_contrastive | generative | predictive | hybrid (for the report)
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -155,7 +155,7 @@ def _check_number(value: Any, where: str, lo: float, integer: bool = True) -> No
 
 def validate(p: Protocol) -> Protocol:
     """Check values the dataclasses cannot: names, ranges, budgets, bundles."""
-    from monai_ssl_plugin.engine.run import bundle_dir
+    from monai_ssl_plugin.bundles import bundle_dir
 
     ds = p.dataset
     if (ds.demo is None) == (ds.raw is None):

@@ -151,7 +151,8 @@ def pretrain_once(p: Protocol, name: str, data: Path, out: Path, handler: dict[s
     subsets and the fine-tuning, not the pretrained weights."""
     from monai.bundle import ConfigParser
 
-    from monai_ssl_plugin.engine.run import bundle_dir, pretrain
+    from monai_ssl_plugin.bundles import train_configs
+    from monai_ssl_plugin.engine.run import pretrain
 
     spec = next(x for x in p.pretexts if x.name == name)
     run_dir = out / "pretraining" / name
@@ -165,7 +166,7 @@ def pretrain_once(p: Protocol, name: str, data: Path, out: Path, handler: dict[s
     overrides.update({k.replace("::", "#"): v for k, v in spec.overrides.items()})
     if handler is not None:  # the bundle's own handlers plus the online probe
         parser = ConfigParser()
-        parser.read_config(str(bundle_dir(spec.bundle) / "configs" / "train.yaml"))
+        parser.read_config(train_configs(spec.bundle))
         overrides["train#handlers"] = list(parser.get("train#handlers")) + [handler]
     resume = (run_dir / "checkpoints" / "latest.pt").is_file()
     logger.info("Pretraining %s (%s) -> %s%s", name, spec.bundle, run_dir, " (resuming)" if resume else "")

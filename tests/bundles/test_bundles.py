@@ -1,4 +1,4 @@
-"""Every bundle in bundles/ against the MONAI Bundle specification and the model zoo's conventions.
+"""Every shipped bundle (monai_ssl_plugin/bundles/) against the MONAI Bundle specification and the model zoo's conventions.
 
 One test set walks all bundles, so conventions cannot drift from one bundle to the next. Every
 bundle is checked against the specification and the zoo's CI rules; the self-supervised
@@ -11,13 +11,14 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from monai.bundle import ConfigParser
 
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles"
-BUNDLES = sorted(p for p in BUNDLES_DIR.iterdir() if (p / "configs").is_dir()) if BUNDLES_DIR.is_dir() else []
+from monai_ssl_plugin.bundles import BUNDLES_DIR, list_bundles, train_configs
+
+BUNDLES = [BUNDLES_DIR / name for name in list_bundles()]
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 REQUIRED_FILES = ["LICENSE", "configs/metadata.json", "configs/logging.conf", "docs/README.md"]
 SSL_REQUIRED_FILES = ["configs/train.yaml", "configs/inference.yaml"]
@@ -47,6 +48,9 @@ def _meta(bundle):
 
 
 def _config(bundle, name):
+    """A config as MONAI reads it: train.yaml merged after base.yaml where the bundle has one."""
+    if name == "train.yaml":
+        return ConfigParser.load_config_files(train_configs(bundle))
     return yaml.safe_load((bundle / "configs" / name).read_text())
 
 
@@ -162,23 +166,21 @@ def _overlay_refs(node):
 def test_multi_gpu_overlay_merges_with_train(bundle):
     """Every pretraining bundle ships configs/multi_gpu_train.yaml, and train.yaml + the overlay parse together.
 
-    No torchrun here: the merged config is read the way ``monai.bundle run --config_file "[train, overlay]"``
-    reads it, every ``@id`` the overlay references must exist after the merge (MONAI replaces top-level keys,
-    so e.g. the overlay's ``imports`` must repeat the bundle's own), and ids that need no process group or
+    No torchrun here: the merged config is read the way ``monai.bundle run --config_file "[base, train,
+    overlay]"`` reads it, every ``@id`` the overlay references must exist after the merge, the overlay adds
+    to the bundle's imports (``+imports``) instead of replacing them, and ids that need no process group or
     data are parsed.
     """
-    from monai.bundle import ConfigParser
-
     configs = bundle / "configs"
     overlay = configs / "multi_gpu_train.yaml"
-    assert overlay.is_file(), f"{bundle.name}: configs/multi_gpu_train.yaml is missing (copy mae_ssl_pretraining's)"
-    train_imports = _config(bundle, "train.yaml").get("imports", [])
+    assert overlay.is_file(), f"{bundle.name}: configs/multi_gpu_train.yaml is missing (link _shared's)"
+    train_imports = _config(bundle, "train.yaml")["imports"]
     overlay_cfg = _config(bundle, "multi_gpu_train.yaml")
-    missing_imports = [i for i in train_imports if i not in overlay_cfg.get("imports", [])]
-    assert not missing_imports, f"{bundle.name}: the overlay's imports replace train.yaml's; add {missing_imports}"
+    assert "imports" not in overlay_cfg, "a plain `imports` would replace the bundle's; use `+imports`"
 
     parser = ConfigParser()
-    parser.read_config([str(configs / "train.yaml"), str(overlay)])
+    parser.read_config(train_configs(bundle, multi_gpu=True))
+    assert set(train_imports) < set(parser["imports"]), f"{bundle.name}: the overlay dropped imports"
     parser.read_meta(str(configs / "metadata.json"))
     for ref in sorted(set(_overlay_refs(overlay_cfg))):
         assert ref in parser, f"{bundle.name}: multi_gpu_train.yaml references @{ref}, which train.yaml lacks"
@@ -190,3 +192,24 @@ def test_multi_gpu_overlay_merges_with_train(bundle):
     assert parser.get_parsed_content("train#patches#num_samples") == expected  # world size 1 outside torchrun
     assert parser["train#trainer#pretext"] == "@pretext_ddp"
     assert parser["train#dataloader#dataset#_target_"] == "monai_ssl_plugin.engine.ddp.RankShardedDataset"
+
+
+SHARED = BUNDLES_DIR / "_shared"
+
+
+@pytest.mark.parametrize("bundle", SSL_BUNDLES, ids=[b.name for b in SSL_BUNDLES])
+def test_shared_configs_are_the_one_copy(bundle):
+    """base.yaml and multi_gpu_train.yaml of every pretraining bundle are _shared's, byte for byte."""
+    for name in ("base.yaml", "multi_gpu_train.yaml"):
+        assert (bundle / "configs" / name).read_bytes() == (SHARED / name).read_bytes(), f"{bundle.name}: {name}"
+
+
+@pytest.mark.parametrize("bundle", SSL_BUNDLES, ids=[b.name for b in SSL_BUNDLES])
+def test_train_yaml_holds_only_the_method(bundle):
+    """A pretraining train.yaml repeats nothing of base.yaml: every id it sets changes or adds a value."""
+    base = yaml.safe_load((SHARED / "base.yaml").read_text())
+    method = yaml.safe_load((bundle / "configs" / "train.yaml").read_text())
+    parser = ConfigParser(base)
+    repeated = [k for k, v in method.items() if not k.startswith("+") and k in parser and parser[k] == v]
+    assert not repeated, f"{bundle.name}: train.yaml repeats base.yaml's {repeated}"
+    assert "bundle_root" not in method, "bundle_root is set once, in base.yaml"

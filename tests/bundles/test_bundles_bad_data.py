@@ -20,13 +20,14 @@ import torch
 
 from monai_ssl_plugin.data.dataset import RandomPatchDataset
 from monai_ssl_plugin.data.sources import ArraySource
-from monai_ssl_plugin.engine.run import bundle_dir, pretrain
+from monai_ssl_plugin.bundles import bundle_dir, list_bundles, train_configs
+from monai_ssl_plugin.engine.run import pretrain
 from monai_ssl_plugin.errors import PluginError
 from tiny_bundle_overrides import EXTRA
 
 pytestmark = pytest.mark.e2e
 
-BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles").glob("*_ssl_pretraining"))
+BUNDLES = [name for name in list_bundles() if name.endswith("_ssl_pretraining")]
 PATCH = [32, 32, 32]
 ITERATIONS = 4
 # sorted case ids: a bad case that is drawn is replaced by the next cases in order, so drawing
@@ -82,11 +83,11 @@ def _overrides(bundle: str) -> dict:
 
 
 def test_every_pretraining_bundle_defines_the_policy():
-    import yaml
+    from monai.bundle import ConfigParser
 
     assert set(BUNDLES) == {f"{m}_ssl_pretraining" for m in EXTRA}, "add the new bundle to EXTRA"
     for bundle in BUNDLES:
-        cfg = yaml.safe_load((bundle_dir(bundle) / "configs" / "train.yaml").read_text())
+        cfg = ConfigParser.load_config_files(train_configs(bundle))  # base.yaml + train.yaml, merged
         assert cfg["bad_data"] == "skip", bundle
         guard = cfg["train"]["patches"]["source"]
         assert guard["_target_"] == "monai_ssl_plugin.data.guard.GuardedSource" and guard["policy"] == "@bad_data"
@@ -96,10 +97,11 @@ def test_every_pretraining_bundle_defines_the_policy():
 def test_every_pretraining_bundle_has_the_memory_switches():
     """Mixed precision and activation checkpointing are config switches of every bundle, kept by the overlay."""
     import yaml
+    from monai.bundle import ConfigParser
 
     for bundle in BUNDLES:
         configs = bundle_dir(bundle) / "configs"
-        cfg = yaml.safe_load((configs / "train.yaml").read_text())
+        cfg = ConfigParser.load_config_files(train_configs(bundle))
         assert cfg["amp"] is False and cfg["amp_dtype"] == "bfloat16", bundle
         assert cfg["activation_checkpointing"] is False, bundle
         assert "activation_checkpointing(@network_def, @activation_checkpointing)" in cfg["network"], bundle

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from monai_ssl_plugin.checkpoint import safe_load
-from monai_ssl_plugin.engine.run import bundle_dir
+from monai_ssl_plugin.bundles import bundle_dir, list_bundles, train_configs
 from tiny_bundle_overrides import EXTRA
 from torchrun_launch import run_torchrun
 
 pytestmark = pytest.mark.e2e
 
-BUNDLES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles").glob("*_ssl_pretraining"))
+BUNDLES = [name for name in list_bundles() if name.endswith("_ssl_pretraining")]
 STEPS = 2
 
 
@@ -44,7 +44,7 @@ def test_bundle_runs_under_torchrun_two_processes(bundle, dataset, tmp_path):
                  **EXTRA[bundle.removesuffix("_ssl_pretraining")]}
     if "collapse_every_n" not in (configs / "train.yaml").read_text():
         overrides.pop("collapse_every_n")
-    args = ["-m", "monai.bundle", "run", "--config_file", f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
+    args = ["-m", "monai.bundle", "run", "--config_file", str(train_configs(bundle, multi_gpu=True)),
             "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
             "--dataset_dir", str(dataset), "--output_dir", f"$os.path.join('{out}', 'rank' + os.environ['RANK'])"]
     for key, value in overrides.items():

@@ -19,6 +19,7 @@ import sys
 import pytest
 import torch
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
 from monai_ssl_plugin.engine.run import bundle_dir
 
@@ -85,7 +86,7 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     configs = bundle / "configs"
     out = tmp_path / "run"
     overrides = _overrides(method, dataset, out)
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.yaml"),
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(train_configs(configs.parent)),
             "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
     for key, value in overrides.items():
         args += [f"--{key}", str(value).replace(" ", "")]
@@ -110,7 +111,7 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
 
     torch.set_num_threads(1)
     parser = ConfigParser()
-    parser.read_config(str(configs / "train.yaml"))
+    parser.read_config(train_configs(configs.parent))
     for key, value in {**overrides, "device": "cpu"}.items():
         parser[key] = value
     set_determinism(0)

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
 from monai_ssl_plugin.engine.run import bundle_dir, pretrain
 
@@ -35,7 +36,7 @@ def dataset(tmp_path_factory):
 def test_bundle_run_lowers_the_loss_and_resumes(dataset, tmp_path):
     out = tmp_path / "run"
     configs = BUNDLE / "configs"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.yaml"),
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(train_configs(configs.parent)),
             "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
             "--dataset_dir", str(dataset), "--output_dir", str(out), "--train#trainer#max_epochs", "1"]
     for key, value in FAST.items():

@@ -16,6 +16,7 @@ import sys
 import pytest
 import torch
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
 from monai_ssl_plugin.engine.run import bundle_dir
 
@@ -76,7 +77,7 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     overrides = {"dataset_dir": str(dataset), "output_dir": str(out), **FAST, **extra}
     if method in MONITORED:
         overrides["collapse_every_n"] = 8
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.yaml"),
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(train_configs(configs.parent)),
             "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
     for key, value in overrides.items():
         args += [f"--{key}", str(value).replace(" ", "")]
@@ -107,7 +108,7 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
 
     torch.set_num_threads(1)
     parser = ConfigParser()
-    parser.read_config(str(configs / "train.yaml"))
+    parser.read_config(train_configs(configs.parent))
     for key, value in {**overrides, "device": "cpu"}.items():
         parser[key] = value
     set_determinism(0)
@@ -148,7 +149,7 @@ def test_predictive_bundle_learns_above_chance(method, dataset, tmp_path):
     out = tmp_path / "run"
     ckpt = safe_load(pretrain(f"{method}_ssl_pretraining", dataset, out, **overrides))
     parser = ConfigParser()
-    parser.read_config(str(bundle_dir(f"{method}_ssl_pretraining") / "configs" / "train.yaml"))
+    parser.read_config(train_configs(f"{method}_ssl_pretraining"))
     for k, v in {**overrides, "dataset_dir": str(dataset), "output_dir": str(out), "device": "cpu", "seed": 1}.items():
         parser[k] = v
     set_determinism(0)

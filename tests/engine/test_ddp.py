@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.data.dataset import RandomPatchDataset
 from monai_ssl_plugin.data.sources import ArraySource
 from monai_ssl_plugin.engine.ddp import RankShardedDataset, sync_batchnorm, teardown, wrap
@@ -117,7 +118,7 @@ def test_mae_bundle_runs_under_torchrun_with_gloo(tmp_path):
     configs = bundle_dir("mae_ssl_pretraining") / "configs"
     out = tmp_path / "run"
     proc = run_torchrun(["-m", "monai.bundle", "run", "--config_file",
-                         f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
+                         str(train_configs(configs.parent, multi_gpu=True)),
                          "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
                          "--dataset_dir", str(data), "--output_dir", str(out), "--backbone", "nnunet_plain_tiny",
                          "--patch_size", "[16,16,16]", "--batch_size", "2", "--train#epoch_length", "3",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import safe_load
 from monai_ssl_plugin.engine.run import bundle_dir
 
@@ -31,7 +32,7 @@ FAST = {"backbone": "nnunet_plain_tiny", "patch_size": "[16,16,16]", "batch_size
 
 
 def _command(dataset: Path, out: Path, resume: bool) -> list[str]:
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.yaml"),
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(train_configs(CONFIGS.parent)),
             "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
             "--dataset_dir", str(dataset), "--output_dir", str(out), "--resume", str(resume).lower()]
     for key, value in FAST.items():

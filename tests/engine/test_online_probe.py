@@ -5,6 +5,7 @@ import json
 import torch
 from monai.bundle import ConfigParser
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import safe_load
 from monai_ssl_plugin.engine.handlers import OnlineProbeHandler
 from monai_ssl_plugin.engine.run import bundle_dir, pretrain
@@ -27,7 +28,7 @@ def _run(data, out, handler=None):
                  "train#num_workers": 0}
     if handler is not None:
         parser = ConfigParser()
-        parser.read_config(str(bundle_dir("simclr_ssl_pretraining") / "configs" / "train.yaml"))
+        parser.read_config(train_configs("simclr_ssl_pretraining"))
         overrides["train#handlers"] = list(parser.get("train#handlers")) + [handler]
     return pretrain("simclr_ssl_pretraining", dataset_dir=data, output_dir=out, **overrides)
 

@@ -109,12 +109,6 @@ def test_pretrain_rejects_missing_inputs(tmp_path):
         run.pretrain("mae_ssl_pretraining", tmp_path / "missing", tmp_path / "out")
 
 
-def test_default_bundle_root_falls_back_to_the_working_directory(tmp_path, monkeypatch):
-    assert run.default_bundle_root("mae_ssl_pretraining") == str(run.bundle_dir("mae_ssl_pretraining"))
-    monkeypatch.chdir(tmp_path)
-    assert run.default_bundle_root("copied_elsewhere") == str(tmp_path)
-
-
 def test_config_errors_surface_as_the_plugin_one_liner(tmp_path):
     # the data layer's error is raised inside MONAI's config machinery; pretrain() re-raises the PluginError
     (tmp_path / "data").mkdir()

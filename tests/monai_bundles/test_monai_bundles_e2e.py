@@ -8,18 +8,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from monai_ssl_helpers import (ZOO_DETECTION_TRAINER, densenet, resnet, save_checkpoint, swinunetr, write_bundle,
                                zoo_classification_config, zoo_detection_config)
 
+from monai_ssl_plugin.bundles import BUNDLES_DIR
 from monai_ssl_plugin.monai_bundles import write_overlay
 from monai_ssl_plugin.monai_bundles.demo_data import make_lesion_dataset
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +68,7 @@ def test_zoo_classification_bundle_runs_with_overlay_linear_probe(tmp_path, data
 
 def _plugin_bundle(tmp_path, name):
     bundle = tmp_path / name
-    shutil.copytree(REPO / "monai_ssl_plugin" / "bundles" / name, bundle, ignore=shutil.ignore_patterns("model.pt", "*.pt", "eval"))
+    shutil.copytree(BUNDLES_DIR / name, bundle, ignore=shutil.ignore_patterns("model.pt", "*.pt", "eval"))
     return bundle
 
 

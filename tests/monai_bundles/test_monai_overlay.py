@@ -13,11 +13,10 @@ from monai_ssl_helpers import (ZOO_DETECTION_TRAINER, densenet, equal_under, res
                                vit, write_bundle, zoo_classification_config, zoo_detection_config,
                                zoo_segmentation_config)
 
+from monai_ssl_plugin.bundles import BUNDLES_DIR
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.monai_bundles import monai_overlay, write_overlay
 from monai_ssl_plugin.monai_bundles.demo_data import make_lesion_dataset
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +138,7 @@ def test_cli_function_text(tmp_path, data):
 @pytest.mark.parametrize("name", ["classification_finetune", "detection_finetune", "segmentation_finetune"])
 def test_plugin_bundles_decide_their_targets(tmp_path, name):
     bundle = tmp_path / name
-    shutil.copytree(REPO / "monai_ssl_plugin" / "bundles" / name, bundle)
+    shutil.copytree(BUNDLES_DIR / name, bundle)
     family, net = {"classification_finetune": ("monai.ResNet", resnet(seed=1)),
                    "detection_finetune": ("monai.ResNet", resnet(conv1_t_size=[7, 7, 7], seed=1)),
                    "segmentation_finetune": ("monai.SwinUNETR", swinunetr(seed=1))}[name]

@@ -99,8 +99,10 @@ def pretrain_mae(e2e: E2E, raw_dataset: Path, plans_file: Path, output_dir: Path
     """Route (a)'s pretraining, the command docs/nnunet.md gives: ``python -m monai.bundle run`` of the
     mae_ssl_pretraining bundle on the raw dataset (imagesTr + imagesUnlabelled), each case preprocessed on
     the fly by nnU-Net's preprocessor with the target's own plans; plus a tiny budget for tests."""
-    configs = Path(__file__).resolve().parents[2] / "monai_ssl_plugin" / "bundles" / "mae_ssl_pretraining" / "configs"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs / "train.yaml",
+    from monai_ssl_plugin.bundles import bundle_dir, train_configs
+
+    configs = bundle_dir("mae_ssl_pretraining") / "configs"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", train_configs(configs.parent),
             "--meta_file", configs / "metadata.json", "--dataset_dir", raw_dataset, "--output_dir", output_dir,
             "--plans", plans_file, "--patch_size", "[" + ",".join(map(str, patch_size)) + "]",
             # test budget (not in the documented command)
