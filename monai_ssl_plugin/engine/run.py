@@ -243,13 +243,17 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
         bundle: the name of a shipped bundle (``monai-ssl list``) or a bundle folder.
         dataset_dir: unlabelled data (NIfTI folder, nnU-Net raw or preprocessed dataset).
         output_dir: run folder (checkpoints/, timing.csv, tensorboard/).
-        resume: continue from ``output_dir/checkpoints/latest.pt``.
+        resume: continue from ``output_dir/checkpoints/latest.pt`` (``"last_good"``: from the newest intact
+            checkpoint when ``latest.pt`` is damaged).
         overrides: config ids and values, e.g. ``{"train#trainer#max_epochs": 2, "backbone": "nnunet_plain_tiny"}``
             (``::`` works as a separator too).
 
     Returns ``output_dir/checkpoints/final.pt``.
     """
     from monai.bundle import run as bundle_run
+
+    from monai_ssl_plugin.engine.handlers.checkpoint import resume_mode
+    from monai_ssl_plugin.engine.settings import check_overrides, clean_failed_start
 
     if dataset_dir is None or output_dir is None:
         raise PluginError("pretrain needs a dataset_dir and an output_dir.",
@@ -261,13 +265,15 @@ def pretrain(bundle: str | Path = "mae_ssl_pretraining", dataset_dir: str | Path
     config_files = train_configs(root)
     ids = {k.replace("::", "#"): v for k, v in overrides.items()}
     check_override_ids(config_files, ids)
+    check_overrides({**ids, "resume": resume})  # types and ranges, before anything is created
     output_dir = Path(output_dir).expanduser().resolve()
     try:
         bundle_run(config_file=config_files, meta_file=str(configs / "metadata.json"),
                    logging_file=str(configs / "logging.conf"), bundle_root=str(root),
                    dataset_dir=str(Path(dataset_dir).expanduser().resolve()), output_dir=str(output_dir),
-                   resume=as_bool(resume), **ids)
+                   resume=resume_mode(resume), **ids)
     except Exception as e:  # MONAI wraps config errors; surface the plugin's one-line message
+        clean_failed_start()
         plugin_error = _plugin_error_in(e)
         if plugin_error is None:
             raise

@@ -62,7 +62,7 @@ def config_entries(folder: Path) -> list[tuple[str, str]]:
 @functools.lru_cache(maxsize=1)
 def shipped_code() -> frozenset[str]:
     """Every code entry of the configs the plugin ships (its own bundles)."""
-    from monai_ssl_plugin.engine.run import BUNDLES_DIR
+    from monai_ssl_plugin.bundles import BUNDLES_DIR
 
     return frozenset(code for bundle in sorted(BUNDLES_DIR.glob("*/")) if (bundle / "configs").is_dir()
                      for _, code in config_entries(bundle))
