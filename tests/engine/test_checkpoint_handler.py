@@ -131,7 +131,7 @@ def test_crash_during_save_keeps_previous_latest_and_leaves_no_tmp(tmp_path, mon
     monkeypatch.setattr(torch, "save", real_save)
     assert ckpt.latest_path.read_bytes() == before
     assert safe_load(ckpt.latest_path)["engine"]["iteration"] == 2
-    assert sorted(os.listdir(ckpt.checkpoint_dir)) == ["final.pt", "latest.pt", "previous.pt"]
+    assert sorted(os.listdir(ckpt.checkpoint_dir)) == ["final.pt", "latest.pt"]
 
 
 def test_stale_tmp_from_a_killed_save_is_removed_and_never_loaded(tmp_path, caplog):
@@ -158,7 +158,7 @@ def test_stale_tmp_from_a_killed_save_is_removed_and_never_loaded(tmp_path, capl
     with caplog.at_level("INFO"):
         fresh.run()
     assert "starting a fresh run" in caplog.text and "Removing " in caplog.text
-    assert sorted(os.listdir(fresh_dir)) == ["final.pt", "latest.pt", "previous.pt"]
+    assert sorted(os.listdir(fresh_dir)) == ["final.pt", "latest.pt"]  # one generation only: no previous.pt
     assert safe_load(ckpt3.final_path)["engine"]["iteration"] == 2
 
 
