@@ -55,7 +55,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from monai_ssl_plugin.transforms import corruptions as C  # noqa: E402
+from monai_ssl_plugin import transforms as C  # noqa: E402
 from monai_ssl_plugin.transforms import views as V  # noqa: E402
 
 try:  # owned by another module; benchmark it only once it exists

@@ -69,7 +69,7 @@ def _instrument_transforms() -> list[float]:
     import torch
 
     import monai_ssl_plugin.pretext  # noqa: F401  (imports every pretext module, registering it)
-    from monai_ssl_plugin.transforms import corruptions, masking, views
+    from monai_ssl_plugin.transforms import coarse, masking, models_genesis, swin_unetr, views
 
     total = [0.0]
     depth = [0]
@@ -94,7 +94,7 @@ def _instrument_transforms() -> list[float]:
         return inner
 
     originals = {}
-    for module in (corruptions, views, masking):
+    for module in (models_genesis, coarse, swin_unetr, views, masking):
         for name in getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]:
             obj = getattr(module, name, None)
             if callable(obj) and not isinstance(obj, type) and getattr(obj, "__module__", "") == module.__name__:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from monai_ssl_plugin.distributed import world_size
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.transforms.corruptions import random_flip
+from monai_ssl_plugin.transforms.models_genesis import random_flip
 from monai_ssl_plugin.transforms.views import overlapping_crop_pair
 
 __all__ = ["RunningStandardiser", "ViewsMixin", "fit_view_size", "light_intensity_augment", "momentum_copy",

@@ -1,4 +1,9 @@
-"""Modality presets: the intensity normalisation and augmentation every bundle applies first.
+"""Modality presets: intensity normalisation and augmentation per modality, as MONAI transforms.
+
+The pretraining bundles do not apply them: their data sources normalise every volume (nnU-Net's
+scheme, or a z-score per channel for a plain NIfTI folder) and the checkpoint record carries that
+normalisation to the consumers. The presets serve a user's own MONAI pipeline, and
+``monai-ssl recommend`` names the one that fits a modality.
 
 The review's finding 6 (Wimalasiri 2026, arXiv:2605.23995) is that modality-specific design is
 critical: CT intensities are calibrated Hounsfield units, MRI intensities are not, ultrasound

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _cpu_kernels
+from ._common import spatial_shape
+from ._ops import implementation
 from ._random import GeneratorLike, integers, resolve_generator, uniform
 
 __all__ = [
@@ -46,12 +47,6 @@ __all__ = [
     "VoCoCrops",
     "random_crop_with_overlap_targets",
 ]
-
-
-def _spatial_shape(x: Tensor) -> tuple[int, ...]:
-    if x.dim() not in (4, 5):
-        raise ValueError(f"expected a batch (B, C, *spatial) with 2 or 3 spatial dims, got shape {tuple(x.shape)}")
-    return tuple(x.shape[2:])
 
 
 def _as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
@@ -87,7 +82,7 @@ def random_rotation90(
 def rotation_plane(x: Tensor, plane: tuple[int, int]) -> tuple[int, int]:
     """Check that ``plane`` names two distinct, equal-sized spatial dims of ``x``; return them as
     non-negative dims."""
-    _spatial_shape(x)
+    spatial_shape(x)
     dims = tuple(d % x.dim() for d in plane)
     if len(dims) != 2 or dims[0] == dims[1] or min(dims) < 2:
         raise ValueError(f"plane must be two distinct spatial dims of x, got {plane}")
@@ -128,17 +123,9 @@ def random_rotations90(
     gen = resolve_generator(generator, x.device)
     batch = x.shape[0]
     labels = rotation_labels(batch, repeats, gen, x.device)
-    k = last_plane_classes(labels, dims, x.dim())
-    if k is not None and _cpu_kernels.available(x):  # one compiled pass instead of select / flip / copy per class
-        out = _cpu_kernels.rot90_last_plane_cpu(x, k, copies, torch.arange(batch).repeat(repeats))
-        return (out if copies == 2 else (out,)), labels
-    source = x.repeat(repeats, *([1] * (x.dim() - 1))) if repeats > 1 else x
-    out = torch.empty_like(source, memory_format=torch.contiguous_format)
-    for k in range(4):  # four class groups, each one batched rot90
-        idx = (labels == k).nonzero().squeeze(1)
-        if idx.numel():
-            out.index_copy_(0, idx, torch.rot90(source.index_select(0, idx), k, dims))
-    return ((out, out.clone()) if copies == 2 else (out,)), labels
+    last_plane = last_plane_classes(labels, dims, x.dim())  # the compiled loop rotates in the last plane only
+    rotate = implementation("rotations90", x, allowed=last_plane is not None)
+    return rotate(x, labels, last_plane, dims, repeats, copies), labels
 
 
 def crop_boxes(x: Tensor, starts: Tensor, size: Sequence[int]) -> Tensor:
@@ -152,7 +139,7 @@ def crop_boxes(x: Tensor, starts: Tensor, size: Sequence[int]) -> Tensor:
     Returns:
         (B, K, C, *size) copy.
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     size = _as_tuple(size, len(spatial), "size")
     if any(s > v for s, v in zip(size, spatial)):
         raise ValueError(f"crop size {size} exceeds the volume {spatial}")
@@ -181,7 +168,7 @@ def resized_crops(x: Tensor, starts: Tensor, sizes: Tensor, out_size: Sequence[i
     Returns:
         (B, K, C, *out_size).
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     dims = len(spatial)
     out_size = _as_tuple(out_size, dims, "out_size")
     batch, n_crop = starts.shape[:2]
@@ -220,7 +207,7 @@ def cube_grid(x: Tensor, grid: int | Sequence[int] = 2, gap: int | Sequence[int]
     Returns:
         (B, prod(grid), C, *sub) with cubes in row-major grid order.
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     dims = len(spatial)
     grid = _as_tuple(grid, dims, "grid")
     gap = _as_tuple(gap, dims, "gap")
@@ -302,7 +289,7 @@ def multi_crop(
     Returns:
         :class:`MultiCrop`.
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     gen = resolve_generator(generator, x.device)
     batch = x.shape[0]
     g_starts, g_sizes = _scaled_boxes(spatial, batch, n_global, global_scale, ratio, gen, x.device)
@@ -352,7 +339,7 @@ def overlapping_crop_pair(
     Returns:
         :class:`CropPair`.
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     dims, batch, dev = len(spatial), x.shape[0], x.device
     size_t = _as_tuple(size, dims, "size")
     if any(c > s for c, s in zip(size_t, spatial)):
@@ -414,7 +401,7 @@ def base_crops_grid(x: Tensor, grid: int | Sequence[int] = (4, 4), axes: Sequenc
     Returns:
         (B, prod(grid), C, *base_size).
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     starts, size = base_crop_boxes(spatial, grid, axes)
     return crop_boxes(x, starts.to(x.device).expand(x.shape[0], -1, -1), size)
 
@@ -472,7 +459,7 @@ def random_crop_with_overlap_targets(
     Returns:
         :class:`VoCoCrops`.
     """
-    spatial = _spatial_shape(x)
+    spatial = spatial_shape(x)
     dims, dev = len(spatial), x.device
     base_starts, base_size = base_crop_boxes(spatial, grid, axes)
     crop_size = base_size if size is None else _as_tuple(size, dims, "size")

@@ -5,7 +5,7 @@ import torch
 
 from monai_ssl_plugin.backbones import create_backbone
 from monai_ssl_plugin.pretext import create_pretext
-from monai_ssl_plugin.transforms.corruptions import monai_ssl_view
+from monai_ssl_plugin.transforms.coarse import monai_ssl_view
 
 torch.set_num_threads(1)
 

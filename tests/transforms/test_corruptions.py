@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from monai_ssl_plugin.transforms import _cpu_kernels as K
-from monai_ssl_plugin.transforms import corruptions as C
+from monai_ssl_plugin import transforms as C
+from monai_ssl_plugin.transforms import _boxes
 from monai_ssl_plugin.transforms.views import random_rotation90
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
@@ -325,7 +326,7 @@ def test_box_mask_strategies_agree() -> None:
         for b, k in active.nonzero().tolist():
             ref[(b, *[slice(int(s), int(e)) for s, e in zip(starts[b, k], ends[b, k])])] = True
         for method in ("paint", "matmul"):
-            assert torch.equal(C._box_mask(spatial, starts, ends, active, method), ref)
+            assert torch.equal(_boxes._box_mask(spatial, starts, ends, active, method), ref)
 
 
 @pytest.mark.parametrize("dropout_holes", [True, False])
@@ -397,7 +398,7 @@ def test_coarse_dropout_large_holes_use_the_mask_path() -> None:
 
 def test_hash_noise_is_uniform_and_keyed_on_the_index() -> None:
     seed = torch.tensor(123)
-    u = C._hash_uniform(torch.arange(200_000), seed)
+    u = _boxes._hash_uniform(torch.arange(200_000), seed)
     assert 0.0 <= float(u.min()) and float(u.max()) < 1.0
     assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
     hist = torch.histc(u, 20, 0.0, 1.0) / u.numel()
@@ -405,10 +406,10 @@ def test_hash_noise_is_uniform_and_keyed_on_the_index() -> None:
     assert abs(float(torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1])) < 0.01
     # the same index always gets the same value (deterministic writes where boxes overlap)
     idx = torch.tensor([5, 17, 5, 99_999, 17])
-    v = C._hash_uniform(idx, seed)
+    v = _boxes._hash_uniform(idx, seed)
     assert v[0] == v[2] and v[1] == v[4]
-    assert not torch.equal(C._hash_uniform(idx, torch.tensor(124)), v)
-    bell = C._hash_bell(torch.arange(200_000), seed)
+    assert not torch.equal(_boxes._hash_uniform(idx, torch.tensor(124)), v)
+    bell = _boxes._hash_bell(torch.arange(200_000), seed)
     assert abs(float(bell.mean()) - 0.5) < 0.005 and 0.13 < float(bell.std()) < 0.16
 
 

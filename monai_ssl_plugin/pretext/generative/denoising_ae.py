@@ -19,7 +19,7 @@ from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.pretext.generative.models_genesis import DenseOutput
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.transforms._random import bernoulli
-from monai_ssl_plugin.transforms.corruptions import coarse_dropout, coarse_shuffle, monai_ssl_view
+from monai_ssl_plugin.transforms.coarse import coarse_dropout, coarse_shuffle, monai_ssl_view
 
 __all__ = ["DenoisingAutoencoder"]
 

@@ -21,7 +21,7 @@ from torch import nn
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.backbones.resnet import LightDecoder, make_light_decoder
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.transforms.corruptions import models_genesis
+from monai_ssl_plugin.transforms.models_genesis import models_genesis
 
 __all__ = ["DenseOutput", "ModelsGenesis", "to_unit_range"]
 

@@ -26,7 +26,7 @@ from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.pretext.predictive.rotation import standardise_default
 from monai_ssl_plugin.pretext.views_mixin import RunningStandardiser
-from monai_ssl_plugin.transforms.corruptions import swin_unetr_augment
+from monai_ssl_plugin.transforms.swin_unetr import swin_unetr_augment
 
 __all__ = ["SwinUNETRPretraining"]
 
