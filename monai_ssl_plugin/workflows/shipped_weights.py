@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text, safe_load, sha256_file
+from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text, load_checked, safe_load, sha256_file
 from monai_ssl_plugin.errors import PluginError
 
 MODEL_FILE = "models/model.pt"
@@ -26,7 +26,7 @@ def write_shipped_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLi
                           provenance: dict[str, Any]) -> Path:
     """Strip a pretraining checkpoint to network + record (with ``provenance``) into ``bundle/models/model.pt``
     and record its sha256 in ``bundle/large_files.yml``; returns the model file."""
-    ckpt = safe_load(checkpoint)
+    ckpt = load_checked(checkpoint)
     record = dict(ckpt["record"])
     record["data"] = {**record.get("data", {}), "provenance": provenance}
     target = Path(bundle) / MODEL_FILE
