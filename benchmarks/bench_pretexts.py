@@ -1,4 +1,4 @@
-"""Throughput and peak memory of one training step, per pretext × backbone (issue 3).
+"""Throughput and peak memory of one training step, per pretext × backbone.
 
 Run from the repository root::
 

@@ -16,7 +16,7 @@ Figures per bundle, over the steps after the first (worker start-up, allocator w
   the step -- these run in the pretext's forward, on the training device;
 * step / bare = (step - wait) / (step - wait - data path): what the step costs against the same
   step without generating the corrupted views (network forward + backward + optimiser, losses and
-  handlers). Targets (issue 8): wait < 5 %, step / bare <= 1.10.
+  handlers). Targets: wait < 5 %, step / bare <= 1.10.
 
 Every bundle keeps its defaults (batch, backbone, pretext settings, loader workers) except the
 patch size: on CPU the default patches (96^3-128^3) take tens of seconds per step, so ``CPU_PATCH``

@@ -3,7 +3,7 @@
 He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (mask 75 % of the patch
 tokens, encode only the visible ones, a light transformer decoder predicts the voxels of the masked
 patches, MSE on masked patches); Chen et al., "Masked Image Modeling Advances 3D Medical Image
-Analysis", WACV 2023 (MAE on 3D CT/MRI with ViT/UNETR); recipe (ssl_recipes.md, ViT variants):
+Analysis", WACV 2023 (MAE on 3D CT/MRI with ViT/UNETR); recipe (ViT variants):
 AdamW lr 3e-4, weight decay 0.05, betas (0.9, 0.98), warm-up.
 
 The model is MONAI's :class:`~monai.networks.nets.MaskedAutoEncoderViT`, reused as is except for

@@ -2,7 +2,7 @@
 
 Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021: projector 3 layers of
 2048, predictor bottleneck 2048 -> 512 -> 2048, loss ``0.5 D(p1, sg(z2)) + 0.5 D(p2, sg(z1))``
-with ``D = -cos``. It collapses easily with weak augmentation or little data (ssl_recipes.md):
+with ``D = -cos``. It collapses easily with weak augmentation or little data:
 attach the collapse handler.
 """
 
