@@ -4,7 +4,7 @@
     python benchmarks/bench_payoff.py --weights runs/demo_weights/pretraining/checkpoints/final.pt --seeds 0 1 2 3
 
 Same cohort, plans, budgets, fine-tuning recipe and trainers as ``monai-ssl demo``
-(``monai_ssl_plugin.workflows.demo``); the pretrained arm starts from the MAE bundle's shipped,
+(``monai_ssl_plugin.workflows.demo``); the pretrained arm starts from the demo bundle's (Models Genesis) shipped,
 sha256-verified ``models/model.pt`` unless ``--weights`` names another checkpoint (e.g. a snapshot
 of a longer or shorter pretraining, for the pay-off curve). Per (budget, seed): one fold of
 ``splits_final.json`` (the seed draws the training cases; budgets nested), both arms with

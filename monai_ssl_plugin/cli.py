@@ -15,7 +15,7 @@ class Commands:
 
     def demo(self, output_dir: str = "demo_output", device: str = "auto", seed: int = 0, budgets: str = "4,1",
              live_pretraining_steps: int = 40, weights: str = "live"):
-        """The main job: demo cohort -> nnU-Net plans -> live MAE pretraining -> shipped SSL weights -> few-label
+        """The main job: demo cohort -> nnU-Net plans -> live pretraining (the recommended pretext) -> shipped SSL weights -> few-label
         fine-tuning of the SSL arm and its from-scratch twin at each label budget -> Dice on held-out subjects.
 
         --weights live fine-tunes from this run's short pretraining instead of the bundle's shipped weights."""
@@ -26,7 +26,7 @@ class Commands:
 
     def demo_weights(self, output_dir: str = "runs/demo_weights", steps: int = 3000, device: str = "auto",
                      bundle: str | None = None):
-        """Pretrain the demo's shipped weights (the MAE bundle's models/model.pt) on the demo cohort, recording
+        """Pretrain the demo's shipped weights (the recommended bundle's models/model.pt) on the demo cohort, recording
         this command and the data in the file; updates the bundle's large_files.yml sha256."""
         from monai_ssl_plugin.workflows.demo import make_demo_weights
 

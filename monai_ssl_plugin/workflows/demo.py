@@ -4,8 +4,11 @@ Steps (each prints where its artifacts went):
   1. write the demo cohort (MNI152-based brain MRI with T1/T2/FLAIR-like contrasts and thick
      slices; no download) as an nnU-Net raw dataset;
   2. ``nnUNetv2_plan_and_preprocess``, then a plans variant with a CPU-sized architecture;
-  3. a short live MAE pretraining with the ``mae_ssl_pretraining`` bundle (it shows the bundle
-     running on these scans; a few minutes of CPU cannot make weights worth fine-tuning);
+  3. a short live pretraining with the recommended pretext's bundle for this problem
+     (``monai-ssl recommend --modality MRI --task segmentation --n_labelled 4 --n_unlabelled 40``:
+     Models Genesis, whose non-linear intensity corruption teaches exactly the contrast changes
+     this cohort has); it shows the bundle running on these scans, but a minute of CPU cannot
+     make weights worth fine-tuning;
   4. the bundle's shipped weights (``models/model.pt``: the same bundle run long on the same
      cohort by :func:`make_demo_weights`, sha256-verified) exported to where the plugin's nnU-Net
      trainers look;
@@ -27,7 +30,7 @@ from monai_ssl_plugin.workflows.few_label import (CONFIGURATION, RunResult, as_r
 from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment, run_nnunet
 
 DATASET_ID = 501
-BUNDLE = "mae_ssl_pretraining"
+BUNDLE = "models_genesis_ssl_pretraining"  # the recommender's first choice for this cohort (see above)
 # The protocol, fixed before any fine-tuning setting was chosen (docs/payoff.md says which runs chose them).
 DEMO_COHORT = dict(dataset_id=DATASET_ID, n_labelled=12, n_unlabelled=40, n_test=8, spacing=2.0, seed=0,
                    contrasts=("T1", "T2", "FLAIR"), thick_slice_fraction=0.3)
@@ -57,9 +60,10 @@ def prepare_dataset(env: dict, log: Path) -> tuple[Path, Path]:
     return raw, plans
 
 
-def pretrain_mae(raw: Path, plans: Path, output_dir: Path, steps: int, device: str, seed: int = 0,
+def pretrain_ssl(raw: Path, plans: Path, output_dir: Path, steps: int, device: str, seed: int = 0,
                  steps_per_epoch: int = 100) -> Path:
-    """The MAE bundle on every imagesTr + imagesUnlabelled scan, preprocessed with ``plans``; returns final.pt."""
+    """The demo's bundle on every imagesTr + imagesUnlabelled scan, preprocessed with ``plans`` and cropped at
+    the plans' patch size and batch (so the network is exactly the one nnU-Net fine-tunes); returns final.pt."""
     from monai_ssl_plugin.engine.run import pretrain
 
     per_epoch = min(steps, steps_per_epoch)
@@ -71,7 +75,7 @@ def pretrain_mae(raw: Path, plans: Path, output_dir: Path, steps: int, device: s
 
 def make_demo_weights(output_dir: str | Path = "runs/demo_weights", steps: int = 3000, device: str = "auto",
                       bundle: str | Path | None = None) -> Path:
-    """Pretrain the demo's shipped weights: cohort + plans as the demo makes them, ``steps`` MAE steps,
+    """Pretrain the demo's shipped weights: cohort + plans as the demo makes them, ``steps`` pretraining steps,
     then ``<bundle>/models/model.pt`` with the command and data in its record (``large_files.yml`` updated)."""
     from monai_ssl_plugin.engine.run import auto_device, bundle_dir
     from monai_ssl_plugin.workflows.shipped_weights import write_shipped_weights
@@ -80,7 +84,7 @@ def make_demo_weights(output_dir: str | Path = "runs/demo_weights", steps: int =
     env = _activate(nnunet_environment(out))
     raw, plans = prepare_dataset(env, out / "logs" / "nnunet_commands.log")
     dev = str(auto_device(None if device == "auto" else device))
-    final = pretrain_mae(raw, plans, out / "pretraining", steps, dev)
+    final = pretrain_ssl(raw, plans, out / "pretraining", steps, dev)
     provenance = {"command": f"monai-ssl demo-weights --steps {steps}", "steps": steps,
                   "cohort": {k: list(v) if isinstance(v, tuple) else v for k, v in DEMO_COHORT.items()},
                   "pretrained_on": "imagesTr + imagesUnlabelled (never imagesTs)", "plans": PLANS, "device": dev}
@@ -144,7 +148,7 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
     raw, plans = prepare_dataset(env, log)
     _step(timings, "1-2 cohort, plan and preprocess", t0, t_start)
     t0 = time.time()
-    live = pretrain_mae(raw, plans, out / "pretraining", live_pretraining_steps, str(dev), seed)
+    live = pretrain_ssl(raw, plans, out / "pretraining", live_pretraining_steps, str(dev), seed)
     _step(timings, f"3 live pretraining ({live_pretraining_steps} steps)", t0, t_start)
     t0 = time.time()
     exported = export_weights(shipped or live, plans, env, out / "ssl_weights.pth")

@@ -1,7 +1,7 @@
 """The shipped demo weights are what their recorded command makes.
 
 Runs ``make_demo_weights`` (what ``monai-ssl demo-weights`` calls) for 2 steps on the same cohort and
-plans into a copy of the MAE bundle, then compares its record, field by field, and its tensor keys and
+plans into a copy of the demo's bundle, then compares its record, field by field, and its tensor keys and
 shapes with the shipped ``models/model.pt``: only the step count (and the run's paths) may differ.
 """
 
