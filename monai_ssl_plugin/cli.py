@@ -166,11 +166,13 @@ class Commands:
         print(recommend_command(modality, task, n_labelled, n_unlabelled, dims=dims, traits=traits, device=device,
                                 top_k=top_k, output=output, verbose=verbose, measured_path=measured))
 
-    def evaluate(self, config: str, output_dir: str, routes: str | tuple | None = None):
+    def evaluate(self, config: str, output_dir: str, routes: str | tuple | None = None, allow_unfair: bool = False):
         """Run an evaluation protocol (YAML): pretrain, fine-tune / probe at label budgets, report (resumable).
 
         --routes nnunet (or monai, probe; comma-separated) runs only those cells, e.g. in a second process once
-        pretraining is done; a last run without --routes assembles the whole record."""
+        pretraining is done; a last run without --routes assembles the whole record.
+        A comparison that is not meaningful (unequal budgets, a pretrained schedule that does not fit the
+        budget) is refused; --allow_unfair true runs it anyway and marks every affected number in the report."""
         import logging
 
         from monai_ssl_plugin.evaluation.runner import evaluate
@@ -178,7 +180,9 @@ class Commands:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         chosen = None if routes is None else [r.strip() for r in ([routes] if isinstance(routes, str) else routes)
                                                for r in r.split(",") if r.strip()]
-        record = evaluate(config, output_dir, routes=chosen)
+        from monai_ssl_plugin.engine.run import as_bool
+
+        record = evaluate(config, output_dir, routes=chosen, allow_unfair=as_bool(allow_unfair))
         print(f"{len(record['cells'])} cells; report: {Path(record['output_dir']) / 'report.md'}")
 
     def list(self):

@@ -18,6 +18,7 @@ from monai_ssl_plugin.errors import PluginError
 TASKS = ("tissue_segmentation", "atrophy_classification", "lesion_segmentation")
 ROUTES = ("monai", "nnunet")
 SEGMENTATION_TASKS = ("tissue_segmentation", "lesion_segmentation")
+NNUNET_SCHEDULES = ("warmup_poly", "sawtooth")
 
 
 @dataclass
@@ -81,6 +82,9 @@ class NnUNetRouteSpec:
     lr: float = 1e-2
     seeds: list[int] | None = None  # None: the protocol's seeds
     n_val: int = 2  # nnU-Net needs a validation set: the first n_val test cases (no model selection)
+    schedule: str = "warmup_poly"  # pretrained arm: warmup_poly (nnUNetTrainerSSL) or sawtooth (decoder first)
+    warmup_epochs: int | None = None  # None: the trainer's own (shortened with the run); both arms
+    decoder_epochs: int | None = None  # sawtooth: the decoder-only tooth (None: scaled from the recipe)
 
 
 @dataclass
@@ -153,6 +157,17 @@ def _check_number(value: Any, where: str, lo: float, integer: bool = True) -> No
         raise PluginError(f"{where} = {value!r} is not {kind} >= {lo}.", f"Set {where} to {kind} >= {lo}.")
 
 
+def _validate_nnunet_schedule(nn: NnUNetRouteSpec) -> None:
+    if nn.schedule not in NNUNET_SCHEDULES:
+        raise PluginError(f"nnunet.schedule {nn.schedule!r} is not a schedule.", f"Use one of: {', '.join(NNUNET_SCHEDULES)}.")
+    for where, value in (("nnunet.warmup_epochs", nn.warmup_epochs), ("nnunet.decoder_epochs", nn.decoder_epochs)):
+        if value is not None:
+            _check_number(value, where, 0)
+    if nn.decoder_epochs is not None and nn.schedule != "sawtooth":
+        raise PluginError("nnunet.decoder_epochs is set but nnunet.schedule is not sawtooth.",
+                          "Set nnunet.schedule: sawtooth, or remove nnunet.decoder_epochs.")
+
+
 def validate(p: Protocol) -> Protocol:
     """Check values the dataclasses cannot: names, ranges, budgets, bundles."""
     from monai_ssl_plugin.bundles import bundle_dir
@@ -205,6 +220,7 @@ def validate(p: Protocol) -> Protocol:
                          ("nnunet.epochs", p.nnunet.epochs), ("nnunet.iterations", p.nnunet.iterations)):
         _check_number(value, where, 1)
     _check_number(p.pretraining.online_probe_every, "pretraining.online_probe_every", 0)
+    _validate_nnunet_schedule(p.nnunet)
     _check_number(p.monai.lr, "monai.lr", 0, integer=False)
     return p
 

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 
 from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.evaluation.guard import Flag, cell_budget, enforce, pairing_flags, schedule_flags, stale_flags
 from monai_ssl_plugin.evaluation.protocol import SEGMENTATION_TASKS, Protocol, load_protocol
 from monai_ssl_plugin.evaluation.splits import Splits, make_splits
 
@@ -227,101 +228,119 @@ def read_scalars(tensorboard_dir: Path, prefix: str = "") -> dict[str, list[list
             if t.startswith(prefix)}
 
 
-def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callable[[Cell], None] | None = None,
-             report: bool = True, routes: list[str] | None = None) -> dict[str, Any]:
-    """Run (or continue) the protocol in ``config``; write the record, the report and the plots.
+@dataclass
+class _Run:
+    """What every step of one ``evaluate`` call shares."""
 
-    ``on_cell_done`` is called after each cell that was computed in this call (not for skipped ones).
-    ``routes`` (e.g. ``["nnunet"]``; ``monai``, ``probe``, ``nnunet``) restricts this call to those
-    routes' cells: calls on disjoint routes can share ``output_dir`` once the pretraining is done
-    (run them one after the other, or in parallel processes), and a last call without ``routes``
-    assembles the full record.
-    Returns the record.
-    """
+    p: Protocol
+    out: Path
+    env: dict[str, str]
+    raw: Path
+    cases: Any
+    budgets: list[int]
+    splits: Splits
+    allow_unfair: bool
+    flags: list[Flag] = field(default_factory=list)
+
+
+def _prepare(p: Protocol, out: Path, allow_unfair: bool) -> _Run:
+    """The dataset, the labelled cases, the budgets and the splits (``splits.json``)."""
+    from monai_ssl_plugin.backbones import create_backbone
     from monai_ssl_plugin.evaluation.cases import load_labelled_cases
     from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment
 
-    t_start = time.time()
-    p = load_protocol(config)
-    out = Path(output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(p.to_dict(), indent=1), out / "protocol.json")
-    threads = torch.get_num_threads()
-    try:
-        env = nnunet_environment(out)
-        raw = prepare_dataset(p, Path(env["nnUNet_raw"]))
-        from monai_ssl_plugin.backbones import create_backbone
+    env = nnunet_environment(out)
+    raw = prepare_dataset(p, Path(env["nnUNet_raw"]))
+    cases = load_labelled_cases(raw, create_backbone(p.backbone).divisor())
+    groups = cases.groups(p.dataset.patient_key)
+    budgets = p.budget_counts(len(cases.case_ids) - p.dataset.n_test)
+    seeds = p.seeds
+    if "nnunet" in p.routes and p.nnunet.seeds:
+        seeds = sorted(set(p.seeds) | set(p.nnunet.seeds))
+    splits = make_splits(cases.case_ids, p.dataset.n_test, budgets, seeds, p.dataset.split_seed, groups)
+    atomic_write_text(json.dumps({"test": list(splits.test), "pool": list(splits.pool),
+                                  "train": {f"n{b}_s{s}": list(v) for (s, b), v in splits.train.items()}},
+                                 indent=1), out / "splits.json")
+    return _Run(p, out, env, raw, cases, budgets, splits, allow_unfair)
 
-        divisor = create_backbone(p.backbone).divisor()
-        cases = load_labelled_cases(raw, divisor)
-        groups = cases.groups(p.dataset.patient_key)
-        n_pool = len(cases.case_ids) - p.dataset.n_test
-        budgets = p.budget_counts(n_pool)
-        splits = make_splits(cases.case_ids, p.dataset.n_test, budgets, p.seeds, p.dataset.split_seed, groups)
-        if "nnunet" in p.routes and p.nnunet.seeds:
-            splits = make_splits(cases.case_ids, p.dataset.n_test, budgets, sorted(set(p.seeds) | set(p.nnunet.seeds)),
-                                 p.dataset.split_seed, groups)
-        atomic_write_text(json.dumps({"test": list(splits.test), "pool": list(splits.pool),
-                                      "train": {f"n{b}_s{s}": list(v) for (s, b), v in splits.train.items()}},
-                                     indent=1), out / "splits.json")
-        test = list(splits.test)
 
-        data = _pretraining_data(raw, splits, out)
-        checkpoints: dict[str, Path] = {}
-        pretrain_seconds: dict[str, float] = {}
-        for spec in p.pretexts:
-            run_dir = out / "pretraining" / spec.name
-            run_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.time()
-            was_done = (run_dir / "checkpoints" / "final.pt").is_file()
-            checkpoints[spec.name] = pretrain_once(p, spec.name, data, out, _online_probe_handler(p, cases, splits, run_dir))
-            if not was_done:
-                pretrain_seconds[spec.name] = round(time.time() - t0, 1)
-                atomic_write_text(json.dumps({"seconds": pretrain_seconds[spec.name]}), run_dir / "pretrain_time.json")
-        torch.set_num_threads(max(1, int(os.environ.get("MONAI_SSL_EVAL_THREADS", "1"))))
+def _pretrain_all(run: _Run) -> dict[str, Path]:
+    """Every pretext's final checkpoint (pretrained, resumed or reused); times new runs."""
+    data = _pretraining_data(run.raw, run.splits, run.out)
+    checkpoints: dict[str, Path] = {}
+    for spec in run.p.pretexts:
+        run_dir = run.out / "pretraining" / spec.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        was_done = (run_dir / "checkpoints" / "final.pt").is_file()
+        handler = _online_probe_handler(run.p, run.cases, run.splits, run_dir)
+        checkpoints[spec.name] = pretrain_once(run.p, spec.name, data, run.out, handler)
+        if not was_done:
+            atomic_write_text(json.dumps({"seconds": round(time.time() - t0, 1)}), run_dir / "pretrain_time.json")
+    return checkpoints
 
-        nn_state: dict[str, Any] = {}
-        results: dict[str, dict[str, Any]] = {}
-        selected = [c for c in plan_cells(p, budgets)
-                    if routes is None or c.route in routes]
-        for cell in selected:
-            path = out / "cells" / f"{cell.id}.json"
-            if path.is_file():
+
+def _cached_cells(run: _Run, cells: list[Cell]) -> dict[str, dict[str, Any]]:
+    """The finished cells among ``cells`` (read from ``cells/<id>.json``)."""
+    found = {}
+    for cell in cells:
+        path = run.out / "cells" / f"{cell.id}.json"
+        if path.is_file():
+            found[cell.id] = json.loads(path.read_text())
+    return found
+
+
+def _compute_cell(run: _Run, cell: Cell, checkpoints: dict[str, Path], nn_state: dict[str, Any]) -> dict[str, Any]:
+    """One cell's result (the metrics of its route, the training cases, the budget it ran with)."""
+    train = run.splits.training(cell.seed, cell.budget)
+    ckpt = checkpoints.get(cell.pretext)
+    log = _CellLog(run.out / "logs" / f"{cell.id}.log")
+    test = list(run.splits.test)
+    logger.info("Cell %s (%d training cases)", cell.id, len(train))
+    if cell.route == "nnunet":
+        metrics = _run_nnunet_cell(run.p, cell, run.cases, run.raw, run.env, train, test, ckpt, run.out, nn_state, log)
+    else:
+        metrics = run_monai_cell(run.p, cell, run.cases, train, test, ckpt, log)
+    return {"cell": cell.id, "route": cell.route, "task": cell.task, "pretext": cell.pretext, "arm": cell.arm,
+            "budget": cell.budget, "seed": cell.seed, "train_cases": train,
+            "budget_settings": cell_budget(run.p, cell.route, cell.task), "metrics": metrics}
+
+
+def _run_cells(run: _Run, cells: list[Cell], results: dict[str, dict[str, Any]], checkpoints: dict[str, Path],
+               on_cell_done: Callable[[Cell], None] | None) -> None:
+    """Compute the cells not in ``results`` (each claimed with a lock, written atomically) into ``results``."""
+    nn_state: dict[str, Any] = {}
+    for cell in cells:
+        path = run.out / "cells" / f"{cell.id}.json"
+        if cell.id in results:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_suffix(".lock")
+        if not _claim(lock):
+            logger.info("Cell %s is being computed by another process; skipped here", cell.id)
+            continue
+        try:
+            if path.is_file():  # finished by another process since it was looked for
                 results[cell.id] = json.loads(path.read_text())
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = path.with_suffix(".lock")
-            if not _claim(lock):
-                logger.info("Cell %s is being computed by another process; skipped here", cell.id)
-                continue
-            try:
-                if path.is_file():  # finished by another process since the check above
-                    results[cell.id] = json.loads(path.read_text())
-                    continue
-                train = splits.training(cell.seed, cell.budget)
-                ckpt = checkpoints.get(cell.pretext)
-                log = _CellLog(out / "logs" / f"{cell.id}.log")
-                logger.info("Cell %s (%d training cases)", cell.id, len(train))
-                if cell.route == "nnunet":
-                    metrics = _run_nnunet_cell(p, cell, cases, raw, env, train, test, ckpt, out, nn_state, log)
-                else:
-                    metrics = run_monai_cell(p, cell, cases, train, test, ckpt, log)
-                result = {"cell": cell.id, "route": cell.route, "task": cell.task, "pretext": cell.pretext,
-                          "arm": cell.arm, "budget": cell.budget, "seed": cell.seed, "train_cases": train,
-                          "metrics": metrics}
-                atomic_write_text(json.dumps(result, indent=1), path)
-            finally:
-                lock.unlink(missing_ok=True)
-            results[cell.id] = result
-            if on_cell_done is not None:
-                on_cell_done(cell)
-    finally:
-        torch.set_num_threads(threads)
+            result = _compute_cell(run, cell, checkpoints, nn_state)
+            atomic_write_text(json.dumps(result, indent=1), path)
+        finally:
+            lock.unlink(missing_ok=True)
+        results[cell.id] = result
+        if on_cell_done is not None:
+            on_cell_done(cell)
 
-    record = {"protocol": p.to_dict(), "output_dir": str(out), "dataset": str(raw), "splits": {"test": test},
-              "budgets": budgets, "cells": results, "pretraining": {}, "software": _versions()}
-    for spec in p.pretexts:
-        run_dir = out / "pretraining" / spec.name
+
+def _assemble_record(run: _Run, checkpoints: dict[str, Path], results: dict[str, dict[str, Any]],
+                     t_start: float) -> dict[str, Any]:
+    """The whole record: protocol, cells, pretraining curves, fairness flags, software versions."""
+    record = {"protocol": run.p.to_dict(), "output_dir": str(run.out), "dataset": str(run.raw),
+              "splits": {"test": list(run.splits.test)}, "budgets": run.budgets, "cells": results, "pretraining": {},
+              "fairness": {"allow_unfair": run.allow_unfair, "flags": [f.to_dict() for f in run.flags]},
+              "software": _versions()}
+    for spec in run.p.pretexts:
+        run_dir = run.out / "pretraining" / spec.name
         probe_file = run_dir / "online_probe.json"
         timing = run_dir / "pretrain_time.json"
         record["pretraining"][spec.name] = {
@@ -330,6 +349,51 @@ def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callab
             "online_probe": json.loads(probe_file.read_text()) if probe_file.is_file() else [],
             "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
     record["wall_seconds_this_call"] = round(time.time() - t_start, 1)
+    return record
+
+
+def _flag(run: _Run, flags: list[Flag]) -> None:
+    """Keep ``flags`` (without repeats) and refuse unless the run allows unfair comparisons."""
+    run.flags += [f for f in flags if f not in run.flags]
+    enforce(flags, run.allow_unfair)
+    for f in flags:
+        logger.warning("Not a meaningful comparison (%s route, run anyway with --allow_unfair): %s", f.route, f.reason)
+
+
+def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callable[[Cell], None] | None = None,
+             report: bool = True, routes: list[str] | None = None, allow_unfair: bool = False) -> dict[str, Any]:
+    """Run (or continue) the protocol in ``config``; write the record, the report and the plots.
+
+    ``on_cell_done`` is called after each cell that was computed in this call (not for skipped ones).
+    ``routes`` (e.g. ``["nnunet"]``; ``monai``, ``probe``, ``nnunet``) restricts this call to those
+    routes' cells: calls on disjoint routes can share ``output_dir`` once the pretraining is done
+    (run them one after the other, or in parallel processes), and a last call without ``routes``
+    assembles the full record.
+    A comparison that cannot be meaningful (see :mod:`monai_ssl_plugin.evaluation.guard`) is refused
+    with a ``PluginError`` before anything runs, or, with ``allow_unfair``, run and marked in the report.
+    Returns the record.
+    """
+    t_start = time.time()
+    p = load_protocol(config)
+    run_flags = schedule_flags(p)
+    enforce(run_flags, allow_unfair)  # before anything is written or run
+    out = Path(output_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(p.to_dict(), indent=1), out / "protocol.json")
+    threads = torch.get_num_threads()
+    try:
+        run = _prepare(p, out, allow_unfair)
+        _flag(run, run_flags)
+        cells = [c for c in plan_cells(p, run.budgets) if routes is None or c.route in routes]
+        results = _cached_cells(run, cells)
+        _flag(run, stale_flags(p, results, run.splits.training))
+        checkpoints = _pretrain_all(run)
+        torch.set_num_threads(max(1, int(os.environ.get("MONAI_SSL_EVAL_THREADS", "1"))))
+        _run_cells(run, cells, results, checkpoints, on_cell_done)
+        _flag(run, pairing_flags(results))
+    finally:
+        torch.set_num_threads(threads)
+    record = _assemble_record(run, checkpoints, results, t_start)
     atomic_write_text(json.dumps(record, indent=1), out / "record.json")
     if report:
         from monai_ssl_plugin.evaluation.report import write_report
@@ -351,9 +415,8 @@ def _run_nnunet_cell(p: Protocol, cell: Cell, cases: Any, raw: Path, env: dict[s
     if ckpt is not None:
         weights = nnunet_route.export_weights(ckpt, p.dataset.dataset_id, plans_id, env,
                                               out / "pretraining" / cell.pretext / f"nnunet_{plans_id}.pth")
-    return nnunet_route.run_cell(cases, cell.task, raw, p.dataset.dataset_id, plans_id, env, train, test, p.nnunet.n_val,
-                                 weights, p.nnunet.epochs, p.nnunet.iterations, p.nnunet.lr, out / "nnunet_cells" / cell.id,
-                                 log.path)
+    return nnunet_route.run_cell(cases, cell.task, raw, p.dataset.dataset_id, plans_id, env, train, test, p.nnunet,
+                                 weights, out / "nnunet_cells" / cell.id, log.path)
 
 
 def _versions() -> dict[str, str]:
