@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from monai_ssl_plugin.errors import PluginError
@@ -65,28 +64,19 @@ def _pad_to(x: torch.Tensor, divisor: list[int]) -> torch.Tensor:
 
 
 def load_labelled_cases(raw: str | Path, divisor: list[int]) -> LabelledCases:
-    """imagesTr + labelsTr (+ attributes.json) of an nnU-Net raw dataset, padded to ``divisor``."""
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-
+    """imagesTr + labelsTr (+ attributes.json) of an nnU-Net raw dataset, padded to ``divisor``;
+    every image must have its label map."""
+    from monai_ssl_plugin.data.labelled import read_labelled
     from monai_ssl_plugin.data.sources import NiftiFolderSource
 
     raw = Path(raw)
     if not (raw / "labelsTr").is_dir():
         raise PluginError(f"{raw} has no labelsTr folder.", "Use an nnU-Net raw dataset with labelled training cases.")
-    source = NiftiFolderSource(raw / "imagesTr")
-    ending = json.loads((raw / "dataset.json").read_text()).get("file_ending", ".nii.gz")
+    case_ids = list(NiftiFolderSource(raw / "imagesTr").case_ids)
     images, labels = {}, {}
-    for i, case in enumerate(source.case_ids):
-        label_file = raw / "labelsTr" / f"{case}{ending}"
-        if not label_file.is_file():
-            raise PluginError(f"Case {case} has no label file {label_file}.", "Add the label or remove the image.")
-        image = torch.from_numpy(source.load(i))
-        seg, _ = SimpleITKIO().read_seg(str(label_file))
-        if tuple(seg.shape[1:]) != tuple(image.shape[1:]):
-            raise PluginError(f"Case {case}: label shape {seg.shape[1:]} differs from image shape {image.shape[1:]}.",
-                              "Write the label on the image's grid.")
-        images[case] = _pad_to(image, divisor)
-        labels[case] = _pad_to(torch.from_numpy(np.asarray(seg[0], dtype=np.uint8)), divisor)
+    for case, image, label in read_labelled(raw, case_ids=case_ids):
+        images[case] = _pad_to(torch.from_numpy(image), divisor)
+        labels[case] = _pad_to(torch.from_numpy(label), divisor)
     attrs_file = raw / "attributes.json"
     attributes = json.loads(attrs_file.read_text()) if attrs_file.is_file() else {}
-    return LabelledCases(list(source.case_ids), images, labels, attributes)
+    return LabelledCases(case_ids, images, labels, attributes)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_ssl_plugin.engine.probes import dice_scores, mean_dice
 from monai_ssl_plugin.evaluation.cases import N_CLASSES, LabelledCases
 
 Log = Callable[[str], None]
@@ -76,22 +77,6 @@ def _flip(x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator) -> tupl
     return x, y
 
 
-def dice_scores(pred: torch.Tensor, ref: torch.Tensor, n_classes: int) -> list[float]:
-    """Per foreground class Dice of label maps (z, y, x) with MONAI's ``DiceMetric`` (NaN where the
-    reference lacks the class: ``ignore_empty``)."""
-    from monai.metrics import DiceMetric
-
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-    onehot = [F.one_hot(t.long(), n_classes).permute(3, 0, 1, 2)[None].float() for t in (pred, ref)]
-    return [float(v) for v in metric(onehot[0], onehot[1])[0]]
-
-
-def _mean_dice(per_case: list[list[float]]) -> float:
-    means = [sum(v for v in c if not math.isnan(v)) / max(1, sum(not math.isnan(v) for v in c)) for c in per_case
-             if any(not math.isnan(v) for v in c)]
-    return float(sum(means) / len(means)) if means else math.nan
-
-
 def _segment(predictor: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
     from monai.inferers import sliding_window_inference
 
@@ -106,7 +91,7 @@ def _score_segmentation(cases: LabelledCases, task: str, test: Sequence[str], pr
     per_case = [dice_scores(_segment(predictor, cases.images[c], patch), cases.segmentation_target(task, c), n)
                 for c in test]
     per_class = [[row[k] for row in per_case if not math.isnan(row[k])] for k in range(n - 1)]
-    return {"dice": _mean_dice(per_case),
+    return {"dice": mean_dice(per_case),
             "dice_per_class": [float(sum(v) / len(v)) if v else math.nan for v in per_class],
             "n_test_scored": sum(any(not math.isnan(v) for v in row) for row in per_case)}
 

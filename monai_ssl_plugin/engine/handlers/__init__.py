@@ -9,7 +9,8 @@ from monai_ssl_plugin.engine.handlers.collapse import CollapseHandler
 from monai_ssl_plugin.engine.handlers.data_wait import DataWaitHandler
 from monai_ssl_plugin.engine.handlers.nan_guard import NaNGuard
 from monai_ssl_plugin.engine.handlers.online_probe import OnlineProbeHandler
+from monai_ssl_plugin.engine.handlers.payoff import PayoffMonitor
 from monai_ssl_plugin.engine.handlers.progress import ProgressHandler
 
-__all__ = ["CollapseHandler", "DataWaitHandler", "NaNGuard", "OnlineProbeHandler", "ProgressHandler", "ResumableDataset",
+__all__ = ["CollapseHandler", "DataWaitHandler", "NaNGuard", "OnlineProbeHandler", "PayoffMonitor", "ProgressHandler", "ResumableDataset",
            "SSLCheckpointHandler"]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,26 @@ from monai_ssl_plugin.engine.probes import classification_metrics, knn_probabili
 from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def side_effect_free(module: nn.Module) -> Iterator[None]:
+    """Run a probe on ``module`` without changing the training: every submodule in eval mode (no
+    BatchNorm statistics updated) and back to its own train/eval flag afterwards, and the CPU and CUDA
+    random number generator states restored, so the training draws exactly what it would have drawn."""
+    modules = list(module.modules())
+    modes = [m.training for m in modules]
+    cpu_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        module.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 class OnlineProbeHandler:
@@ -81,20 +103,9 @@ class OnlineProbeHandler:
     @torch.no_grad()
     def embeddings(self) -> torch.Tensor:
         """(N, D) embeddings of the probe set; the model's modes and the RNG states are restored."""
-        modules = list(self.backbone.modules())
-        modes = [m.training for m in modules]
         device = next(self.backbone.parameters()).device
-        cpu_state = torch.get_rng_state()
-        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        try:
-            self.backbone.eval()
+        with side_effect_free(self.backbone):
             return torch.stack([self.backbone.embed(x[None].to(device))[0].float().cpu() for x in self.images])
-        finally:
-            for m, mode in zip(modules, modes):
-                m.training = mode
-            torch.set_rng_state(cpu_state)
-            if cuda_states is not None:
-                torch.cuda.set_rng_state_all(cuda_states)
 
     def probe(self) -> dict[str, float]:
         """Fit on one half of the probe set, score on the other (see ``self.split``)."""

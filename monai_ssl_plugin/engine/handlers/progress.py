@@ -1,4 +1,5 @@
-"""Console progress: a tqdm bar with ETA, the loss terms, the learning rate and the data-wait share.
+"""Console progress: a tqdm bar with ETA, the loss terms, the learning rate and the data-wait share
+(and, when the pay-off monitor runs, its latest segmentation Dice, gain and status).
 
 The bar shows on interactive terminals (tqdm disables itself when stderr is not a TTY); every
 epoch also ends with one log line (epoch, iteration, mean losses, lr, data wait, ETA), so runs
@@ -24,6 +25,18 @@ logger = logging.getLogger(__name__)
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
+
+
+def _payoff(metrics: dict[str, Any]) -> dict[str, str]:
+    """The pay-off monitor's latest figures (``payoff/*``), shortened for the progress line."""
+    out = {}
+    if "payoff/seg_dice" in metrics:
+        out["seg_dice"] = f"{metrics['payoff/seg_dice']:.3f}"
+        gain = metrics.get("payoff/gain")
+        if isinstance(gain, float) and gain == gain:
+            out["gain"] = f"{gain:+.3f}"
+        out["payoff"] = str(metrics.get("payoff/status", ""))
+    return out
 
 
 class ProgressHandler:
@@ -79,6 +92,7 @@ class ProgressHandler:
         timing = getattr(engine.state, "data_timing", None)
         if timing and timing.get("steps"):
             post["data_wait"] = f"{100 * timing['wait_share']:.0f}%"
+        post.update(_payoff(engine.state.metrics))
         return post
 
     def _iteration_completed(self, engine: Engine) -> None:
