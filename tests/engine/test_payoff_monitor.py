@@ -10,33 +10,27 @@ from ignite.engine import Engine
 
 from monai_ssl_plugin.checkpoint import safe_load
 from monai_ssl_plugin.engine.handlers.payoff import PayoffMonitor, fixed_crop
-from monai_ssl_plugin.engine.run import bundle_dir, pretrain
+from monai_ssl_plugin.engine.run import pretrain
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.evaluation.runner import read_scalars
 
 
-def _run(data, out, handler=None):
-    from monai.bundle import ConfigParser
-
+def _run(data, out, **payoff):
     overrides = {"backbone": "nnunet_plain_tiny", "patch_size": [32, 32, 32], "batch_size": 2, "device": "cpu",
                  "seed": 3, "quiet": True, "train#trainer#max_epochs": 1, "train#epoch_length": 6,
                  "train#num_workers": 0}
-    if handler is not None:
-        parser = ConfigParser()
-        parser.read_config(str(bundle_dir("simclr_ssl_pretraining") / "configs" / "train.yaml"))
-        overrides["train#handlers"] = list(parser.get("train#handlers")) + [handler]
-    return pretrain("simclr_ssl_pretraining", dataset_dir=data, output_dir=out, **overrides)
+    return pretrain("simclr_ssl_pretraining", dataset_dir=data, output_dir=out, **overrides, **payoff)
 
 
 def test_monitor_does_not_change_pretraining_and_writes_its_curve(tmp_path, synthetic_raw_dataset):
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps({f"case_{i:03d}": {"group": i % 2} for i in range(4)}))
-    plain = _run(synthetic_raw_dataset, tmp_path / "plain")
-    handler = {"_target_": "monai_ssl_plugin.engine.handlers.PayoffMonitor", "backbone": "@network",
-               "labels": str(synthetic_raw_dataset), "every_n": 3, "n_fit": 2, "n_score": 2,
-               "patch_size": "@patch_size", "class_labels": str(classes), "class_key": "group",
-               "output_dir": "@output_dir", "log_dir": "$os.path.join(@output_dir, 'tensorboard')"}
-    monitored = _run(synthetic_raw_dataset, tmp_path / "monitored", handler)
+    plain = _run(synthetic_raw_dataset, tmp_path / "plain")  # the bundles' default: monitor off
+    assert not (tmp_path / "plain" / "payoff.csv").exists()
+    # switched on through the shared base config's ids
+    monitored = _run(synthetic_raw_dataset, tmp_path / "monitored", payoff_labels=str(synthetic_raw_dataset),
+                     payoff_every=3, payoff_cases=2, payoff_score_cases=2, payoff_class_labels=str(classes),
+                     payoff_class_key="group")
 
     loss_plain = read_scalars(tmp_path / "plain" / "tensorboard")["loss"]
     assert len(loss_plain) == 6 and loss_plain == read_scalars(tmp_path / "monitored" / "tensorboard")["loss"]
