@@ -119,6 +119,7 @@ SETTINGS: dict[str, Callable[[str, Any], None]] = {
     "learning_rate": _float(0.0), "mask_ratio": _float(0.0, 1.0), "grad_clip": _float(0.0),
     "warmup_fraction": _float(0.0, 1.0, low_open=False), "patch_size": _patch, "device": _device,
     "resume": _resume, "bad_data": _bad_data, "lr_schedule": _schedule, "amp_dtype": _choice(("bfloat16", "float16")),
+    "payoff_every": _int(1), "payoff_cases": _int(1), "payoff_score_cases": _int(1),
     **{flag: _flag for flag in ("amp", "quiet", "deterministic", "activation_checkpointing", "channels_last",
                                 "torch_compile")},
 }

@@ -126,7 +126,7 @@ def schedule_flags(p: Protocol) -> list[Flag]:
         return []
     reason = (f"pretrained arm's schedule ({s.trainer}, {s.num_epochs} epochs x {p.nnunet.iterations} iterations, "
               f"warm-up {s.warmup_epochs}" + (f", decoder tooth {s.decoder_epochs}" if s.decoder_epochs else "")
-              + f" epochs) does not fit the budget: {'; '.join(problems)}")
+              + f" epoch(s)) does not fit the budget: {'; '.join(problems)}")
     if s.decoder_epochs:
         fix = (f"Set nnunet.warmup_epochs: {MIN_PHASE_EPOCHS}, nnunet.decoder_epochs >= {MIN_PHASE_EPOCHS + 1} and "
                f"nnunet.epochs >= decoder_epochs + {MIN_PHASE_EPOCHS + 1}, {ALLOW_HINT}")

@@ -206,9 +206,9 @@ class PayoffMonitor:
         for k, v in shown.items():
             engine.state.metrics[f"payoff/{k}"] = v
         engine.state.metrics["payoff/status"] = status
-        logger.info("pay-off at iteration %d: segmentation Dice %.3f (%s%s), %s", iteration, row["seg_dice"], status,
-                    "" if math.isnan(gain) else f", {gain:+.3f} vs random init",
-                    ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith(("knn", "linear"))) or "-")
+        probe = "".join(f", {k} {v:.3f}" for k, v in metrics.items() if k.startswith(("knn", "linear")))
+        logger.info("pay-off at iteration %d: segmentation Dice %.3f (%s%s)%s", iteration, row["seg_dice"], status,
+                    "" if math.isnan(gain) else f", {gain:+.3f} vs random init", probe)
         self._write(iteration, shown)
 
     def _write(self, iteration: int, scalars: dict[str, float]) -> None:
