@@ -108,7 +108,7 @@ def test_excepthook_ends_with_the_plugins_line(tmp_path):
             f"import os; os.makedirs({str(tmp_path / 'out' / 'tensorboard')!r})\n"
             "try:\n    raise PluginError('Bad thing.', 'Do this.')\n"
             "except PluginError as e:\n    raise RuntimeError('config wrapper') from e\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == ["monai-ssl: error: Bad thing. Fix: Do this."]
     assert not (tmp_path / "out").exists()

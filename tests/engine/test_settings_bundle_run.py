@@ -68,7 +68,7 @@ def test_refusal_is_the_final_line_and_nothing_is_left(dataset, tmp_path, capsys
 def test_a_real_process_ends_with_the_plugins_line(dataset, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "monai.bundle", *_command(dataset, str(out), ["--batch_sise", "4"])],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "monai-ssl: error: The bundle has no config id 'batch_sise'. Fix: Check the spelling; nested ids use '#', "

@@ -74,7 +74,7 @@ def test_verify_cli_lists_the_foreign_code(packaged, tmp_path):
         f.write("y:\n  _target_: subprocess.run\n  args: [ls]\n")
     write_manifest(installed)
     out = subprocess.run([sys.executable, "-m", "monai_ssl_plugin.cli", "verify-bundle", str(installed)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "runs: configs/train.yaml:y: _target_: subprocess.run" in out.stdout
 
@@ -154,7 +154,7 @@ def test_real_full_or_read_only_disk_via_the_cli(packaged, tmp_path, fault):
             fill(fs)
         dest = fs / "dest" if fault == "full" else fs
         out = subprocess.run([sys.executable, "-m", "monai_ssl_plugin.cli", "install-bundle", str(packaged),
-                              "--dest", str(dest)], capture_output=True, text=True, timeout=120)
+                              "--dest", str(dest)], capture_output=True, text=True, timeout=600)
         assert out.returncode == 2, out.stderr
         assert out.stderr.count("\n") == 1 and "monai-ssl: error: Cannot write" in out.stderr
         assert ("no space left" if fault == "full" else "read-only") in out.stderr
