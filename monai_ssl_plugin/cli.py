@@ -14,7 +14,7 @@ class Commands:
     """Self-supervised pretraining for nnU-Net and MONAI. Run `monai-ssl COMMAND --help` for details."""
 
     def demo(self, output_dir: str = "demo_output", device: str = "auto", seed: int = 0, budgets: str = "4,1",
-             live_pretraining_steps: int = 40, weights: str = "live"):
+             live_pretraining_steps: int = 40, weights: str = "shipped"):
         """The main job: demo cohort -> nnU-Net plans -> live pretraining (the recommended pretext) -> shipped SSL weights -> few-label
         fine-tuning of the SSL arm and its from-scratch twin at each label budget -> Dice on held-out subjects.
 
@@ -24,7 +24,7 @@ class Commands:
         run_demo(output_dir=output_dir, device=device, seed=seed, budgets=_int_list(budgets, "budgets"),
                  live_pretraining_steps=live_pretraining_steps, weights=weights)
 
-    def demo_weights(self, output_dir: str = "runs/demo_weights", steps: int = 3000, device: str = "auto",
+    def demo_weights(self, output_dir: str = "runs/demo_weights", steps: int = 1200, device: str = "auto",
                      bundle: str | None = None):
         """Pretrain the demo's shipped weights (the recommended bundle's models/model.pt) on the demo cohort, recording
         this command and the data in the file; updates the bundle's large_files.yml sha256."""

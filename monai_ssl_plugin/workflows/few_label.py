@@ -52,9 +52,10 @@ def label_budget_folds(case_ids: list[str], budgets: list[int], seeds: list[int]
 
 def write_splits(preprocessed_dir: Path, folds: list[Fold]) -> Path:
     """nnU-Net's ``splits_final.json`` with one entry per fold, in fold-index order."""
-    path = Path(preprocessed_dir) / "splits_final.json"
-    path.write_text(json.dumps([{"train": list(f.train), "val": list(f.val)} for f in folds], indent=1))
-    return path
+    from monai_ssl_plugin.checkpoint import atomic_write_text
+
+    return atomic_write_text(json.dumps([{"train": list(f.train), "val": list(f.val)} for f in folds], indent=1),
+                             Path(preprocessed_dir) / "splits_final.json")
 
 
 def dice_per_class(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> dict[int, float]:
