@@ -57,8 +57,9 @@ def prepare_dataset(env: dict, log: Path) -> tuple[Path, Path]:
 
     raw = make_demo_dataset(env["nnUNet_raw"], **DEMO_COHORT)
     if not (Path(env["nnUNet_preprocessed"]) / raw.name / "nnUNetPlans.json").is_file():
+        plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning sets torch threads to it
         run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", CONFIGURATION, "-np", "2",
-                    "--verify_dataset_integrity"], env, log)
+                    "--verify_dataset_integrity"], plan_env, log)
     plans = write_plans_variant(DATASET_ID, configuration=CONFIGURATION, **PLANS)
     return raw, plans
 
