@@ -53,3 +53,35 @@ def test_readable_as_source(tiny_cohort: Path):
     vol = src.load(0)
     assert vol.shape == (1, 48, 48, 40)  # nnU-Net's (z, y, x)
     assert abs(float(vol.mean())) < 1e-3 and abs(float(vol.std()) - 1) < 1e-3
+
+
+def test_scanner_heterogeneity_changes_contrast_and_is_recorded(tmp_path: Path):
+    out = make_demo_dataset(tmp_path, n_labelled=6, n_unlabelled=0, n_test=0, spacing=4.0, seed=1,
+                            contrasts=("T1", "T2", "FLAIR"), thick_slice_fraction=0.5)
+    meta = json.loads((out / "dataset.json").read_text())
+    attrs = json.loads((out / "attributes.json").read_text())
+    assert meta["channel_names"] == {"0": "MRI"}
+    assert {a["contrast"] for a in attrs.values()} <= {"T1", "T2", "FLAIR"} and len(
+        {a["contrast"] for a in attrs.values()}) > 1
+    for case, a in attrs.items():
+        img = nib.load(out / f"imagesTr/{case}_0000.nii.gz").get_fdata()
+        lab = np.asarray(nib.load(out / f"labelsTr/{case}.nii.gz").dataobj)
+        gm, wm = img[lab == 1].mean(), img[lab == 2].mean()
+        # tissue order follows the contrast: white brighter than grey in T1, darker in T2 and FLAIR
+        assert (wm > gm) == (a["contrast"] == "T1"), (case, a["contrast"], gm, wm)
+    assert any(a["thick_slice_axis"] is not None for a in attrs.values())
+
+
+def test_t1_only_cohort_is_unchanged_by_the_scanner_option(tmp_path: Path):
+    a = make_demo_dataset(tmp_path / "a", n_labelled=1, n_unlabelled=0, n_test=0, spacing=4.0, seed=2)
+    b = make_demo_dataset(tmp_path / "b", n_labelled=1, n_unlabelled=0, n_test=0, spacing=4.0, seed=2,
+                          contrasts=("T1",), thick_slice_fraction=0.0)
+    img = [np.asarray(nib.load(d / "imagesTr/brain_000_0000.nii.gz").dataobj) for d in (a, b)]
+    assert np.array_equal(img[0], img[1])
+
+
+def test_unknown_contrast_is_one_line(tmp_path: Path):
+    from monai_ssl_plugin.errors import PluginError
+
+    with pytest.raises(PluginError, match="Unknown contrast"):
+        make_demo_dataset(tmp_path, contrasts=("PD",))
