@@ -191,7 +191,7 @@ class MonaiUNETRBackbone(BackboneAdapter):
 
 
 def mae_vit_key_map(num_layers: int = 12, dst_prefix: str = "vit.") -> dict[str, str]:
-    """Key map (for :func:`monai_ssl_plugin.export.keymap.remap_keys`) from ``MaskedAutoEncoderViT`` to a ViT.
+    """Key map (for :func:`monai_ssl_plugin.transfer.keymap.remap_keys`) from ``MaskedAutoEncoderViT`` to a ViT.
 
     MAE-ViT keeps the encoder's final LayerNorm as the last element of ``blocks`` (``blocks.{L}``),
     where ``ViT`` names it ``norm``; patch embedding and blocks 0..L-1 keep their names. Its

@@ -184,7 +184,7 @@ def load_encoder_weights(encoder: LatentEncoder, checkpoint: str | Path) -> Late
     """Load pretrained weights into ``encoder``: a pretraining checkpoint (``final.pt``, key ``network``)
     or a plain state dict of the downstream network. Reports what loaded; refuses a load of nothing."""
     from monai_ssl_plugin.checkpoint import safe_load
-    from monai_ssl_plugin.export.loading import load_weights
+    from monai_ssl_plugin.transfer.loading import load_weights
 
     state = safe_load(checkpoint)
     state = state.get("network", state)

@@ -1,6 +1,3 @@
-"""Checkpoint formats and weight transfer: key maps, reported loading, nnU-Net / nnssl export."""
-
-from monai_ssl_plugin.export.keymap import remap_keys, strip_wrapper_prefixes
-from monai_ssl_plugin.export.loading import LoadReport, load_weights
-
-__all__ = ["LoadReport", "load_weights", "remap_keys", "strip_wrapper_prefixes"]
+"""Write pretrained weights where consumers read them: the nnU-Net pretrained-weights file
+(:func:`monai_ssl_plugin.export.nnunet.export_nnunet`). Reading, checking and loading weights is the
+transfer layer's (:mod:`monai_ssl_plugin.transfer`)."""

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from monai_ssl_plugin.export.loading import LoadReport
 from monai_ssl_plugin.monai_bundles.finetune import Freezer
 from monai_ssl_plugin.monai_bundles.load import load_pretrained
 from monai_ssl_plugin.monai_bundles.targets import resolve_target
+from monai_ssl_plugin.transfer.loading import LoadReport
 
 if TYPE_CHECKING:
     from ignite.engine import Engine

@@ -20,34 +20,18 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.loading import LoadReport, load_weights
-from monai_ssl_plugin.monai_bundles.axes import check_axis_order
-from monai_ssl_plugin.monai_bundles.source import SourceLike, SSLSource, read_source
-from monai_ssl_plugin.monai_bundles.targets import Target, first_conv, map_source, resolve_target, unwrap
-
-# Intensity normalisations that are the same transform under different names (nnU-Net schemes, MONAI
-# transforms). Different categories put the pretrained network's inputs on different scales.
-NORMALIZATION_CATEGORIES = {
-    "zscore": ("zscorenormalization", "zscore", "z-score", "normalizeintensity", "normalizeintensityd"),
-    "ct": ("ctnormalization", "ct"),
-    "window": ("scaleintensityrange", "scaleintensityranged", "window", "ct_window"),
-    "percentile_window": ("scaleintensityrangepercentiles", "scaleintensityrangepercentilesd"),
-    "minmax": ("rescaleto01normalization", "rgbto01normalization", "scaleintensity", "scaleintensityd", "minmax"),
-    "none": ("nonormalization", "none", "identity"),
-}
+from monai_ssl_plugin.monai_bundles.targets import Target, first_conv, map_source, resolve_target
+from monai_ssl_plugin.transfer.axes import check_axis_order
+from monai_ssl_plugin.transfer.formats import PretrainedWeights, SourceLike, read_weights
+from monai_ssl_plugin.transfer.keymap import unwrap
+from monai_ssl_plugin.transfer.loading import LoadReport, load_weights
+from monai_ssl_plugin.transfer.normalization import compare_normalization, normalization_category
 
 
-def normalization_category(name: str) -> str:
-    n = str(name).strip().lower().split(".")[-1]
-    for cat, names in NORMALIZATION_CATEGORIES.items():
-        if n in names or n == cat:
-            return cat
-    return n
-
-
-def check_normalization(source: SSLSource, normalization: str | Sequence[str] | None,
+def check_normalization(source: PretrainedWeights, normalization: str | Sequence[str] | None,
                         log: Callable[[str], None] | None = print) -> None:
-    """Refuse a pipeline whose intensity normalisation differs from the pretraining's.
+    """Refuse a pipeline whose intensity normalisation differs from the pretraining's (the transfer layer's
+    one comparison, :func:`~monai_ssl_plugin.transfer.normalization.compare_normalization`).
 
     ``normalization``: the pipeline's, per channel or one for all (``None``: not checked, only reported;
     ``"any"``: accept whatever the record says).
@@ -62,18 +46,19 @@ def check_normalization(source: SSLSource, normalization: str | Sequence[str] | 
         if log is not None:
             log(f"[monai-ssl] WARNING: the source does not record its intensity normalisation; cannot compare with {wanted}")
         return
-    if len(wanted) == 1 and len(recorded) > 1:
-        wanted = wanted * len(recorded)
-    got = [normalization_category(n) for n in recorded]
-    want = [normalization_category(n) for n in wanted]
-    if got != want:
-        raise PluginError(f"{source.origin} was pretrained on intensities normalised as {recorded} ({'/'.join(got)}), "
-                          f"this pipeline uses {wanted} ({'/'.join(want)}).",
+    channels = int(source.in_channels or len(recorded))
+    if len(wanted) == 1 and channels > 1:  # one transform for the whole pipeline
+        wanted = wanted * channels
+    if not compare_normalization(recorded, wanted, channels, consumer_name="this pipeline").matches:
+        got = "/".join(normalization_category(n) for n in recorded)
+        want = "/".join(normalization_category(n) for n in wanted)
+        raise PluginError(f"{source.origin} was pretrained on intensities normalised as {recorded} ({got}), "
+                          f"this pipeline uses {wanted} ({want}).",
                           "Normalise like the pretraining (e.g. NormalizeIntensityd for ZScoreNormalization), or pass "
                           "normalization='any' to fine-tune anyway.")
 
 
-def check_channels(source: SSLSource, mapped: dict[str, torch.Tensor], network: nn.Module, target: Target,
+def check_channels(source: PretrainedWeights, mapped: dict[str, torch.Tensor], network: nn.Module, target: Target,
                    in_channels: int | None) -> None:
     """Input channels and spatial dims: record (or source stem) vs target stem vs the caller's statement."""
     dst = first_conv(unwrap(network).state_dict(), target.includes)
@@ -115,9 +100,9 @@ def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target
         source_prefix: with an explicit ``target`` prefix, the source sub-tree that moves there.
         log: where the report goes (``None``: silent).
     Returns:
-        the :class:`~monai_ssl_plugin.export.loading.LoadReport` of the transfer.
+        the :class:`~monai_ssl_plugin.transfer.loading.LoadReport` of the transfer.
     """
-    src = read_source(source, backbone_family=backbone_family, in_channels=None, axis_order=source_axis_order, log=log)
+    src = read_weights(source, backbone_family=backbone_family, axis_order=source_axis_order, log=log)
     tgt = target if isinstance(target, Target) else resolve_target(network, target)
     family = src.family
     if not tgt.accepts(family):

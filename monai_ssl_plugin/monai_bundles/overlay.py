@@ -31,7 +31,7 @@ import yaml
 
 from monai_ssl_plugin.checkpoint import atomic_write_text
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.monai_bundles.source import read_source
+from monai_ssl_plugin.transfer.formats import read_weights
 
 MARKER = "written by monai-ssl monai-overlay"
 TRAIN_CONFIGS = ("train.json", "train.yaml", "train.yml")
@@ -251,7 +251,7 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
 
     bundle = Path(bundle).expanduser().resolve()
     ssl_path = Path(ssl).expanduser().resolve()
-    src = read_source(ssl_path, backbone_family=backbone_family, axis_order=source_axis_order, log=log)
+    src = read_weights(ssl_path, backbone_family=backbone_family, axis_order=source_axis_order, log=log)
     cfg_path = _find_train_config(bundle, train_config)
     config = ConfigParser.load_config_files(str(cfg_path))
     parser = _parser(config)

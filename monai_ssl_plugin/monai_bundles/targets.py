@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.keymap import remap_keys
+from monai_ssl_plugin.transfer.keymap import remap_keys, unwrap
 
 RESNET_FAMILIES = ("monai.ResNet", "monai.ResNetFeatures")
 VIT_FAMILIES = ("monai.ViT", "monai.ViTAutoEnc", "monai.MaskedAutoEncoderViT")
@@ -75,12 +75,6 @@ class Target:
     def describe(self) -> str:
         where = f"{self.name} of {self.network_name}" if self.network_name else self.name
         return where + (f" (new: {', '.join(h.rstrip('.') for h in self.heads)})" if self.heads else "")
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """Look through DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)."""
-    module = network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network
-    return getattr(module, "_orig_mod", module)
 
 
 def _family_root(families: Mapping[str, str], family: str) -> str | None:

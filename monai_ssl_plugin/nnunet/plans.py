@@ -23,13 +23,19 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from monai_ssl_plugin.backbones.nnunet import load_plans, resolve_configuration
-from monai_ssl_plugin.checkpoint import atomic_write_text
-from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
+from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_write_text
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.nnunet_paths import dataset_id, preprocessed_dataset_dir
+from monai_ssl_plugin.transfer.formats import read_weights
+from monai_ssl_plugin.transfer.normalization import compare_normalization
+from monai_ssl_plugin.transfer.records import require_nnunet_backbone
 
 TWIN_SUFFIX = "_scratch"
 PROVENANCE_KEY = "monai_ssl_plugin"  # nnU-Net ignores unknown plans keys
@@ -132,6 +138,151 @@ def _median_shape(plans: dict, conf: dict, spacing: Sequence[float] | None) -> l
     return [max(1, round(mm / float(s))) for mm, s in zip(shape_mm, spacing)] if shape_mm else None
 
 
+@dataclass
+class _Source:
+    """Where a variant's architecture comes from: a checkpoint's record or a preset."""
+
+    constructor: dict[str, Any]
+    name: str
+    record: CheckpointRecord | None = None
+    from_nnssl: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_channels(record: CheckpointRecord, n_channels: int, dataset_name: str, say: Callable[[str], None]) -> None:
+    """More input channels (a multiple) are adapted by the trainers; anything else is refused."""
+    if record.in_channels == n_channels:
+        return
+    if n_channels > record.in_channels and n_channels % record.in_channels == 0:
+        say(f"[monai-ssl] NOTE: pretrained on {record.in_channels} input channel(s), dataset {dataset_name} has "
+            f"{n_channels}: the trainers repeat the stem's input weights x{n_channels // record.in_channels} "
+            "(divided by the repeat) and report it (adaptation 'channels', on by default).")
+        return
+    raise PluginError(f"The checkpoint was pretrained on {record.in_channels} input channel(s); dataset "
+                      f"{dataset_name} has {n_channels}.",
+                      "Only more channels, a multiple of the pretrained count, can be adapted; pretrain on "
+                      "data with this dataset's channels.")
+
+
+def _from_checkpoint(checkpoint: str | Path, name: str, n_channels: int, dataset_name: str,
+                     say: Callable[[str], None]) -> _Source:
+    """Route (b): the architecture of a checkpoint's record (nnU-Net's axis order)."""
+    weights = read_weights(checkpoint, require_record=True, to_nnunet_order=True, accept_bare=False)
+    record = require_nnunet_backbone(weights.record, str(checkpoint))
+    _check_channels(record, n_channels, dataset_name, say)
+    if weights.axis_transposed:
+        say(f"[monai-ssl] NOTE: {checkpoint} was pretrained on (x, y, z) volumes: the variant uses the axis-reversed "
+            "kernel sizes and strides; the trainers transpose the weights exactly.")
+    provenance = dict(architecture_from=str(checkpoint), pretrained_family=record.backbone_family,
+                      pretrained_in_channels=record.in_channels,
+                      pretrained_from="nnssl_adaptation_plan" if weights.from_nnssl else "ssl_record")
+    return _Source(record.backbone_kwargs, name, record, weights.from_nnssl, provenance)
+
+
+def _from_preset(backbone: str, name: str, n_channels: int, dims: int) -> _Source:
+    """Route (a): a registered nnU-Net preset."""
+    from monai_ssl_plugin.backbones import create_backbone  # heavy (every registered backbone)
+
+    with torch.device("meta"):  # only the constructor is needed: no memory, no initialisation
+        constructor = create_backbone(backbone, in_channels=n_channels, spatial_dims=dims).constructor
+    return _Source(constructor, name, provenance={"architecture_from": f"preset {backbone}"})
+
+
+def _target_spacing(spacing: str | Sequence[float], record: CheckpointRecord | None, dims: int) -> list[float] | None:
+    """None to keep the target's spacing, else the spacing to preprocess at."""
+    if isinstance(spacing, str) and spacing == "target":
+        return None
+    if isinstance(spacing, str) and spacing == "checkpoint":
+        if record is None or record.spacing is None:
+            raise PluginError("spacing='checkpoint' needs a checkpoint whose record gives its spacing.",
+                              "Pass --spacing with explicit values, or keep the target's spacing.")
+        values = [float(s) for s in record.spacing]
+    elif isinstance(spacing, str):
+        raise PluginError(f"Unknown spacing option {spacing!r}.", "Use 'target', 'checkpoint' or explicit values.")
+    else:
+        values = [float(s) for s in spacing]
+    if len(values) != dims:
+        raise PluginError(f"spacing {values} has {len(values)} axes; the configuration is {dims}D.",
+                          f"Give {dims} values (in the network's axis order).")
+    return values
+
+
+def _apply_spacing(values: list[float] | None, plans: dict, conf: dict, new_conf: dict, reprocess: list[str]) -> None:
+    if values is None or values == [float(s) for s in conf["spacing"]]:
+        return
+    reprocess.append(f"spacing {list(conf['spacing'])} -> {values}")
+    new_conf["median_image_size_in_voxels"] = _median_shape(plans, conf, values) or conf.get("median_image_size_in_voxels")
+    new_conf["spacing"] = values
+
+
+def _apply_normalization(normalization: str, source: _Source, conf: dict, new_conf: dict, reprocess: list[str],
+                         dataset_name: str, say: Callable[[str], None]) -> None:
+    """Keep the target's schemes (warning about a pretraining mismatch) or take the checkpoint's, per channel."""
+    target_norm, record = list(conf["normalization_schemes"]), source.record
+    if normalization not in ("target", "checkpoint"):
+        raise PluginError(f"Unknown normalization option {normalization!r}.", "Use 'target' or 'checkpoint'.")
+    if normalization == "checkpoint":
+        if record is None or not record.normalization:
+            raise PluginError("normalization='checkpoint' needs a checkpoint whose record gives its normalisation.",
+                              "Keep the target's normalisation.")
+        # per target channel, tiled as the channels adaptation tiles the stem
+        theirs = compare_normalization(record.normalization, target_norm, record.in_channels).expected
+        if theirs is None:
+            raise PluginError(f"The checkpoint's normalisation {record.normalization} (for {record.in_channels} "
+                              f"channel(s)) does not give one scheme for each of the {len(target_norm)} channels.",
+                              "Keep the target's normalisation.")
+        if theirs != target_norm:
+            reprocess.append(f"normalisation {target_norm} -> {theirs}")
+            new_conf["normalization_schemes"] = theirs
+        return
+    if record is None or not record.normalization:
+        return
+    theirs = list(record.normalization)
+    if compare_normalization(theirs, target_norm, record.in_channels).matches:
+        return
+    if source.from_nnssl:
+        say(f"[monai-ssl] WARNING: nnssl pretrained with {theirs} (nnssl z-scores everything); the variant keeps "
+            f"{target_norm} of {dataset_name}. The trainers warn about it; monai-ssl pretraining keeps "
+            "nnU-Net's CTNormalization.")
+    else:
+        say(f"[monai-ssl] WARNING: pretrained with {theirs}, {dataset_name} uses {target_norm}: the trainers "
+            "refuse this unless nnUNet_SSL_allow_normalization_mismatch=1 (or pass normalization='checkpoint' "
+            "and preprocess again).")
+
+
+def _apply_patch_and_batch(new_conf: dict, conf: dict, source: _Source, patch_size: Sequence[int] | None,
+                           batch_size: int | None, dims: int) -> None:
+    """An explicit patch made valid for the strides, else the pretraining's (or the target's) capped at the
+    median image; the batch size only when asked."""
+    divisor = stride_divisor(new_conf["architecture"]["arch_kwargs"], dims)
+    if patch_size is not None:
+        new_conf["patch_size"] = valid_patch_size([int(p) for p in patch_size], divisor)
+    else:
+        pretrain = list(source.record.patch_size) if source.record is not None and source.record.patch_size else None
+        base = pretrain if pretrain and len(pretrain) == dims else conf["patch_size"]
+        new_conf["patch_size"] = capped_patch_size(base, divisor, new_conf.get("median_image_size_in_voxels"))
+    if batch_size is not None:
+        new_conf["batch_size"] = int(batch_size)
+
+
+def _write(ds_dir: Path, plans: dict, configuration: str, new_conf: dict, provenance: dict[str, Any], name: str,
+           twin: bool, say: Callable[[str], None]) -> Path:
+    """The variant (and its from-scratch twin), atomically."""
+    out = copy.deepcopy(plans)
+    out["plans_name"] = name
+    out["configurations"] = {configuration: new_conf}
+    out[PROVENANCE_KEY] = provenance
+    target = ds_dir / f"{name}.json"
+    atomic_write_text(json.dumps(out, indent=2), target)
+    if twin:
+        twin_plans = dict(out, plans_name=f"{name}{TWIN_SUFFIX}")
+        atomic_write_text(json.dumps(twin_plans, indent=2), twin_plans_path(target))
+        assert_twin_plans(out, twin_plans)
+        say(f"[monai-ssl] from-scratch twin: -p {name}{TWIN_SUFFIX} (identical plans, fingerprint "
+            f"{plans_fingerprint(out)}); or the same -p {name} with -tr nnUNetTrainerScratch")
+    return target
+
+
 def write_plans_variant(dataset: str | int, *, backbone: str | None = None, checkpoint: str | Path | None = None,
                         source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres",
                         plans_identifier: str | None = None, patch_size: Sequence[int] | None = None,
@@ -164,142 +315,32 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
 
     Returns the plans file; the identifier to pass as ``-p`` is its stem.
     """
-    from monai_ssl_plugin.backbones import create_backbone
-
     say = log or (lambda msg: None)
     if (backbone is None) == (checkpoint is None):
         raise PluginError("Say which architecture to use.", "Pass exactly one of --backbone NAME or --checkpoint FILE.")
     ds_dir = preprocessed_dataset_dir(dataset)
-    src_file = ds_dir / f"{source_plans}.json"
-    plans = load_plans(src_file)
+    plans = load_plans(ds_dir / f"{source_plans}.json")
     conf = resolve_configuration(plans, configuration)
-    n_channels = len(conf["normalization_schemes"])
-    dims = len(conf["patch_size"])
-    provenance: dict[str, Any] = {"source_plans": source_plans}
-    pretrain_patch = None
-    record = None
-    if checkpoint is not None:
-        from monai_ssl_plugin.export.nnunet import read_pretrained
-
-        weights = read_pretrained(checkpoint, require_record=True, to_nnunet_order=True)
-        record = weights.record
-        if not record.backbone_family.startswith("nnunet."):
-            raise PluginError(f"{checkpoint} holds a {record.backbone_family} backbone, not an nnU-Net U-Net.",
-                              "Use a checkpoint pretrained on an nnU-Net backbone (nnunet_* presets or plans).")
-        constructor = record.backbone_kwargs
-        if record.in_channels != n_channels:
-            if n_channels > record.in_channels and n_channels % record.in_channels == 0:
-                say(f"[monai-ssl] NOTE: pretrained on {record.in_channels} input channel(s), dataset {ds_dir.name} has "
-                    f"{n_channels}: the trainers repeat the stem's input weights x{n_channels // record.in_channels} "
-                    "(divided by the repeat) and report it (adaptation 'channels', on by default).")
-            else:
-                raise PluginError(f"The checkpoint was pretrained on {record.in_channels} input channel(s); dataset "
-                                  f"{ds_dir.name} has {n_channels}.",
-                                  "Only more channels, a multiple of the pretrained count, can be adapted; pretrain on "
-                                  "data with this dataset's channels.")
-        pretrain_patch = list(record.patch_size) if record.patch_size else None
-        if weights.axis_transposed:
-            say(f"[monai-ssl] NOTE: {checkpoint} was pretrained on (x, y, z) volumes: the variant uses the axis-reversed "
-                "kernel sizes and strides; the trainers transpose the weights exactly.")
-        name = plans_identifier or f"{source_plans}_ssl"
-        provenance.update(architecture_from=str(checkpoint), pretrained_family=record.backbone_family,
-                          pretrained_in_channels=record.in_channels,
-                          pretrained_from="nnssl_adaptation_plan" if weights.from_nnssl else "ssl_record")
-    else:
-        import torch
-
-        with torch.device("meta"):  # only the constructor is needed: no memory, no initialisation
-            constructor = create_backbone(backbone, in_channels=n_channels, spatial_dims=dims).constructor
-        name = plans_identifier or f"{source_plans}_{backbone}"
-        provenance.update(architecture_from=f"preset {backbone}")
-    if name == source_plans:
-        raise PluginError(f"The variant would overwrite {src_file.name}.", "Pass another --plans_identifier.")
-    architecture = architecture_from_backbone(constructor)
-    divisor = stride_divisor(architecture["arch_kwargs"], dims)
-
-    new_conf = copy.deepcopy(plans["configurations"][configuration])
-    new_conf = {**conf, **{k: v for k, v in new_conf.items() if k != "inherits_from"}}
-    new_conf["architecture"] = architecture
-    reprocess = []
-    # -- spacing -----------------------------------------------------------------------------
-    if isinstance(spacing, str) and spacing == "target":
-        target_spacing = None
-    elif isinstance(spacing, str) and spacing == "checkpoint":
-        if record is None or record.spacing is None:
-            raise PluginError("spacing='checkpoint' needs a checkpoint whose record gives its spacing.",
-                              "Pass --spacing with explicit values, or keep the target's spacing.")
-        target_spacing = [float(s) for s in record.spacing]
-    elif isinstance(spacing, str):
-        raise PluginError(f"Unknown spacing option {spacing!r}.", "Use 'target', 'checkpoint' or explicit values.")
-    else:
-        target_spacing = [float(s) for s in spacing]
-    if target_spacing is not None:
-        if len(target_spacing) != dims:
-            raise PluginError(f"spacing {target_spacing} has {len(target_spacing)} axes; the configuration is {dims}D.",
-                              f"Give {dims} values (in the network's axis order).")
-        if target_spacing != [float(s) for s in conf["spacing"]]:
-            reprocess.append(f"spacing {list(conf['spacing'])} -> {target_spacing}")
-            new_conf["median_image_size_in_voxels"] = _median_shape(plans, conf, target_spacing) \
-                or conf.get("median_image_size_in_voxels")
-            new_conf["spacing"] = target_spacing
-    # -- normalisation -------------------------------------------------------------------------
-    target_norm = list(conf["normalization_schemes"])
-    if normalization == "checkpoint":
-        if record is None or not record.normalization:
-            raise PluginError("normalization='checkpoint' needs a checkpoint whose record gives its normalisation.",
-                              "Keep the target's normalisation.")
-        from monai_ssl_plugin.export.nnunet import compare_normalization
-
-        # per target channel, tiled as the channels adaptation tiles the stem
-        theirs = compare_normalization(record.normalization, target_norm, record.in_channels).expected
-        if theirs is None:
-            raise PluginError(f"The checkpoint's normalisation {record.normalization} (for {record.in_channels} "
-                              f"channel(s)) does not give one scheme for each of the {n_channels} channels.",
-                              "Keep the target's normalisation.")
-        if theirs != target_norm:
-            reprocess.append(f"normalisation {target_norm} -> {theirs}")
-            new_conf["normalization_schemes"] = theirs
-    elif normalization != "target":
-        raise PluginError(f"Unknown normalization option {normalization!r}.", "Use 'target' or 'checkpoint'.")
-    elif record is not None and record.normalization:
-        from monai_ssl_plugin.export.nnunet import normalization_matches
-
-        theirs = list(record.normalization)
-        if not normalization_matches(theirs, target_norm, record.in_channels)[0]:
-            if provenance.get("pretrained_from") == "nnssl_adaptation_plan":
-                say(f"[monai-ssl] WARNING: nnssl pretrained with {theirs} (nnssl z-scores everything); the variant keeps "
-                    f"{target_norm} of {ds_dir.name}. The trainers warn about it; monai-ssl pretraining keeps "
-                    "nnU-Net's CTNormalization.")
-            else:
-                say(f"[monai-ssl] WARNING: pretrained with {theirs}, {ds_dir.name} uses {target_norm}: the trainers "
-                    "refuse this unless nnUNet_SSL_allow_normalization_mismatch=1 (or pass normalization='checkpoint' "
-                    "and preprocess again).")
+    n_channels, dims = len(conf["normalization_schemes"]), len(conf["patch_size"])
+    source = _from_checkpoint(checkpoint, plans_identifier or f"{source_plans}_ssl", n_channels, ds_dir.name, say) \
+        if checkpoint is not None else _from_preset(backbone, plans_identifier or f"{source_plans}_{backbone}",
+                                                    n_channels, dims)
+    if source.name == source_plans:
+        raise PluginError(f"The variant would overwrite {source_plans}.json.", "Pass another --plans_identifier.")
+    new_conf = {**conf, **{k: v for k, v in copy.deepcopy(plans["configurations"][configuration]).items()
+                           if k != "inherits_from"}, "architecture": architecture_from_backbone(source.constructor)}
+    reprocess: list[str] = []
+    target_spacing = _target_spacing(spacing, source.record, dims)
+    _apply_spacing(target_spacing, plans, conf, new_conf, reprocess)
+    _apply_normalization(normalization, source, conf, new_conf, reprocess, ds_dir.name, say)
     if reprocess:
-        new_conf["data_identifier"] = f"{name}_{configuration}"
-    # -- patch and batch -----------------------------------------------------------------------
-    if patch_size is not None:
-        new_conf["patch_size"] = valid_patch_size([int(p) for p in patch_size], divisor)
-    else:
-        base = pretrain_patch if pretrain_patch and len(pretrain_patch) == dims else conf["patch_size"]
-        new_conf["patch_size"] = capped_patch_size(base, divisor, new_conf.get("median_image_size_in_voxels"))
-    if batch_size is not None:
-        new_conf["batch_size"] = int(batch_size)
-    provenance.update(spacing="target" if target_spacing is None else target_spacing, normalization=normalization)
-
-    out = copy.deepcopy(plans)
-    out["plans_name"] = name
-    out["configurations"] = {configuration: new_conf}
-    out[PROVENANCE_KEY] = provenance
-    target = ds_dir / f"{name}.json"
-    atomic_write_text(json.dumps(out, indent=2), target)
-    if scratch_twin if scratch_twin is not None else checkpoint is not None:
-        twin = dict(out, plans_name=f"{name}{TWIN_SUFFIX}")
-        atomic_write_text(json.dumps(twin, indent=2), twin_plans_path(target))
-        assert_twin_plans(out, twin)
-        say(f"[monai-ssl] from-scratch twin: -p {name}{TWIN_SUFFIX} (identical plans, fingerprint "
-            f"{plans_fingerprint(out)}); or the same -p {name} with -tr nnUNetTrainerScratch")
+        new_conf["data_identifier"] = f"{source.name}_{configuration}"
+    _apply_patch_and_batch(new_conf, conf, source, patch_size, batch_size, dims)
+    provenance = {"source_plans": source_plans, **source.provenance,
+                  "spacing": "target" if target_spacing is None else target_spacing, "normalization": normalization}
+    twin = scratch_twin if scratch_twin is not None else checkpoint is not None
+    target = _write(ds_dir, plans, configuration, new_conf, provenance, source.name, twin, say)
     if reprocess:
-        dataset_id = ds_dir.name[len("Dataset"):len("Dataset") + 3]
-        say(f"[monai-ssl] {'; '.join(reprocess)}: preprocess once with `nnUNetv2_preprocess -d {int(dataset_id)} "
-            f"-plans_name {name} -c {configuration}` (data identifier {new_conf['data_identifier']}).")
+        say(f"[monai-ssl] {'; '.join(reprocess)}: preprocess once with `nnUNetv2_preprocess -d {dataset_id(ds_dir.name)} "
+            f"-plans_name {source.name} -c {configuration}` (data identifier {new_conf['data_identifier']}).")
     return target

@@ -8,7 +8,7 @@ first training step with the first mismatching layer named and the command that 
 What is loaded (``load``): ``auto`` (the parts the pretext trained: stem + encoder, plus the
 decoder for MAE-type pretexts; stem + encoder for nnssl files), ``encoder`` (stem + encoder) or
 ``encoder+decoder``. Shape differences are adapted only when allowed (``allowed_adaptations``,
-see :mod:`monai_ssl_plugin.export.adaptation`) and every adaptation is reported. A checkpoint
+see :mod:`monai_ssl_plugin.transfer.adaptation`) and every adaptation is reported. A checkpoint
 pretrained on MONAI-ordered (x, y, z) volumes is transposed exactly to nnU-Net's (z, y, x), or
 refused when the plans are not the axis-reversed pretrained architecture.
 """
@@ -24,12 +24,16 @@ from pathlib import Path
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter, n_stages, parse_adaptations
-from monai_ssl_plugin.export.loading import LoadReport, load_weights
-from monai_ssl_plugin.export.nnunet import (EXPORT_COMMAND, PretrainedWeights, adaptation_hint,
-                                            architecture_differences, architecture_mismatch_error, check_transfer,
-                                            compare_normalization, is_seg_layer, part_selector, plans_fix,
-                                            pretrained_file_path, read_pretrained)
+from monai_ssl_plugin.nnunet.target import (EXPORT_COMMAND, adaptation_hint, architecture_differences,
+                                            architecture_mismatch_error, plans_fix)
+from monai_ssl_plugin.nnunet_paths import pretrained_file_path
+from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter, n_stages, parse_adaptations
+from monai_ssl_plugin.transfer.compare import TransferCheck, check_transfer, is_seg_layer, part_selector
+from monai_ssl_plugin.transfer.formats import PretrainedWeights, read_weights
+from monai_ssl_plugin.transfer.keymap import unwrap
+from monai_ssl_plugin.transfer.loading import LoadReport, load_weights
+from monai_ssl_plugin.transfer.normalization import compare_normalization
+from monai_ssl_plugin.transfer.records import require_nnunet_backbone
 
 ENV_PRETRAINED = "nnUNet_SSL_pretrained"  # explicit file, overrides the conventional place
 ENV_ALLOW_NORMALIZATION_MISMATCH = "nnUNet_SSL_allow_normalization_mismatch"  # "1": warn instead of refusing
@@ -63,7 +67,7 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
                  log: Callable[[str], None]) -> None:
     """Refuse weights whose record contradicts the plans; warn about softer differences.
 
-    - axis order must be ``nnunet`` (``read_pretrained(to_nnunet_order=True)`` has already
+    - axis order must be ``nnunet`` (``read_weights(to_nnunet_order=True)`` has already
       transposed a ``monai``-ordered nnU-Net CNN exactly);
     - normalisation per channel must equal the plans' ``normalization_schemes`` (set
       ``nnUNet_SSL_allow_normalization_mismatch=1`` to only warn). nnssl checkpoints are z-scored
@@ -72,16 +76,14 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
     """
     record = weights.record
     if record is None:
-        log(f"[monai-ssl] WARNING: {weights.path} has no ssl_record and no nnssl_adaptation_plan: axis order and "
+        log(f"[monai-ssl] WARNING: {weights.origin} has no ssl_record and no nnssl_adaptation_plan: axis order and "
             "normalisation cannot be checked (assuming nnU-Net order); loading stem + encoder only.")
         return
     if record.axis_order != "nnunet":
-        raise PluginError(f"{weights.path} was pretrained on {record.axis_order}-ordered volumes (x, y, z), but "
-                          "nnU-Net feeds its network (z, y, x) volumes; the kernels would see transposed anatomy.",
-                          "Pretrain on nnU-Net raw or preprocessed data (axis order 'nnunet') and export again.")
+        require_nnunet_backbone(record, weights.origin)
     norm = list(normalization_schemes)
     if not record.normalization:
-        log(f"[monai-ssl] WARNING: the record of {weights.path} does not say its intensity normalisation; "
+        log(f"[monai-ssl] WARNING: the record of {weights.origin} does not say its intensity normalisation; "
             f"the plans use {norm}.")
         _check_spacing(record.spacing, spacing, log)
         return
@@ -93,12 +95,12 @@ def check_record(weights: PretrainedWeights, normalization_schemes: Sequence[str
     elif check.differences:
         detail = "; ".join(check.differences)
         if weights.from_nnssl:
-            log(f"[monai-ssl] WARNING: {weights.path} is an nnssl checkpoint, pretrained with "
+            log(f"[monai-ssl] WARNING: {weights.origin} is an nnssl checkpoint, pretrained with "
                 f"{list(record.normalization)} (nnssl z-scores everything); the plans use {norm} ({detail}). "
                 "Fine-tuning adapts, but features transfer less well across normalisations (monai-ssl pretraining "
                 "keeps CTNormalization).")
         else:
-            msg = (f"{weights.path} was pretrained with intensity normalisation {list(record.normalization)}, the plans "
+            msg = (f"{weights.origin} was pretrained with intensity normalisation {list(record.normalization)}, the plans "
                    f"use {norm} ({detail}).")
             if not _truthy(os.environ.get(ENV_ALLOW_NORMALIZATION_MISMATCH)):
                 raise PluginError(msg, "Pretrain on data normalised like this dataset (e.g. its nnU-Net preprocessed "
@@ -141,7 +143,7 @@ def pretrained_prefixes(weights: PretrainedWeights, network: nn.Module, load: st
     else:
         parts = ["stem", "encoder", "decoder"]
         if "decoder" not in trained:
-            log(f"[monai-ssl] WARNING: the record of {weights.path} says the decoder was not pretrained "
+            log(f"[monai-ssl] WARNING: the record of {weights.origin} says the decoder was not pretrained "
                 f"(pretrained parts: {trained}); loading it anyway because encoder+decoder was asked for.")
     named = record.key_prefixes if record is not None else {"stem": plan.get("key_to_stem"),
                                                             "encoder": plan.get("key_to_encoder")}
@@ -179,9 +181,136 @@ def _check_transposed_architecture(weights: PretrainedWeights, plans_architectur
     for name in ("kernel_sizes", "strides"):
         a, b = _json(mine.get(name)), _json(theirs.get(name))
         if a != b:
-            raise PluginError(f"{weights.path} was pretrained on (x, y, z) volumes; transposed to nnU-Net's (z, y, x) "
+            raise PluginError(f"{weights.origin} was pretrained on (x, y, z) volumes; transposed to nnU-Net's (z, y, x) "
                               f"its {name} are {a}, but {what} has {b}, so the transposed network would not compute "
                               "the pretrained function.", fix)
+
+
+@dataclass
+class _Selection:
+    """The parts to load, their key prefixes, and the encoder stage counts (pretrained, plans)."""
+
+    parts: list[str]
+    prefixes: list[str]
+    stage_counts: tuple[int | None, int | None]
+
+    @property
+    def stages_differ(self) -> bool:
+        return None not in self.stage_counts and self.stage_counts[0] != self.stage_counts[1]
+
+    def include(self, decoder: bool = True) -> Callable[[str], bool]:
+        return part_selector([px for pt, px in zip(self.parts, self.prefixes) if decoder or pt != "decoder"])
+
+
+def _read(path: Path, log: Callable[[str], None]) -> PretrainedWeights:
+    """The file, in nnU-Net's axis order (a ``monai``-ordered checkpoint transposed exactly, and said so)."""
+    weights = read_weights(path, require_record=False, to_nnunet_order=True, accept_bare=False)
+    if weights.axis_transposed:
+        log(f"[monai-ssl] axis order: {path} was pretrained on (x, y, z) volumes; transposed "
+            f"{len(weights.axis_transposed)} kernels to nnU-Net's (z, y, x) (exact for convolutions; kernel sizes and "
+            "strides reversed in the record)")
+    return weights
+
+
+def _select(weights: PretrainedWeights, module: nn.Module, load: str, plans_architecture: dict | None,
+            allow_stages: bool, log: Callable[[str], None]) -> _Selection:
+    """Parts to load; with the ``stages`` adaptation and differing stage counts the decoder starts fresh."""
+    parts, prefixes = pretrained_prefixes(weights, module, load, log)
+    record = weights.record
+    counts = (n_stages(record.backbone_kwargs.get("arch_kwargs")) if record is not None else None,
+              n_stages(plans_architecture.get("arch_kwargs")) if plans_architecture else None)
+    selection = _Selection(parts, prefixes, counts)
+    if selection.stages_differ and allow_stages and "decoder" in parts:
+        log(f"[monai-ssl] encoder stages differ ({counts[0]} pretrained vs {counts[1]} in the plans): "
+            "loading the common encoder stages; the decoder starts fresh")
+        keep = [(pt, px) for pt, px in zip(parts, prefixes) if pt != "decoder"]
+        selection = _Selection([k[0] for k in keep], [k[1] for k in keep], counts)
+    return selection
+
+
+def _differences(weights: PretrainedWeights, plans_architecture: dict | None,
+                 num_input_channels: int | None) -> list[str]:
+    """How the pretrained architecture differs from the plans' (for messages)."""
+    record, diffs = weights.record, []
+    if record is not None and plans_architecture is not None:
+        c = record.backbone_kwargs
+        diffs = architecture_differences(c["arch_class_name"], c["arch_kwargs"], plans_architecture["network_class_name"],
+                                         plans_architecture["arch_kwargs"])
+    if record is not None and num_input_channels is not None and record.in_channels != num_input_channels:
+        diffs.insert(0, f"input channels {record.in_channels} vs {num_input_channels}")
+    return diffs
+
+
+def _in_proj(weights: PretrainedWeights, module: nn.Module) -> list[str]:
+    named = (weights.record.key_prefixes.get("in_proj") or []) if weights.record is not None else []
+    return list(getattr(module, "keys_to_in_proj", ()) or ()) + list(named)
+
+
+def _dry_run(weights: PretrainedWeights, target: dict, selection: _Selection, allowed: tuple[str, ...],
+             in_proj: list[str], refuse: Callable[[TransferCheck], PluginError]) -> TransferCheck:
+    """What the load would do; refused (before any weight changes) naming the first layer and the adaptation
+    that would fix it: ``stages`` is offered only if a dry run as that adaptation loads passes."""
+    allow_stages = "stages" in allowed
+    check = check_transfer(weights.state, target, selection.include(), exclude=is_seg_layer,
+                           adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=allow_stages)
+    if check.problem is None:
+        return check
+    if selection.stages_differ and not allow_stages:
+        retry = check_transfer(weights.state, target, selection.include(decoder=False), exclude=is_seg_layer,
+                               adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=True)
+        check.first_refused_kind = "stages" if retry.problem is None else retry.first_refused_kind
+    elif check.first_refused_kind == "stages":
+        check.first_refused_kind = None  # a missing key that is not a stage-count difference
+    raise refuse(check)
+
+
+def _check_loaded_fraction(check: TransferCheck, target: dict, selection: _Selection, min_loaded_fraction: float,
+                           what: str, fix: str) -> None:
+    """With stage differences, refuse when too little of the targeted values would load."""
+    if not (check.missing or check.unexpected):
+        return
+    include = selection.include()
+    targeted = sum(v.numel() for k, v in target.items() if include(k) and not is_seg_layer(k) and v.is_floating_point())
+    missing = sum(target[k].numel() for k in check.missing if target[k].is_floating_point())
+    fraction = 1.0 - missing / max(targeted, 1)
+    if fraction < min_loaded_fraction:
+        counts = selection.stage_counts
+        raise PluginError(f"Only {100 * fraction:.1f}% of the targeted pretrained values would load into {what} "
+                          f"(need {100 * min_loaded_fraction:.1f}%): {len(check.missing)} tensors missing, e.g. "
+                          f"{check.missing[0]} (encoder stages: {counts[0]} pretrained vs {counts[1]}).",
+                          fix[:-1] + "; or lower nnUNet_SSL_min_loaded_fraction.")
+
+
+def _notes(adapter: ShapeAdapter, weights: PretrainedWeights, report: LoadReport) -> dict[str, str]:
+    """How each loaded tensor was changed: shape adaptations and the axis transposition (both reported)."""
+    notes = dict(adapter.notes)
+    for key in sorted(set(weights.axis_transposed) & set(report.loaded)):
+        notes[key] = "axes (x, y, z) -> (z, y, x)" + (f"; {notes[key]}" if key in notes else "")
+        if key not in report.adapted:
+            report.adapted.append(key)
+    return notes
+
+
+def _log_load(module: nn.Module, target: dict, selection: _Selection, report: LoadReport, notes: dict[str, str],
+              log: Callable[[str], None]) -> None:
+    """The report, each adaptation with how, and what starts fresh."""
+    for line in report.details().splitlines()[1:]:
+        if not line.strip().startswith("adapted"):  # listed below, with how
+            log(f"[monai-ssl] {line.strip()}")
+    shown = [k for k in notes if not k.startswith("decoder.encoder.")]
+    for key in shown[:10]:
+        log(f"[monai-ssl] adapted {key}: {notes[key]}")
+    if len(shown) > 10:
+        log(f"[monai-ssl] ... {len(shown) - 10} more adapted")
+    include = selection.include()
+    loaded = {target[k].data_ptr() for k in report.loaded}  # aliases (decoder.encoder.*) share the loaded tensors
+    fresh = [k for k, v in module.state_dict().items()
+             if not include(k) and not is_seg_layer(k) and v.data_ptr() not in loaded]
+    parts = " + ".join(selection.parts)
+    log(f"[monai-ssl] pretrained {parts}: {len(report.loaded)} tensors loaded "
+        f"({len(report.adapted)} adapted), {len(report.missing)} missing, {len(report.unexpected)} unexpected, "
+        f"{len(report.skipped_shape)} skipped; starting fresh: {len(report.skipped_filtered)} seg-layer tensors"
+        + (f" + {len(fresh)} others" if fresh else ""))
 
 
 def load_pretrained_into(network: nn.Module, path: Path, *, normalization_schemes: Sequence[str],
@@ -199,89 +328,26 @@ def load_pretrained_into(network: nn.Module, path: Path, *, normalization_scheme
     Logs the load report (loaded / adapted / skipped / missing) through ``log``.
     """
     allowed = parse_adaptations(allowed_adaptations)
-    weights = read_pretrained(path, require_record=False, to_nnunet_order=True)
+    weights = _read(path, log)
     fix = plans_fix(dataset_name, configuration, path)
-    if weights.axis_transposed:
-        log(f"[monai-ssl] axis order: {path} was pretrained on (x, y, z) volumes; transposed "
-            f"{len(weights.axis_transposed)} kernels to nnU-Net's (z, y, x) (exact for convolutions; kernel sizes and "
-            "strides reversed in the record)")
     _check_transposed_architecture(weights, plans_architecture, what, fix)
     check_record(weights, normalization_schemes, spacing, log)
-    module = network.module if isinstance(getattr(network, "module", None), nn.Module) else network
-    module = getattr(module, "_orig_mod", module)
-    parts, prefixes = pretrained_prefixes(weights, module, load, log)
-    record = weights.record
-    diffs: list[str] = []
-    if record is not None and plans_architecture is not None:
-        c = record.backbone_kwargs
-        diffs = architecture_differences(c["arch_class_name"], c["arch_kwargs"], plans_architecture["network_class_name"],
-                                         plans_architecture["arch_kwargs"])
-    if record is not None and num_input_channels is not None and record.in_channels != num_input_channels:
-        diffs.insert(0, f"input channels {record.in_channels} vs {num_input_channels}")
-    stage_counts = (n_stages(record.backbone_kwargs.get("arch_kwargs")) if record is not None else None,
-                    n_stages(plans_architecture.get("arch_kwargs")) if plans_architecture else None)
-    stages_differ = None not in stage_counts and stage_counts[0] != stage_counts[1]
-    allow_stages = "stages" in allowed
-    if stages_differ and allow_stages and "decoder" in parts:
-        log(f"[monai-ssl] encoder stages differ ({stage_counts[0]} pretrained vs {stage_counts[1]} in the plans): "
-            "loading the common encoder stages; the decoder starts fresh")
-        keep = [(pt, px) for pt, px in zip(parts, prefixes) if pt != "decoder"]
-        parts, prefixes = [k[0] for k in keep], [k[1] for k in keep]
-    include = part_selector(prefixes)
-    in_proj = list(getattr(module, "keys_to_in_proj", ()) or ()) + list((record.key_prefixes.get("in_proj") or [])
-                                                                       if record is not None else [])
-    target = module.state_dict()
-    check = check_transfer(weights.state, target, include, exclude=is_seg_layer,
-                           adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=allow_stages)
-    if check.problem is not None:
-        if stages_differ and not allow_stages:
-            # offer 'stages' only if it would fix this: a dry run as that adaptation loads (decoder dropped)
-            encoder_only = part_selector([px for pt, px in zip(parts, prefixes) if pt != "decoder"])
-            retry = check_transfer(weights.state, target, encoder_only, exclude=is_seg_layer,
-                                   adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=True)
-            check.first_refused_kind = "stages" if retry.problem is None else retry.first_refused_kind
-        elif check.first_refused_kind == "stages":
-            check.first_refused_kind = None  # a missing key that is not a stage-count difference
-        raise architecture_mismatch_error(check.problem, what,
-                                          plans_fix(dataset_name, configuration, path, adaptation_hint(check, allowed)),
-                                          diffs)
-    if check.missing or check.unexpected:
-        targeted = sum(v.numel() for k, v in target.items() if include(k) and not is_seg_layer(k)
-                       and v.is_floating_point())
-        missing = sum(target[k].numel() for k in check.missing if target[k].is_floating_point())
-        fraction = 1.0 - missing / max(targeted, 1)
-        if fraction < min_loaded_fraction:
-            raise PluginError(f"Only {100 * fraction:.1f}% of the targeted pretrained values would load into {what} "
-                              f"(need {100 * min_loaded_fraction:.1f}%): {len(check.missing)} tensors missing, e.g. "
-                              f"{check.missing[0]} (encoder stages: {stage_counts[0]} pretrained vs {stage_counts[1]}).",
-                              fix[:-1] + "; or lower nnUNet_SSL_min_loaded_fraction.")
+    module = unwrap(network)
+    selection = _select(weights, module, load, plans_architecture, "stages" in allowed, log)
+    diffs = _differences(weights, plans_architecture, num_input_channels)
+    target, in_proj = module.state_dict(), _in_proj(weights, module)
+    check = _dry_run(weights, target, selection, allowed, in_proj, lambda c: architecture_mismatch_error(
+        c.problem, what, plans_fix(dataset_name, configuration, path, adaptation_hint(c, allowed)), diffs))
+    _check_loaded_fraction(check, target, selection, min_loaded_fraction, what, fix)
     shape_free = [d for d in diffs if not d.startswith("input channels")]
     if shape_free and not check.adapted and not (check.missing or check.unexpected):
         log(f"[monai-ssl] NOTE: the plans' architecture differs where the shapes agree: {'; '.join(shape_free[:3])}")
-    log(f"[monai-ssl] loading pretrained {' + '.join(parts)} from {path}")
+    log(f"[monai-ssl] loading pretrained {' + '.join(selection.parts)} from {path}")
     adapter = ShapeAdapter(allowed, in_proj)
-    report = load_weights(module, weights.state, include=include, exclude=is_seg_layer,
-                          min_fraction=min(min_loaded_fraction, 0.999) if (check.missing or check.unexpected) else 0.999,
+    partial = check.missing or check.unexpected
+    report = load_weights(module, weights.state, include=selection.include(), exclude=is_seg_layer,
+                          min_fraction=min(min_loaded_fraction, 0.999) if partial else 0.999,
                           adapt=adapter, strict_shapes=True, log=log)
-    notes = dict(adapter.notes)
-    transposed = set(weights.axis_transposed) & set(report.loaded)
-    for key in sorted(transposed):
-        notes[key] = "axes (x, y, z) -> (z, y, x)" + (f"; {notes[key]}" if key in notes else "")
-        if key not in report.adapted:
-            report.adapted.append(key)
-    for line in report.details().splitlines()[1:]:
-        if not line.strip().startswith("adapted"):  # listed below, with how
-            log(f"[monai-ssl] {line.strip()}")
-    shown = [k for k in notes if not k.startswith("decoder.encoder.")]
-    for key in shown[:10]:
-        log(f"[monai-ssl] adapted {key}: {notes[key]}")
-    if len(shown) > 10:
-        log(f"[monai-ssl] ... {len(shown) - 10} more adapted")
-    loaded = {target[k].data_ptr() for k in report.loaded}  # aliases (decoder.encoder.*) share the loaded tensors
-    state = module.state_dict()
-    fresh = [k for k, v in state.items() if not include(k) and not is_seg_layer(k) and v.data_ptr() not in loaded]
-    log(f"[monai-ssl] pretrained {' + '.join(parts)}: {len(report.loaded)} tensors loaded "
-        f"({len(report.adapted)} adapted), {len(report.missing)} missing, {len(report.unexpected)} unexpected, "
-        f"{len(report.skipped_shape)} skipped; starting fresh: {len(report.skipped_filtered)} seg-layer tensors"
-        + (f" + {len(fresh)} others" if fresh else ""))
-    return PretrainedLoad(report, parts, notes)
+    notes = _notes(adapter, weights, report)
+    _log_load(module, target, selection, report, notes, log)
+    return PretrainedLoad(report, selection.parts, notes)

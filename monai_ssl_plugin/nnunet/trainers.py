@@ -54,11 +54,11 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.adaptation import DEFAULT_ADAPTATIONS, parse_adaptations
-from monai_ssl_plugin.export.loading import LoadReport
 from monai_ssl_plugin.nnunet.plans import plans_fingerprint
 from monai_ssl_plugin.nnunet.pretrained import LOAD_MODES, find_pretrained_file, load_pretrained_into
 from monai_ssl_plugin.nnunet.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
+from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, parse_adaptations
+from monai_ssl_plugin.transfer.loading import LoadReport
 
 ENV_LR = "nnUNet_SSL_lr"
 ENV_SCRATCH_LR = "nnUNet_SSL_scratch_lr"

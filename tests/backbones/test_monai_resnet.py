@@ -6,7 +6,7 @@ from monai.apps.detection.networks.retinanet_network import RetinaNet, resnet_fp
 from monai.networks.nets.resnet import resnet18, resnet50
 
 from monai_ssl_plugin.backbones import create_backbone, make_light_decoder
-from monai_ssl_plugin.export.keymap import remap_keys
+from monai_ssl_plugin.transfer.keymap import remap_keys
 
 torch.set_num_threads(1)
 

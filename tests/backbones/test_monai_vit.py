@@ -6,7 +6,7 @@ from monai.networks.nets import UNETR, MaskedAutoEncoderViT
 
 from monai_ssl_plugin.backbones import create_backbone, mae_vit_key_map
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.keymap import remap_keys
+from monai_ssl_plugin.transfer.keymap import remap_keys
 
 torch.set_num_threads(1)
 

@@ -12,10 +12,11 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.nnssl import ADAPTATION_PLAN_KEYS
-from monai_ssl_plugin.export.nnunet import (ADAPTATION_PLAN_FILE, describe_shape, export_nnunet, first_mismatch,
-                                            read_pretrained,
-                                            pretrained_file_path)
+from monai_ssl_plugin.export.nnunet import ADAPTATION_PLAN_FILE, export_nnunet
+from monai_ssl_plugin.nnunet_paths import pretrained_file_path
+from monai_ssl_plugin.transfer.compare import describe_shape, first_mismatch
+from monai_ssl_plugin.transfer.formats import read_weights
+from monai_ssl_plugin.transfer.nnssl import ADAPTATION_PLAN_KEYS
 
 from nnunet_helpers import (tiny_plans, tiny_resenc_kwargs, write_checkpoint, write_nnssl_checkpoint,
                             write_preprocessed_dataset)
@@ -158,7 +159,7 @@ def test_export_to_a_dataset_with_more_channels_leaves_the_adaptation_to_the_tra
 def test_nnssl_checkpoint_is_read_through_its_adaptation_plan(tmp_path: Path, prefix: str, encoder_only: bool):
     path, canonical = write_nnssl_checkpoint(tmp_path / "checkpoint_final.pth", "ResidualEncoderUNet",
                                              tiny_resenc_kwargs(), prefix=prefix, encoder_only=encoder_only)
-    weights = read_pretrained(path)
+    weights = read_weights(path, require_record=True)
     rec = weights.record
     assert weights.from_nnssl and rec.data["derived_from"] == "nnssl_adaptation_plan"
     assert rec.backbone_family == "nnunet.ResidualEncoderUNet" and rec.axis_order == "nnunet"
@@ -183,9 +184,9 @@ def test_nnssl_architectures_nnunet_cannot_build_are_refused(tmp_path: Path):
     for name in ("PrimusM", "NoSkipResEncL"):
         path, _ = write_nnssl_checkpoint(tmp_path / f"{name}.pth", name, state=state)
         with pytest.raises(PluginError, match=f"nnssl architecture '{name}' is not an nnU-Net U-Net"):
-            read_pretrained(path)
+            read_weights(path, require_record=True)
     path, _ = write_nnssl_checkpoint(tmp_path / "resencl.pth", "ResEncL", state=state)
-    rec = read_pretrained(path).record  # nnssl's preset: the plugin's nnunet_resenc_l architecture
+    rec = read_weights(path, require_record=True).record  # nnssl's preset: the plugin's nnunet_resenc_l architecture
     assert rec.backbone_kwargs["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320, 320]
     assert rec.backbone_kwargs["arch_kwargs"]["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6]
 
@@ -223,7 +224,7 @@ def test_export_is_read_by_nnssl_style_adaptation_from_its_plan_alone(tmp_path: 
 
 
 def test_normalisation_is_compared_per_channel_as_the_stem_is_tiled():
-    from monai_ssl_plugin.export.nnunet import compare_normalization, normalization_matches
+    from monai_ssl_plugin.transfer.normalization import compare_normalization, normalization_matches
 
     ct, z = "CTNormalization", "ZScoreNormalization"
     same = compare_normalization([ct, z], [ct, z], 2)

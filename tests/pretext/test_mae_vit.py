@@ -6,7 +6,7 @@ from monai.networks.nets import UNETR, ViT, MaskedAutoEncoderViT
 
 from monai_ssl_plugin.backbones import create_backbone
 from monai_ssl_plugin.checkpoint import build_record
-from monai_ssl_plugin.export.keymap import remap_keys
+from monai_ssl_plugin.transfer.keymap import remap_keys
 from monai_ssl_plugin.pretext import create_pretext
 from monai_ssl_plugin.pretext.generative.mae_vit import mae_vit_backbone, patchify, unpatchify
 

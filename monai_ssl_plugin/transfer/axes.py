@@ -16,6 +16,7 @@ tables are indexed per axis, so a transposed copy is not the same function witho
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -143,3 +144,68 @@ def check_axis_order(state: Mapping[str, torch.Tensor], family: str, source_orde
                       "learned filter would see transposed anatomy.",
                       "Pass on_axis_mismatch='permute' (exact transposition of the kernels) or 'ignore', or pretrain "
                       "on data loaded the target's way.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Records and nnU-Net checkpoints: monai (x, y, z) -> nnunet (z, y, x), exact for nnU-Net's CNNs
+# ---------------------------------------------------------------------------------------------
+_PER_AXIS_KWARGS = ("kernel_sizes", "strides")
+
+
+def _reverse_per_axis(value: Any, dims: int) -> Any:
+    """Reverse per-axis lists (a stage's [kx, ky, kz] -> [kz, ky, kx]); scalars stay."""
+    if isinstance(value, (list, tuple)) and len(value) == dims and all(isinstance(v, (int, float)) for v in value):
+        return list(reversed(value))
+    return value
+
+
+def reverse_arch_axes(arch_kwargs: Mapping[str, Any], dims: int) -> dict[str, Any]:
+    """nnU-Net ``arch_kwargs`` with every per-stage kernel size and stride given in reversed axis order."""
+    out = copy.deepcopy(dict(arch_kwargs))
+    for name in _PER_AXIS_KWARGS:
+        if name in out and isinstance(out[name], (list, tuple)):
+            out[name] = [_reverse_per_axis(v, dims) for v in out[name]]
+    return out
+
+
+def record_to_nnunet_order(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``monai``-ordered record dict rewritten for (z, y, x) data: architecture, spacing, patch reversed.
+
+    Refuses what cannot be made exact: only nnU-Net CNN U-Nets (every spatial parameter is a
+    convolution kernel, every per-axis hyper-parameter is in ``kernel_sizes`` / ``strides``).
+    """
+    rec = copy.deepcopy(dict(record))
+    if rec.get("axis_order") == "nnunet":
+        return rec
+    family = str(rec.get("backbone_family", ""))
+    if not family.startswith("nnunet."):
+        raise PluginError(f"A {family or 'non-nnU-Net'} backbone pretrained on (x, y, z) volumes cannot be made exact "
+                          "for nnU-Net's (z, y, x) volumes here.",
+                          "Pretrain an nnU-Net backbone, or pretrain on nnU-Net raw/preprocessed data (axis order "
+                          "'nnunet').")
+    dims = int(rec.get("spatial_dims", 3))
+    kwargs = dict(rec.get("backbone_kwargs") or {})
+    arch = kwargs.get("arch_kwargs")
+    if not arch or not all(k in arch for k in _PER_AXIS_KWARGS):
+        raise PluginError("The record does not give the kernel sizes and strides, so the (x, y, z) -> (z, y, x) "
+                          "transposition cannot be checked to be exact.",
+                          "Export again from the monai-ssl pretraining checkpoint (its record has the architecture).")
+    kwargs["arch_kwargs"] = reverse_arch_axes(arch, dims)
+    rec["backbone_kwargs"] = kwargs
+    for name in ("spacing", "patch_size"):
+        if rec.get(name) is not None:
+            rec[name] = list(reversed(rec[name]))
+    rec["axis_order"] = "nnunet"
+    data = dict(rec.get("data") or {})
+    data["axis_order_converted_from"] = "monai"
+    rec["data"] = data
+    return rec
+
+
+def state_to_nnunet_order(state: Mapping[str, torch.Tensor], spatial_dims: int = 3
+                          ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Every convolution kernel's spatial axes reversed ((x, y, z) -> (z, y, x)); other tensors unchanged.
+
+    Uses the plugin's one axis permutation (:func:`permute_axes`). Returns (new state, transposed keys).
+    """
+    return permute_axes(state, axis_permutation("monai", "nnunet", spatial_dims), spatial_dims=spatial_dims)

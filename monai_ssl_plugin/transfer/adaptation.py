@@ -1,4 +1,4 @@
-"""Shape adaptations for :func:`~monai_ssl_plugin.export.loading.load_weights` (its ``adapt`` hook).
+"""Shape adaptations for :func:`~monai_ssl_plugin.transfer.loading.load_weights` (its ``adapt`` hook).
 
 When a pretrained tensor and the target's differ in shape, an adaptation may turn one into the
 other; every adaptation is reported (``LoadReport.adapted`` plus a note saying how), never silent.
@@ -17,12 +17,11 @@ The kinds, by name (what ``nnUNet_SSL_adapt`` and ``allowed=`` list):
   (checkpoint deeper), and the caller refuses below a minimum loaded fraction.
 
 The axis-order transposition (``monai`` -> ``nnunet``) is exact and not optional; it lives in
-:func:`record_to_nnunet_order` / :func:`state_to_nnunet_order`.
+:mod:`monai_ssl_plugin.transfer.axes`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -191,71 +190,3 @@ def stage_prefix_ok(key: str, common_stages: int) -> bool:
     if len(parts) > 2 and parts[0] == "encoder" and parts[1] == "stages" and parts[2].isdigit():
         return int(parts[2]) < common_stages
     return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Axis order: monai (x, y, z) -> nnunet (z, y, x), exact for nnU-Net's CNNs
-# ---------------------------------------------------------------------------------------------
-_PER_AXIS_KWARGS = ("kernel_sizes", "strides")
-
-
-def _reverse_per_axis(value: Any, dims: int) -> Any:
-    """Reverse per-axis lists (a stage's [kx, ky, kz] -> [kz, ky, kx]); scalars stay."""
-    if isinstance(value, (list, tuple)) and len(value) == dims and all(isinstance(v, (int, float)) for v in value):
-        return list(reversed(value))
-    return value
-
-
-def reverse_arch_axes(arch_kwargs: Mapping[str, Any], dims: int) -> dict[str, Any]:
-    """nnU-Net ``arch_kwargs`` with every per-stage kernel size and stride given in reversed axis order."""
-    out = copy.deepcopy(dict(arch_kwargs))
-    for name in _PER_AXIS_KWARGS:
-        if name in out and isinstance(out[name], (list, tuple)):
-            out[name] = [_reverse_per_axis(v, dims) for v in out[name]]
-    return out
-
-
-def record_to_nnunet_order(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``monai``-ordered record dict rewritten for (z, y, x) data: architecture, spacing, patch reversed.
-
-    Refuses what cannot be made exact: only nnU-Net CNN U-Nets (every spatial parameter is a
-    convolution kernel, every per-axis hyper-parameter is in ``kernel_sizes`` / ``strides``).
-    """
-    rec = copy.deepcopy(dict(record))
-    if rec.get("axis_order") == "nnunet":
-        return rec
-    family = str(rec.get("backbone_family", ""))
-    if not family.startswith("nnunet."):
-        raise PluginError(f"A {family or 'non-nnU-Net'} backbone pretrained on (x, y, z) volumes cannot be made exact "
-                          "for nnU-Net's (z, y, x) volumes here.",
-                          "Pretrain an nnU-Net backbone, or pretrain on nnU-Net raw/preprocessed data (axis order "
-                          "'nnunet').")
-    dims = int(rec.get("spatial_dims", 3))
-    kwargs = dict(rec.get("backbone_kwargs") or {})
-    arch = kwargs.get("arch_kwargs")
-    if not arch or not all(k in arch for k in _PER_AXIS_KWARGS):
-        raise PluginError("The record does not give the kernel sizes and strides, so the (x, y, z) -> (z, y, x) "
-                          "transposition cannot be checked to be exact.",
-                          "Export again from the monai-ssl pretraining checkpoint (its record has the architecture).")
-    kwargs["arch_kwargs"] = reverse_arch_axes(arch, dims)
-    rec["backbone_kwargs"] = kwargs
-    for name in ("spacing", "patch_size"):
-        if rec.get(name) is not None:
-            rec[name] = list(reversed(rec[name]))
-    rec["axis_order"] = "nnunet"
-    data = dict(rec.get("data") or {})
-    data["axis_order_converted_from"] = "monai"
-    rec["data"] = data
-    return rec
-
-
-def state_to_nnunet_order(state: Mapping[str, torch.Tensor], spatial_dims: int = 3
-                          ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Every convolution kernel's spatial axes reversed ((x, y, z) -> (z, y, x)); other tensors unchanged.
-
-    Uses the plugin's one axis permutation (:func:`monai_ssl_plugin.monai_bundles.axes.permute_axes`).
-    Returns (new state, transposed keys).
-    """
-    from monai_ssl_plugin.monai_bundles.axes import axis_permutation, permute_axes
-
-    return permute_axes(state, axis_permutation("monai", "nnunet", spatial_dims), spatial_dims=spatial_dims)

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export import load_weights
-from monai_ssl_plugin.export.adaptation import (ADAPTATIONS, ShapeAdapter, adapt_kernel, parse_adaptations,
-                                                record_to_nnunet_order, repeat_input_channels, reverse_arch_axes)
-from monai_ssl_plugin.export.nnunet import check_transfer, is_seg_layer, part_selector, read_pretrained
+from monai_ssl_plugin.transfer import load_weights
+from monai_ssl_plugin.transfer.adaptation import (ADAPTATIONS, ShapeAdapter, adapt_kernel, parse_adaptations,
+                                                  repeat_input_channels)
+from monai_ssl_plugin.transfer.axes import record_to_nnunet_order, reverse_arch_axes
+from monai_ssl_plugin.transfer.compare import check_transfer, is_seg_layer, part_selector
+from monai_ssl_plugin.transfer.formats import read_weights
 
 from nnunet_helpers import tiny_plans, write_checkpoint
 
@@ -129,7 +131,7 @@ def test_monai_ordered_checkpoint_is_transposed_exactly(tmp_path: Path):
     source = NnUNetBackbone.from_plans(monai_plans)
     ckpt = write_checkpoint(tmp_path / "monai.pt", source, axis_order="monai", spacing=[0.8, 0.9, 2.5],
                             patch_size=(16, 12, 8))
-    weights = read_pretrained(ckpt, to_nnunet_order=True)
+    weights = read_weights(ckpt, require_record=True, to_nnunet_order=True)
     rec = weights.record
     assert rec.axis_order == "nnunet" and rec.data["axis_order_converted_from"] == "monai"
     assert rec.spacing == [2.5, 0.9, 0.8] and rec.patch_size == [8, 12, 16]

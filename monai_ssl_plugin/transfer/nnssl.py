@@ -12,6 +12,8 @@ import copy
 import json
 from typing import Any
 
+import torch
+
 from monai_ssl_plugin.checkpoint import CheckpointRecord
 from monai_ssl_plugin.errors import PluginError
 
@@ -117,9 +119,7 @@ def architecture_from_adaptation_plan(plan: dict[str, Any], in_channels: int) ->
         return {"arch_class_name": NNSSL_CLASSES[short], "arch_kwargs": copy.deepcopy(kwargs),
                 "arch_kwargs_req_import": req}
     if short in NNSSL_PRESETS:
-        import torch
-
-        from monai_ssl_plugin.backbones import create_backbone
+        from monai_ssl_plugin.backbones import create_backbone  # heavy (MONAI networks); only for presets
 
         with torch.device("meta"):  # only the constructor is needed: no memory, no initialisation
             ctor = create_backbone(NNSSL_PRESETS[short], in_channels=in_channels).constructor

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export.keymap import strip_wrapper_prefixes
+from monai_ssl_plugin.transfer.keymap import strip_wrapper_prefixes, unwrap
 
 
 @dataclass
@@ -80,8 +80,7 @@ def load_weights(
         strict_shapes: raise on the first shape mismatch, naming the layer.
         log: where the one-line summary goes (None: silent).
     """
-    module = network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network
-    module = getattr(module, "_orig_mod", module)
+    module = unwrap(network)
     target = module.state_dict()
     source = strip_wrapper_prefixes(state)
     include = include or (lambda k: True)

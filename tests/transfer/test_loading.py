@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.export import load_weights, remap_keys, strip_wrapper_prefixes
+from monai_ssl_plugin.transfer import load_weights, remap_keys, strip_wrapper_prefixes
 
 
 def _net(c=4):
