@@ -21,6 +21,7 @@ demo: setup
 	$(BIN)/monai-ssl demo --output_dir demo_output
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup
