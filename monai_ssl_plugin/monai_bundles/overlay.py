@@ -31,6 +31,7 @@ import yaml
 
 from monai_ssl_plugin.checkpoint import atomic_write_text
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.monai_bundles.load import load_pretrained
 from monai_ssl_plugin.transfer.formats import read_weights
 
 MARKER = "written by monai-ssl monai-overlay"
@@ -220,10 +221,81 @@ def _dry_run(parser, net_id: str, ssl: str, target: str, settings: dict[str, Any
     finally:
         if str(bundle) in sys.path:
             sys.path.remove(str(bundle))
-    from monai_ssl_plugin.monai_bundles.load import load_pretrained
-
     load_pretrained(network, ssl, target, log=log, **settings)
     return True
+
+
+def _load_train_config(bundle: Path, train_config: str | None) -> tuple[Path, dict, Any]:
+    """(train config file, its content, a parser over it)."""
+    from monai.bundle import ConfigParser  # heavy: MONAI's bundle machinery
+
+    cfg_path = _find_train_config(bundle, train_config)
+    config = ConfigParser.load_config_files(str(cfg_path))
+    return cfg_path, config, _parser(config)
+
+
+def _output_path(bundle: Path, output: str | Path | None, overwrite: bool) -> Path:
+    """Where the overlay goes; an existing file this command did not write is kept unless ``overwrite``."""
+    out = Path(output) if output else bundle / "configs" / "ssl_init.yaml"
+    out = out if out.is_absolute() else bundle / out
+    if out.exists() and MARKER not in out.read_text()[:400] and not overwrite:
+        raise PluginError(f"{out} exists and was not written by this command.", "Pass --output elsewhere or --overwrite.")
+    return out
+
+
+def _overlay(ssl_path: Path, plan: OverlayPlan, net_ref: str, settings: dict[str, Any], freeze_epochs: int,
+             linear_probe: bool, pretrained_lr_mult: float, opt: tuple[str, Mapping[str, Any], str] | None
+             ) -> dict[str, Any]:
+    """The overlay: ``ssl_init`` (settings + handler), the handler appended, optionally two LR groups."""
+    ssl_init: dict[str, Any] = {"checkpoint": str(ssl_path), "target": plan.target,
+                                "min_fraction": settings["min_fraction"], "freeze_epochs": int(freeze_epochs),
+                                "linear_probe": bool(linear_probe), "axis_order": settings["axis_order"],
+                                "on_axis_mismatch": settings["on_axis_mismatch"], "normalization": plan.normalization}
+    handler: dict[str, Any] = {"_target_": HANDLER_TARGET, "load_path": "@ssl_init#checkpoint", "network": net_ref}
+    for key in ("target", "min_fraction", "freeze_epochs", "linear_probe", "axis_order", "on_axis_mismatch",
+                "normalization"):
+        handler[key] = f"@ssl_init#{key}"
+    for key in ("backbone_family", "source_axis_order"):
+        if settings[key]:
+            ssl_init[key], handler[key] = settings[key], f"@ssl_init#{key}"
+    overlay: dict[str, Any] = {"ssl_init": ssl_init}
+    if pretrained_lr_mult != 1.0 and opt is not None:
+        opt_id, _, net_expr = opt
+        ssl_init["pretrained_lr_mult"] = float(pretrained_lr_mult)
+        overlay[f"{opt_id}#params"] = {"_target_": PARAM_GROUPS_TARGET, "network": net_expr, "target": "@ssl_init#target",
+                                       "lr": f"@{opt_id}#lr", "pretrained_lr_mult": "@ssl_init#pretrained_lr_mult"}
+    ssl_init["handler"] = handler
+    overlay[plan.handlers_key] = ["@ssl_init#handler"]
+    return overlay
+
+
+def _run_command(bundle: Path, cfg_path: Path, out: Path, overrides: Mapping[str, Any]) -> str:
+    """The ``python -m monai.bundle run`` command that trains the unchanged bundle with the overlay."""
+    rel_cfg = cfg_path.relative_to(bundle).as_posix() if cfg_path.is_relative_to(bundle) else str(cfg_path)
+    rel_out = out.relative_to(bundle).as_posix() if out.is_relative_to(bundle) else str(out)
+    extra = " --logging_file configs/logging.conf" if (bundle / "configs" / "logging.conf").is_file() else ""
+    extra += "".join(f" --{k} {shlex.quote(json.dumps(v) if not isinstance(v, str) else v)}" for k, v in overrides.items())
+    return (f"cd {bundle} && python -m monai.bundle run --config_file \"['{rel_cfg}','{rel_out}']\" "
+            f"--meta_file configs/metadata.json{extra}")
+
+
+def _header(plan: OverlayPlan, source: str, pretrained_lr_mult: float) -> list[str]:
+    """The overlay's comment lines: what it does and the command that uses it."""
+    lr_note = (f"x{pretrained_lr_mult} of the optimizer LR" if pretrained_lr_mult != 1.0
+               else "same as the rest (re-run with --pretrained_lr_mult to lower it)")
+    return [
+        f"# SSL initialisation overlay, {MARKER}.",
+        f"# Source: {source}",
+        f"# Network: `{plan.network_id}` ({plan.network_class}); receives the weights: {plan.target} "
+        f"({plan.target_meaning}).",
+        f"# Normalisation of this bundle's train pipeline: {plan.normalization or 'not detected (not checked)'}.",
+        f"# Pretrained-part LR: {lr_note}.",
+        f"# Dry run at writing time: {'passed' if plan.checked else 'not run'}. Train the unchanged bundle from these "
+        "weights:",
+        f"#   {plan.command}",
+        "# `+id` extends the list `id` of the earlier config file (monai.bundle ConfigParser merge key).",
+        "",
+    ]
 
 
 def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", output: str | Path | None = None,
@@ -247,14 +319,10 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
         overwrite: replace an existing overlay that this command did not write.
         other arguments: as in :class:`~.handler.SSLInitHandler`.
     """
-    from monai.bundle import ConfigParser
-
     bundle = Path(bundle).expanduser().resolve()
     ssl_path = Path(ssl).expanduser().resolve()
     src = read_weights(ssl_path, backbone_family=backbone_family, axis_order=source_axis_order, log=log)
-    cfg_path = _find_train_config(bundle, train_config)
-    config = ConfigParser.load_config_files(str(cfg_path))
-    parser = _parser(config)
+    cfg_path, config, parser = _load_train_config(bundle, train_config)
     net_id, net_ref = _network_ids(parser)
     cls, tgt, meaning = _decide_target(parser, net_id, target)
     norm = _normalization(parser, config, normalization)
@@ -270,59 +338,18 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
     overrides = dict(overrides or {})
     checked = False
     if check:
-        dry = _parser(ConfigParser.load_config_files(str(cfg_path)))
+        dry = _load_train_config(bundle, train_config)[2]
         dry.update(overrides)
         checked = _dry_run(dry, net_id, str(ssl_path), tgt, settings, log, bundle)
-
-    out = Path(output) if output else bundle / "configs" / "ssl_init.yaml"
-    out = out if out.is_absolute() else bundle / out
-    if out.exists() and MARKER not in out.read_text()[:400] and not overwrite:
-        raise PluginError(f"{out} exists and was not written by this command.", "Pass --output elsewhere or --overwrite.")
-
-    ssl_init: dict[str, Any] = {"checkpoint": str(ssl_path), "target": tgt, "min_fraction": float(min_fraction),
-                                "freeze_epochs": int(freeze_epochs), "linear_probe": bool(linear_probe),
-                                "axis_order": axis_order, "on_axis_mismatch": on_axis_mismatch, "normalization": norm}
-    handler: dict[str, Any] = {"_target_": HANDLER_TARGET, "load_path": "@ssl_init#checkpoint", "network": net_ref}
-    for key in ("target", "min_fraction", "freeze_epochs", "linear_probe", "axis_order", "on_axis_mismatch",
-                "normalization"):
-        handler[key] = f"@ssl_init#{key}"
-    if backbone_family:
-        ssl_init["backbone_family"], handler["backbone_family"] = backbone_family, "@ssl_init#backbone_family"
-    if source_axis_order:
-        ssl_init["source_axis_order"], handler["source_axis_order"] = source_axis_order, "@ssl_init#source_axis_order"
-    overlay: dict[str, Any] = {"ssl_init": ssl_init}
-    if pretrained_lr_mult != 1.0 and opt is not None:
-        opt_id, _, net_expr = opt
-        ssl_init["pretrained_lr_mult"] = float(pretrained_lr_mult)
-        overlay[f"{opt_id}#params"] = {"_target_": PARAM_GROUPS_TARGET, "network": net_expr, "target": "@ssl_init#target",
-                                       "lr": f"@{opt_id}#lr", "pretrained_lr_mult": "@ssl_init#pretrained_lr_mult"}
-    ssl_init["handler"] = handler
-    overlay[handlers_key] = ["@ssl_init#handler"]
-
-    rel_cfg = cfg_path.relative_to(bundle).as_posix() if cfg_path.is_relative_to(bundle) else str(cfg_path)
-    rel_out = out.relative_to(bundle).as_posix() if out.is_relative_to(bundle) else str(out)
-    extra = " --logging_file configs/logging.conf" if (bundle / "configs" / "logging.conf").is_file() else ""
-    extra += "".join(f" --{k} {shlex.quote(json.dumps(v) if not isinstance(v, str) else v)}" for k, v in overrides.items())
-    command = (f"cd {bundle} && python -m monai.bundle run --config_file \"['{rel_cfg}','{rel_out}']\" "
-               f"--meta_file configs/metadata.json{extra}")
-    lr_note = (f"x{pretrained_lr_mult} of the optimizer LR" if pretrained_lr_mult != 1.0
-               else "same as the rest (re-run with --pretrained_lr_mult to lower it)")
-    header = [
-        f"# SSL initialisation overlay, {MARKER}.",
-        f"# Source: {src.describe()}",
-        f"# Network: `{net_id}` ({cls}); receives the weights: {tgt} ({meaning}).",
-        f"# Normalisation of this bundle's train pipeline: {norm or 'not detected (not checked)'}.",
-        f"# Pretrained-part LR: {lr_note}.",
-        f"# Dry run at writing time: {'passed' if checked else 'not run'}. Train the unchanged bundle from these weights:",
-        f"#   {command}",
-        "# `+id` extends the list `id` of the earlier config file (monai.bundle ConfigParser merge key).",
-        "",
-    ]
-    atomic_write_text("\n".join(header) + yaml.safe_dump(overlay, sort_keys=False, default_flow_style=False), out)
+    out = _output_path(bundle, output, overwrite)
+    plan = OverlayPlan(out, cfg_path, net_id, cls, tgt, meaning, handlers_key, opt[0] if opt else None, norm, checked,
+                       _run_command(bundle, cfg_path, out, overrides))
+    overlay = _overlay(ssl_path, plan, net_ref, settings, freeze_epochs, linear_probe, pretrained_lr_mult, opt)
+    text = "\n".join(_header(plan, src.describe(), pretrained_lr_mult))
+    atomic_write_text(text + yaml.safe_dump(overlay, sort_keys=False, default_flow_style=False), out)
     if log is not None:
         log(f"[monai-ssl] wrote {out}: {tgt} of `{net_id}` ({cls}) <- {src.describe()}")
-    return OverlayPlan(out, cfg_path, net_id, cls, tgt, meaning, handlers_key, opt[0] if opt else None, norm, checked,
-                       command)
+    return plan
 
 
 def monai_overlay(ssl: str, bundle: str, target: str = "auto", output: str | None = None, freeze_epochs: int = 0,
