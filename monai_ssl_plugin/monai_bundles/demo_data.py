@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from monai_ssl_plugin.checkpoint import atomic_write_text
@@ -52,8 +53,6 @@ def lesion_case(rng: np.random.Generator, shape: Sequence[int], spacing: Sequenc
 def make_lesion_dataset(output_dir: str | os.PathLike, n_cases: int = 12, n_val: int = 2, size: int = 32,
                         spacing: float = 1.5, seed: int = 0) -> Path:
     """Write the cohort and its three datalists to ``output_dir``; returns the folder. Idempotent."""
-    import nibabel as nib
-
     out = Path(output_dir)
     params = {"n_cases": n_cases, "n_val": n_val, "size": size, "spacing": spacing, "seed": seed}
     stamp = out / "dataset.json"

@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
+from ignite.engine import Engine, Events
 from torch import nn
 
 from monai_ssl_plugin.monai_bundles.finetune import Freezer
 from monai_ssl_plugin.monai_bundles.load import load_pretrained
 from monai_ssl_plugin.monai_bundles.targets import resolve_target
 from monai_ssl_plugin.transfer.loading import LoadReport
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +64,6 @@ class SSLInitHandler:
         print(msg, flush=True)
 
     def attach(self, engine: Engine) -> None:
-        from ignite.engine import Events
-
         self.report = load_pretrained(self.network, self.load_path, self.freezer.target, log=self._log, **self.kwargs)
         engine.state.ssl_init = {"target": self.freezer.target.name, "summary": self.report.summary(),
                                  "loaded_fraction": self.report.loaded_fraction}

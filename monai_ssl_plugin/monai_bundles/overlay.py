@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from monai.bundle import ConfigParser
 
 from monai_ssl_plugin.checkpoint import atomic_write_text
 from monai_ssl_plugin.errors import PluginError
@@ -78,9 +79,7 @@ class OverlayPlan:
     command: str
 
 
-def _parser(config: dict):
-    from monai.bundle import ConfigParser
-
+def _parser(config: dict) -> ConfigParser:
     return ConfigParser(config)
 
 
@@ -227,8 +226,6 @@ def _dry_run(parser, net_id: str, ssl: str, target: str, settings: dict[str, Any
 
 def _load_train_config(bundle: Path, train_config: str | None) -> tuple[Path, dict, Any]:
     """(train config file, its content, a parser over it)."""
-    from monai.bundle import ConfigParser  # heavy: MONAI's bundle machinery
-
     cfg_path = _find_train_config(bundle, train_config)
     config = ConfigParser.load_config_files(str(cfg_path))
     return cfg_path, config, _parser(config)

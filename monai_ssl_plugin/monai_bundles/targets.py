@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from monai.networks import nets
+from monai.networks.layers.simplelayers import SkipConnection
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
@@ -88,8 +90,6 @@ def _family_root(families: Mapping[str, str], family: str) -> str | None:
 
 def _classes() -> list[tuple[str, type]]:
     """Known downstream classes, most specific first (a RetinaNet before anything inside it)."""
-    from monai.networks import nets
-
     out: list[tuple[str, type]] = []
     try:
         from monai.apps.detection.networks.retinanet_network import RetinaNet
@@ -114,8 +114,6 @@ def detect_kind(network: nn.Module) -> tuple[str, str, nn.Module] | None:
 
 def _unet_encoder(unet: nn.Module) -> tuple[str, ...]:
     """Down path + bottom of ``monai.networks.nets.UNet``: model.0, model.1.submodule.0, ..., the bottom."""
-    from monai.networks.layers.simplelayers import SkipConnection
-
     roots, prefix, seq = [], "model.", unet.model
     while True:
         roots.append(prefix + "0.")
