@@ -56,7 +56,7 @@ def _nnunet_paths(env: dict[str, str]) -> Iterator[None]:
 def prepare_plans(dataset_id: int, env: dict[str, str], backbone: str, patch_size: Sequence[int], batch_size: int,
                   log_file: Path) -> str:
     """Plan and preprocess (once) and write the plans variant of ``backbone``; returns its identifier."""
-    from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
+    from monai_ssl_plugin.nnunet_paths import preprocessed_dataset_dir
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
     from monai_ssl_plugin.errors import PluginError
@@ -147,7 +147,7 @@ def run_cell(cases: LabelledCases, task: str, raw: Path, dataset_id: int, plans_
     """Train (one arm), predict the test cases, return Dice. ``weights`` None = from scratch; the
     pretrained arm runs the trainer of ``spec.schedule``."""
     from monai_ssl_plugin.checkpoint import atomic_write_text
-    from monai_ssl_plugin.data.sources import preprocessed_dataset_dir
+    from monai_ssl_plugin.nnunet_paths import preprocessed_dataset_dir
     from monai_ssl_plugin.evaluation.guard import SCHEDULE_TRAINERS, SCRATCH_TRAINER
 
     t0 = time.time()
