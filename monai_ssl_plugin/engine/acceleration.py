@@ -23,17 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_ssl_plugin.engine.config_values import as_bool
 from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["channels_last_3d", "compile_network"]
-
-
-def _as_bool(value: Any) -> bool:
-    from monai_ssl_plugin.engine.run import as_bool
-
-    return as_bool(value)
 
 
 def channels_last_3d(network: nn.Module, enabled: Any = True) -> nn.Module:
@@ -46,7 +41,7 @@ def channels_last_3d(network: nn.Module, enabled: Any = True) -> nn.Module:
     Returns:
         ``network`` (same object). Parameters keep their names, values and shapes; only strides change.
     """
-    if not _as_bool(enabled):
+    if not as_bool(enabled):
         return network
     n = 0
     for param in network.parameters():
@@ -82,7 +77,7 @@ def compile_network(network: nn.Module, enabled: Any = False, mode: str | None =
     Returns:
         ``network`` (same object; state-dict keys unchanged).
     """
-    if not _as_bool(enabled):
+    if not as_bool(enabled):
         return network
     targets: list[nn.Module] = list(network.encoder_stages()) if hasattr(network, "encoder_stages") else []
     decoder = getattr(getattr(network, "network", network), "decoder", None)

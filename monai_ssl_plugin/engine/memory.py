@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from monai_ssl_plugin.engine.config_values import as_bool
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,8 +31,6 @@ def _checkpointed_forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> A
 
 def activation_checkpointing(backbone: Any, enabled: Any = True) -> Any:
     """``backbone`` with checkpointed encoder stages when ``enabled`` (``"true"`` from the CLI works)."""
-    from monai_ssl_plugin.engine.run import as_bool
-
     if not as_bool(enabled):
         return backbone
     stages = list(backbone.encoder_stages())

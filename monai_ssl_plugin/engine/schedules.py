@@ -70,3 +70,9 @@ def build_schedule(optimizer: torch.optim.Optimizer, kind: str, total_iters: int
     if kind not in SCHEDULES:
         raise PluginError(f"Unknown learning-rate schedule {kind!r}.", f"Use one of: {', '.join(SCHEDULES)}.")
     return SCHEDULES[kind](optimizer, total_iters, warmup_iters, **kwargs)
+
+
+def warmup_iterations(total_iters: int, fraction: float = 0.05, maximum: int | None = None) -> int:
+    """Warm-up length as a share of the run (at least 1 iteration, at most ``maximum``)."""
+    n = max(1, int(round(fraction * total_iters)))
+    return min(n, maximum) if maximum else min(n, total_iters)
