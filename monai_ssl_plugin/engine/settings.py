@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from monai_ssl_plugin.engine.config_values import as_bool, auto_device
 from monai_ssl_plugin.errors import PluginError, plugin_error_in
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,6 @@ def _patch(name: str, value: Any) -> None:
 
 
 def _flag(name: str, value: Any) -> None:
-    from monai_ssl_plugin.engine.run import as_bool
-
     try:
         as_bool(value)
     except PluginError:
@@ -85,8 +84,6 @@ def _flag(name: str, value: Any) -> None:
 
 
 def _device(name: str, value: Any) -> None:
-    from monai_ssl_plugin.engine.run import auto_device
-
     try:
         auto_device(str(value))
     except RuntimeError as e:  # torch's own message for a malformed device string
