@@ -14,20 +14,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.nnunet.env import ENV_EXT_TRAINER, ext_trainer_dir
+from monai_ssl_plugin.nnunet_paths import PATH_VARS
 
 
 def nnunet_environment(root: str | os.PathLike, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment with nnUNet_raw / _preprocessed / _results under ``root`` and the plugin's trainers."""
-    from monai_ssl_plugin.nnunet.env import ext_trainer_dir
-
     root = Path(root).resolve()
     env = dict(os.environ if base is None else base)
-    for var, sub in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
-                     ("nnUNet_results", "nnUNet_results")):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        env[var] = str(root / sub)
-    paths = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    env["nnUNet_extTrainer"] = os.pathsep.join([ext_trainer_dir()] + [p for p in paths if p != ext_trainer_dir()])
+    for var in PATH_VARS:  # each folder named like its variable
+        (root / var).mkdir(parents=True, exist_ok=True)
+        env[var] = str(root / var)
+    paths = [p for p in env.get(ENV_EXT_TRAINER, "").split(os.pathsep) if p]
+    env[ENV_EXT_TRAINER] = os.pathsep.join([ext_trainer_dir()] + [p for p in paths if p != ext_trainer_dir()])
     return env
 
 
