@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.nnunet_paths import dataset_id, preprocessed_dataset_dir
 
 logger = logging.getLogger(__name__)
 
@@ -543,39 +544,8 @@ _NOT_PLANS = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}
 
 
 def _dataset_id(folder: Path) -> str:
-    m = re.match(r"Dataset(\d{3})_", folder.name)
-    return str(int(m[1])) if m else "ID"
-
-
-def preprocessed_dataset_dir(name_or_id: str | int) -> Path:
-    """``"990"``, ``990`` or ``"Dataset990_Synthetic"`` -> the folder in ``$nnUNet_preprocessed``.
-
-    The one resolver of nnU-Net dataset ids in the plugin (export and plans variants use it too).
-    """
-    name_or_id = str(name_or_id)
-    if not (name_or_id.startswith("Dataset") or name_or_id.isdigit()):
-        raise PluginError(f"{name_or_id!r} is neither a dataset id nor a DatasetXXX_Name.",
-                          "Pass the number (e.g. 501) or the full name (e.g. Dataset501_MNIBrainTissue).")
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise PluginError(f"Cannot resolve dataset {name_or_id!r}: $nnUNet_preprocessed is not set.",
-                          "Set nnUNet_preprocessed, or pass the dataset folder path.")
-    prefix = name_or_id if name_or_id.startswith("Dataset") else f"Dataset{int(name_or_id):03d}_"
-    hits = sorted(p for p in Path(root).glob(f"{prefix}*") if p.is_dir() and
-                  (p.name == name_or_id or not name_or_id.startswith("Dataset")))
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise PluginError(f"Dataset id {name_or_id} matches several folders in {root}: {[h.name for h in hits]}.",
-                          "Pass the full dataset name or folder path.")
-    raw = os.environ.get("nnUNet_raw")
-    in_raw = sorted(Path(raw).glob(f"{prefix}*")) if raw else []
-    if in_raw:
-        raise PluginError(f"Dataset {name_or_id} is in nnUNet_raw ({in_raw[0]}) but not preprocessed.",
-                          f"Run `nnUNetv2_plan_and_preprocess -d {_dataset_id(in_raw[0])} -c 3d_fullres`, "
-                          f"or pass the raw folder path.")
-    raise PluginError(f"Dataset {name_or_id!r} not found in $nnUNet_preprocessed ({root}).",
-                      "Check the id/name, or pass the dataset folder path.")
+    found = dataset_id(folder.name)
+    return "ID" if found is None else str(found)
 
 
 def open_source(path: str | int | os.PathLike, configuration: str = "3d_fullres",
