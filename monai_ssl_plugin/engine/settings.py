@@ -76,6 +76,12 @@ def _patch(name: str, value: Any) -> None:
         raise PluginError(f"--{name} {list(value)} needs 2 or 3 positive sizes.", f'Pass e.g. --{name} "[64,64,64]".')
 
 
+def _steps(name: str, value: Any) -> None:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                       for v in value):
+        raise PluginError(f"--{name} {value!r} is not a list of iteration counts.", f'Pass e.g. --{name} "[0,100,300]".')
+
+
 def _flag(name: str, value: Any) -> None:
     try:
         as_bool(value)
@@ -116,7 +122,7 @@ SETTINGS: dict[str, Callable[[str, Any], None]] = {
     "learning_rate": _float(0.0), "mask_ratio": _float(0.0, 1.0), "grad_clip": _float(0.0),
     "warmup_fraction": _float(0.0, 1.0, low_open=False), "patch_size": _patch, "device": _device,
     "resume": _resume, "bad_data": _bad_data, "lr_schedule": _schedule, "amp_dtype": _choice(("bfloat16", "float16")),
-    "payoff_every": _int(1), "payoff_cases": _int(1), "payoff_score_cases": _int(1),
+    "keep_steps": _steps, "payoff_every": _int(1), "payoff_cases": _int(1), "payoff_score_cases": _int(1),
     **{flag: _flag for flag in ("amp", "quiet", "deterministic", "activation_checkpointing", "channels_last",
                                 "torch_compile")},
 }

@@ -32,6 +32,8 @@ class DemoCohort:
     seed: int = 0
     atrophy_fraction: float = 0.5
     lesion_fraction: float = 0.5
+    contrasts: list[str] = field(default_factory=lambda: ["T1"])  # T1 | T2 | FLAIR, one drawn per subject
+    thick_slice_fraction: float = 0.0
 
 
 @dataclass

@@ -104,7 +104,8 @@ def prepare_dataset(p: Protocol, raw_root: Path) -> Path:
         d = ds.demo
         return make_demo_dataset(raw_root, dataset_id=ds.dataset_id, name=ds.name, n_labelled=d.n_labelled,
                                  n_unlabelled=d.n_unlabelled, spacing=d.spacing, seed=d.seed, n_test=0,
-                                 atrophy_fraction=d.atrophy_fraction, lesion_fraction=d.lesion_fraction)
+                                 atrophy_fraction=d.atrophy_fraction, lesion_fraction=d.lesion_fraction,
+                                 contrasts=tuple(d.contrasts), thick_slice_fraction=d.thick_slice_fraction)
     src = Path(str(ds.raw)).expanduser().resolve()
     link = raw_root / src.name
     if not link.exists():

@@ -39,7 +39,7 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,14 @@ def resume_mode(value: Any) -> bool | str:
                       f"Pass --resume true, --resume false or --resume {RESUME_LAST_GOOD}.")
 
 
+def _steps(keep_steps: Sequence[int] | None) -> tuple[int, ...]:
+    steps = tuple(int(s) for s in (keep_steps or ()))
+    if any(s < 0 for s in steps):
+        raise PluginError(f"keep_steps={list(steps)} has a negative step.",
+                          "Pass iteration counts >= 0 (0 keeps the untrained network).")
+    return tuple(sorted(set(steps)))
+
+
 def keep_previous(latest: Path, previous: Path) -> None:
     """Make ``previous`` the current ``latest`` (a hard link, else a copy; renamed into place), so a
     damaged newest file always has an older intact generation beside it."""
@@ -173,6 +181,9 @@ class SSLCheckpointHandler:
         record_fn: ``steps -> CheckpointRecord | dict`` (see :func:`monai_ssl_plugin.checkpoint.build_record`).
         save_every_n_iters: period of ``latest.pt`` writes; ``0``/``None`` writes only at the end.
         resume: load ``latest.pt`` at start and continue; without a file the run starts fresh.
+        keep_steps: iterations after which a snapshot ``step_<N>.pt`` is kept for good (``0``: the
+            untrained network, before the first step), e.g. to fine-tune from several points of one
+            run and see when pretraining starts to pay.
 
     Only rank 0 writes under DDP; every rank reads on resume. The save handlers are registered
     when the run starts, i.e. after every handler attached before it, so a checkpoint always
@@ -181,7 +192,7 @@ class SSLCheckpointHandler:
 
     def __init__(self, output_dir: str | Path, pretext: nn.Module, optimizer: torch.optim.Optimizer,
                  lr_scheduler: Any | None, record_fn: RecordFn, save_every_n_iters: int | None = 500,
-                 resume: bool = False):
+                 resume: bool = False, keep_steps: Sequence[int] | None = None):
         self.checkpoint_dir = Path(output_dir) / "checkpoints"
         self.pretext = pretext
         self.optimizer = optimizer
@@ -192,6 +203,7 @@ class SSLCheckpointHandler:
             raise PluginError(f"save_every_n_iters={save_every_n_iters} is negative.",
                               "Pass a positive period, or 0 to save only at the end.")
         self.resume = resume_mode(resume)
+        self.keep_steps = _steps(keep_steps)
         self._last_saved_iteration = -1
         self._registered = False
 
@@ -202,6 +214,10 @@ class SSLCheckpointHandler:
     @property
     def final_path(self) -> Path:
         return self.checkpoint_dir / "final.pt"
+
+    def snapshot_path(self, step: int) -> Path:
+        """The snapshot kept after ``step`` iterations (see ``keep_steps``)."""
+        return self.checkpoint_dir / f"step_{int(step):06d}.pt"
 
     @property
     def previous_path(self) -> Path:
@@ -221,7 +237,20 @@ class SSLCheckpointHandler:
             if self.save_every > 0:
                 engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every), self._save_latest)
             engine.add_event_handler(Events.COMPLETED, self._completed)
+            if self.keep_steps:
+                steps = set(self.keep_steps)
+                engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i in steps),
+                                         self._save_snapshot)
             self._registered = True
+        if 0 in self.keep_steps and engine.state.iteration == 0:
+            self._save_snapshot(engine)
+
+    def _save_snapshot(self, engine: Engine) -> None:
+        rng_per_rank = gather_rng_states()  # every rank takes part, rank 0 writes
+        path = self.snapshot_path(engine.state.iteration)
+        if is_main_process() and not path.is_file():
+            atomic_save(seal(self.state(engine, rng_per_rank)), path)
+            logger.info("Kept %s.", path)
 
     def _save_latest(self, engine: Engine) -> None:
         if engine.state.iteration != self._last_saved_iteration:
