@@ -195,6 +195,16 @@ class Commands:
         print("pretexts:", ", ".join(f"{k} ({v})" for k, v in list_pretexts().items()))
         print("bundles:", ", ".join(list_bundles()))
 
+    def pretrained(self, action: str = "list", name: str | None = None, file: str | None = None, force: bool = False):
+        """Published SSL weights as a starting point: `pretrained list`, `pretrained info NAME`, `pretrained get NAME`
+        (download, sha256-verify, convert once into the plugin's checkpoint; --file PATH uses a file downloaded by hand)."""
+        from monai_ssl_plugin.errors import PluginError
+        from monai_ssl_plugin.pretrained.commands import run_pretrained
+
+        if action not in ("list", "info", "get"):
+            raise PluginError(f"`pretrained {action}` is not an action.", "Use `monai-ssl pretrained list|info|get NAME`.")
+        print(run_pretrained(action, name, file=file, force=force))
+
     def copy_bundle(self, bundle: str, dest: str = "."):
         """Copy a shipped bundle to DEST/BUNDLE as plain, self-contained files, to read, edit or run with MONAI."""
         from monai_ssl_plugin.bundles import copy_bundle, train_configs

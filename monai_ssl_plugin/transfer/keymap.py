@@ -20,16 +20,7 @@ def unwrap(network: nn.Module) -> nn.Module:
 
 def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove DDP / torch.compile prefixes wherever they start a key (they can nest)."""
-    out = {}
-    for k, v in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in WRAPPER_PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k] = v
-    return out
+    return strip_prefixes(state, WRAPPER_PREFIXES)
 
 
 def remap_keys(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) -> dict[str, torch.Tensor]:
@@ -47,3 +38,55 @@ def remap_keys(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) ->
                 out[dst + k[len(src):]] = v
                 break
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Published SSL checkpoints -> the networks the plugin's consumers build. Each map is a pure key
+# renaming (no tensor changes); the catalog's converters (``monai_ssl_plugin.pretrained``) apply them.
+# ---------------------------------------------------------------------------------------------
+def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Remove any of ``prefixes`` wherever they start a key, repeatedly (``module.backbone.x`` -> ``x``)."""
+    out = {}
+    for k, v in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+# Tang et al.'s Swin UNETR pretraining stores the Swin encoder without its ``swinViT.`` root and with
+# timm's MLP names; MONAI's SwinUNETR.load_from reads exactly these names.
+SWIN_MLP_TO_MONAI = {".mlp.fc1.": ".mlp.linear1.", ".mlp.fc2.": ".mlp.linear2."}
+
+
+def swin_ssl_to_monai(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model_swinvit.pt``'s ``module.layers1.0.blocks.0.mlp.fc1.weight`` -> ``swinViT.layers1.0.blocks.0.mlp.linear1.weight``."""
+    out = {}
+    for k, v in strip_prefixes(state, ("module.",)).items():
+        k = k.replace("swin_vit.", "swinViT.")
+        for src, dst in SWIN_MLP_TO_MONAI.items():
+            k = k.replace(src, dst)
+        out[k if k.startswith("swinViT.") else "swinViT." + k] = v
+    return out
+
+
+def voco_to_monai(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """VoCo's ``VoCoHead`` keys (``[module.]backbone.swinViT.*``, ``backbone.encoder1.*``, heads) -> MONAI
+    ``SwinUNETR(use_v2=True)`` keys; the projection heads (``student.`` / ``teacher.``) are dropped."""
+    out = {}
+    for k, v in strip_prefixes(state, ("module.", "backbone.")).items():
+        if k.startswith(("student.", "teacher.")):
+            continue
+        out[k.replace("swin_vit.", "swinViT.")] = v
+    return out
+
+
+def nnssl_to_nnunet(state: Mapping[str, torch.Tensor], network_keys: set[str]) -> dict[str, torch.Tensor]:
+    """nnssl's ``network_weights`` -> the nnU-Net network's keys: nnssl's ResEnc-L trainers name the encoder
+    ``encoder.*`` like nnU-Net's ResidualEncoderUNet, so the map keeps the keys that network has and drops
+    the pretext heads (VoCo / SimCLR ``projector.*``, Swin UNETR-style ``*_proj_head.*``)."""
+    return {k: v for k, v in strip_wrapper_prefixes(state).items() if k in network_keys}
