@@ -49,7 +49,7 @@ class PretrainedEntry:
     @property
     def location(self) -> str:
         if self.source == "hf":
-            return f"https://huggingface.co/{self.repo_id}/blob/{self.revision or 'main'}/{self.filename}"
+            return f"https://huggingface.co/{self.repo_id}/resolve/{self.revision or 'main'}/{self.filename}"
         return str(self.url)
 
     @property

@@ -1,0 +1,117 @@
+"""Each catalog converter on a file with the published layout: tensor by tensor, record, and the consumer
+that must accept the converted file (nnU-Net trainer for nnssl ResEnc-L, MONAI load_pretrained for Swin)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.pretrained import get
+from monai_ssl_plugin.pretrained.cache import ENV_HOME, read_provenance
+
+from published_layouts import write_model_swinvit, write_openmind, write_voco_head
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "cache"
+    monkeypatch.setenv(ENV_HOME, str(home))
+    return home
+
+
+def converted(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_tensors(state: dict, expected: dict) -> None:
+    assert sorted(state) == sorted(expected)
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+
+
+@pytest.mark.parametrize("method", ["MAE", "VoCo"])
+def test_openmind_resencl_converts_tensor_by_tensor(tmp_path: Path, method: str):
+    path, expected = write_openmind(tmp_path / "checkpoint_final.pth", method)
+    out = converted(get(f"openmind-resencl-{method.lower()}", file=str(path), log=None))
+    assert_same_tensors(out["network"], expected)  # pretext heads (VoCo projector) dropped, nothing renamed
+    record = out["record"]
+    assert record["backbone_family"] == "nnunet.ResidualEncoderUNet" and record["axis_order"] == "nnunet"
+    assert record["pretext"] == f"nnssl/{method}" and record["pretrained_parts"] == ["stem", "encoder"]
+    assert record["normalization"] == ["ZScoreNormalization"] and record["spacing"] == [1.0, 1.0, 1.0]
+    assert record["data"]["pretrained_catalog"]["licence"].startswith("CC-BY-4.0")
+    prov = read_provenance(f"openmind-resencl-{method.lower()}")
+    assert prov["dropped_tensors"] == (6 if method == "VoCo" else 0)
+
+
+def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from nnunet_helpers import plans_copy, tiny_plans, tiny_resenc_kwargs, write_preprocessed_dataset
+
+    from monai_ssl_plugin.nnunet import nnUNetTrainerSSL_short
+
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(k, str(tmp_path / k))
+        os.makedirs(tmp_path / k, exist_ok=True)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_compile", "false")
+    plans = tiny_plans()
+    conf = plans["configurations"]["3d_fullres"]["architecture"]
+    conf["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    conf["arch_kwargs"] = tiny_resenc_kwargs()
+    folder = write_preprocessed_dataset(tmp_path / "nnUNet_preprocessed", plans)
+    path, expected = write_openmind(tmp_path / "checkpoint_final.pth", "VoCo")
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(get("openmind-resencl-voco", file=str(path), log=None)))
+    trainer = nnUNetTrainerSSL_short(plans_copy(plans), "3d_fullres", 0, json.loads((folder / "dataset.json").read_text()),
+                                     torch.device("cpu"))
+    trainer.initialize()
+    state = trainer.network.state_dict()
+    for key in ("encoder.stem.convs.0.conv.weight", "encoder.stages.2.blocks.0.conv1.conv.weight"):
+        assert torch.equal(state[key], expected[key]), key
+    assert trainer.pretrained_report.loaded_fraction == 1.0
+
+
+def test_model_swinvit_converts_and_loads_into_monai_swinunetr(tmp_path: Path):
+    from monai.networks.nets import SwinUNETR
+
+    from monai_ssl_plugin.monai_bundles import load_pretrained
+
+    path, expected = write_model_swinvit(tmp_path / "model_swinvit.pt")
+    out_path = get("monai-swinunetr-ssl", file=str(path), log=None)
+    out = converted(out_path)
+    assert_same_tensors(out["network"], expected)  # module.* -> swinViT.*, mlp.fc1/fc2 -> mlp.linear1/linear2
+    assert out["record"]["backbone_family"] == "monai.SwinUNETR" and out["record"]["axis_order"] == "monai"
+    assert out["record"]["backbone_kwargs"]["feature_size"] == 12
+    target = SwinUNETR(in_channels=1, out_channels=3, feature_size=12)
+    load_pretrained(target, out_path, log=None)
+    for key, value in expected.items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_voco_head_converts_drops_heads_and_loads_into_swinunetr_v2(tmp_path: Path):
+    from monai.networks.nets import SwinUNETR
+
+    from monai_ssl_plugin.monai_bundles import load_pretrained
+
+    path, expected = write_voco_head(tmp_path / "VoCo_B_SSL_head.pt")
+    out_path = get("voco-b-ssl", file=str(path), log=None)
+    out = converted(out_path)
+    assert_same_tensors(out["network"], expected)
+    assert out["record"]["backbone_kwargs"]["use_v2"] is True
+    assert read_provenance("voco-b-ssl")["dropped_tensors"] == 12  # student + teacher heads
+    target = SwinUNETR(in_channels=1, out_channels=3, feature_size=12, use_v2=True)
+    load_pretrained(target, out_path, log=None)
+    swin = {k: v for k, v in expected.items() if k.startswith("swinViT.")}
+    for key, value in swin.items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_a_file_with_another_layout_is_refused_in_one_line(tmp_path: Path, cache_home: Path):
+    path, _ = write_voco_head(tmp_path / "VoCo_B_SSL_head.pt")
+    with pytest.raises(PluginError) as err:  # a VoCo file offered as Tang et al.'s: v2 blocks are unexpected
+        get("monai-swinunetr-ssl", file=str(path), log=None)
+    assert "does not have the published layout" in str(err.value) and "\n" not in str(err.value)
+    assert not (cache_home / "monai-swinunetr-ssl" / "converted.pt").exists()
