@@ -84,7 +84,8 @@ def sha256_of(path: Path) -> str:
 def mismatch_error(entry: PretrainedEntry, got: str, expected: str, source: str) -> PluginError:
     return PluginError(f"{entry.name}: the file's sha256 is {got}, expected {expected} ({source}); it was not used.",
                        f"Run `monai-ssl pretrained get {entry.name} --force` to download it again; if the hash still "
-                       f"differs, the file changed upstream or in transit: check {entry.homepage or entry.location}.")
+                       f"differs, the file changed upstream or in transit: check {entry.homepage or entry.location} (to trust a "
+                       f"new file, delete its cache folder {entry.name}/ first).")
 
 
 def place_verified(source: Path, final: Path, expected: str | None, entry: PretrainedEntry, expected_source: str,

@@ -58,21 +58,20 @@ def get(name: str, file: str | None = None, force: bool = False, log: Any = prin
     """Download (or take ``file``), verify, convert once and cache ``name``; returns the converted checkpoint."""
     entry = get_entry(name)
     known = cache.read_provenance(entry.name)
+    log = log or (lambda _message: None)
     if not force and file is None and (done := _cached(entry, known)) is not None:
         log(f"[monai-ssl] {entry.name}: cached at {done} (sha256 {known.get('sha256')}, {known.get('sha256_source')})")
         return done
-    original, sha, how = _obtain_original(entry, file, {} if force else known)
+    original, sha, how = _obtain_original(entry, file, known)  # --force downloads again, still checked
     record = {"name": entry.name, "location": entry.location, "sha256": sha, "sha256_source": how,
               "first_downloaded": known.get("first_downloaded") if known.get("sha256") == sha else _now()}
-    if log is not None:
-        log(f"[monai-ssl] {entry.name}: {original} sha256 {sha} ({how})")
+    log(f"[monai-ssl] {entry.name}: {original} sha256 {sha} ({how})")
     checkpoint, summary = converted_checkpoint(safe_load(original), entry, record)
     converted = atomic_save(seal(checkpoint), cache.converted_path(entry.name))
     cache.write_provenance(entry.name, {**record, "converted": str(converted), "converted_sha256": sha256_file(converted),
                                         "converted_at": _now(), **summary})
-    if log is not None:
-        log(f"[monai-ssl] {entry.name}: converted {summary['converted_tensors']} tensor(s) "
-            f"({summary['dropped_tensors']} pretext-head tensor(s) dropped) -> {converted}")
+    log(f"[monai-ssl] {entry.name}: converted {summary['converted_tensors']} tensor(s) "
+        f"({summary['dropped_tensors']} pretext-head tensor(s) dropped) -> {converted}")
     return converted
 
 
