@@ -36,6 +36,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budgets", type=int, nargs="+", default=[4, 1])
     p.add_argument("--weights", default=None, help="checkpoint for the SSL arm (default: the shipped weights)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cohort", default="mri", choices=["mri", "ct"],
+                   help="ct: the second cohort (synthetic CT); its SSL weights are pretrained here, the same bundle "
+                        "and steps as the shipped MRI weights, unless --weights is given")
+    p.add_argument("--pretrain_steps", type=int, default=1200, help="steps of that pretraining (as demo-weights)")
     return p.parse_args(argv)
 
 
@@ -68,14 +72,20 @@ def main(argv: list[str] | None = None) -> dict:
     env = {**nnunet_environment(out), **demo.FINETUNE}
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
     log = out / "logs" / "nnunet_commands.log"
-    weights = Path(args.weights) if args.weights else verified_model_file(bundle_dir(demo.BUNDLE))
-    raw, plans = demo.prepare_dataset(env, log)
-    demo.export_weights(weights, plans, env, out / "ssl_weights.pth")
+    raw, plans = demo.prepare_dataset(env, log, args.cohort)
+    weights = Path(args.weights) if args.weights else None
+    if weights is None and args.cohort == "mri":
+        weights = verified_model_file(bundle_dir(demo.BUNDLE))
+    elif weights is None:  # pretrained once on this cohort's imagesTr + imagesUnlabelled, reused when present
+        weights = out / "pretraining" / "checkpoints" / "final.pt"
+        if not weights.is_file():
+            weights = demo.pretrain_ssl(raw, plans, out / "pretraining", args.pretrain_steps, args.device)
+    demo.export_weights(weights, plans, env, out / "ssl_weights.pth", demo.COHORTS[args.cohort]["dataset_id"])
     results = demo.run_arms(env, raw, plans, args.budgets, args.seeds, out, args.device, log)
     gains = paired_gains(results, *demo.TRAINERS)
     summary = {"command": "python benchmarks/bench_payoff.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "weights": str(weights), "cohort": {k: list(v) if isinstance(v, tuple) else v
-                                                   for k, v in demo.DEMO_COHORT.items()},
+                                                   for k, v in demo.COHORTS[args.cohort].items()},
                "finetune": demo.FINETUNE, "results": as_records(results),
                "ssl_minus_scratch": {str(b): g for b, g in gains.items()}, "minutes": round((time.time() - t0) / 60, 1),
                "load_average_at_end": os.getloadavg()}

@@ -34,6 +34,11 @@ BUNDLE = "models_genesis_ssl_pretraining"  # the recommender's first choice for 
 # The protocol, fixed before any fine-tuning setting was chosen (docs/payoff.md says which runs chose them).
 DEMO_COHORT = dict(dataset_id=DATASET_ID, n_labelled=12, n_unlabelled=40, n_test=8, spacing=2.0, seed=0,
                    contrasts=("T1", "T2", "FLAIR"), thick_slice_fraction=0.3)
+# The second cohort, run with the same protocol and not tuned on (docs/payoff.md): the synthetic CT generator's
+# ellipsoid organs and bone in Hounsfield units, so nnU-Net plans CT normalisation.
+CT_COHORT = dict(dataset_id=502, name="SyntheticCT", n_labelled=12, n_unlabelled=40, n_test=8, shape=(64, 64, 64),
+                 spacing=(2.0, 2.0, 2.0), modality="CT", seed=0)
+COHORTS = {"mri": DEMO_COHORT, "ct": CT_COHORT}
 PLANS = dict(backbone="nnunet_plain_small", patch_size=[48, 48, 48], batch_size=2)
 N_VAL = 4  # per seed, labelled cases outside every budget's training set: nnU-Net's validation (and tuning) cases
 TRAINERS = ("nnUNetTrainerSSL_5epochs", "nnUNetTrainerScratch_5epochs")
@@ -50,17 +55,30 @@ def _step(timings: dict, name: str, t0: float, t_start: float) -> None:
     print(f"[demo] {name} done in {timings[name]:.0f} s (total {time.time() - t_start:.0f} s)", flush=True)
 
 
-def prepare_dataset(env: dict, log: Path) -> tuple[Path, Path]:
-    """Cohort (step 1) and plans (step 2); returns the raw dataset folder and the plans variant file."""
+def write_cohort(raw_root: str | Path, cohort: str = "mri") -> Path:
+    """The raw dataset of ``cohort`` (``mri``: the demo cohort; ``ct``: :data:`CT_COHORT`)."""
     from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
+    from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
+
+    if cohort not in COHORTS:
+        from monai_ssl_plugin.errors import PluginError
+        raise PluginError(f"cohort {cohort!r} is not a choice.", f"Use one of: {', '.join(COHORTS)}.")
+    if cohort == "ct":
+        return make_synthetic_dataset(raw_root, **CT_COHORT)
+    return make_demo_dataset(raw_root, **DEMO_COHORT)
+
+
+def prepare_dataset(env: dict, log: Path, cohort: str = "mri") -> tuple[Path, Path]:
+    """Cohort (step 1) and plans (step 2); returns the raw dataset folder and the plans variant file."""
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
-    raw = make_demo_dataset(env["nnUNet_raw"], **DEMO_COHORT)
+    raw = write_cohort(env["nnUNet_raw"], cohort)
+    dataset_id = COHORTS[cohort]["dataset_id"]
     if not (Path(env["nnUNet_preprocessed"]) / raw.name / "nnUNetPlans.json").is_file():
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning sets torch threads to it
-        run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", CONFIGURATION, "-np", "2",
+        run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", CONFIGURATION, "-np", "2",
                     "--verify_dataset_integrity"], plan_env, log)
-    plans = write_plans_variant(DATASET_ID, configuration=CONFIGURATION, **PLANS)
+    plans = write_plans_variant(dataset_id, configuration=CONFIGURATION, **PLANS)
     return raw, plans
 
 
@@ -100,11 +118,11 @@ def _activate(env: dict) -> dict:
     return env
 
 
-def export_weights(checkpoint: Path, plans: Path, env: dict, dest: Path) -> Path:
+def export_weights(checkpoint: Path, plans: Path, env: dict, dest: Path, dataset_id: int = DATASET_ID) -> Path:
     """Export a checkpoint for the plans variant and point the SSL trainers at it (``nnUNet_SSL_pretrained``)."""
     from monai_ssl_plugin.export.nnunet import export_nnunet
 
-    exported = export_nnunet(checkpoint, dest, dataset=DATASET_ID, configuration=CONFIGURATION,
+    exported = export_nnunet(checkpoint, dest, dataset=dataset_id, configuration=CONFIGURATION,
                              plans_identifier=plans.stem)
     env["nnUNet_SSL_pretrained"] = str(exported)
     return exported
