@@ -70,6 +70,7 @@ ENV_LOAD = "nnUNet_SSL_load"
 ENV_ADAPT = "nnUNet_SSL_adapt"
 ENV_MIN_FRACTION = "nnUNet_SSL_min_loaded_fraction"
 ENV_SEED = "nnUNet_SSL_seed"
+ENV_FINAL_VALIDATION = "nnUNet_SSL_final_validation"  # "0": skip the val-case prediction after training
 
 
 def _env_number(name: str, default: float, kind: type) -> float:
@@ -88,6 +89,14 @@ def _env_number(name: str, default: float, kind: type) -> float:
 
 def _env_set(name: str) -> bool:
     return bool(os.environ.get(name, "").strip())
+
+
+def _final_validation() -> bool:
+    raw = os.environ.get(ENV_FINAL_VALIDATION, "").strip()
+    if raw not in ("", "0", "1"):
+        raise PluginError(f"{ENV_FINAL_VALIDATION}={raw!r} is not 0 or 1.",
+                          f"Set {ENV_FINAL_VALIDATION}=0 to skip nnU-Net's final validation, or unset it.")
+    return raw != "0"
 
 
 def _env_seed() -> int | None:
@@ -176,6 +185,16 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         self._restoring_checkpoint = False
         self._encoder_trainable: bool | None = None
         self.seed = _env_seed()
+        self.final_validation = _final_validation()
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's prediction of the fold's validation cases after training; skipped with
+        ``nnUNet_SSL_final_validation=0`` for runs that are scored on other cases (the weights are
+        already saved, so skipping changes nothing else)."""
+        if not self.final_validation:
+            self.print_to_log_file(f"[monai-ssl] final validation skipped ({ENV_FINAL_VALIDATION}=0)")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     # -- network and pretrained weights ---------------------------------------------------------
     def initialize(self) -> None:

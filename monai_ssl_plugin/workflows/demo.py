@@ -163,7 +163,8 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
         raise PluginError(f"weights={weights!r} is not a choice.", "Use --weights shipped or --weights live.")
     t_start, timings = time.time(), {}
     out = Path(output_dir).resolve()
-    env = _activate({**nnunet_environment(out), **FINETUNE})
+    # the demo scores the test subjects only: nnU-Net's validation of the val cases would add a minute a run
+    env = _activate({**nnunet_environment(out), **FINETUNE, "nnUNet_SSL_final_validation": "0"})
     dev = auto_device(None if device == "auto" else device)
     log = out / "logs" / "nnunet_commands.log"
     print(f"[demo] output in {out}; device {dev}; nnU-Net commands logged to {log}", flush=True)
