@@ -49,13 +49,23 @@ def nnssl_plan(arch_kwargs: dict, in_channels: int = 1) -> dict:
             "key_to_lpe": None}
 
 
-def write_openmind(path: Path, method: str = "MAE", features: tuple[int, ...] = (8, 16, 32)
-                   ) -> tuple[Path, dict[str, torch.Tensor]]:
+def resencl_kwargs(features: tuple[int, ...] = (2, 4, 6, 8, 10, 10)) -> dict:
+    """nnssl's ResEnc-L (``architecture_registry.get_res_enc_l``: 6 stages, blocks 1-3-4-6-6-6, one decoder conv
+    per stage) with small widths: the same key names as the published files, small shapes. The widths change
+    where ResEnc-L's do (32-64-128-256-320-320), so the residual skips have the same projection convolutions."""
+    kwargs = tiny_resenc_kwargs(features)
+    kwargs.update(n_blocks_per_stage=[1, 3, 4, 6, 6, 6], n_conv_per_stage_decoder=[1] * 5)
+    return kwargs
+
+
+def write_openmind(path: Path, method: str = "MAE", kwargs: dict | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
     """nnssl's ``checkpoint_final.pth``: MAE keeps the whole ResidualEncoderUNet; VoCo / SimCLR save
-    ``VoCoArchitecture`` (``encoder.*`` + ``projector.layer{1,2,3}.0.*``)."""
+    ``VoCoArchitecture`` (``encoder.*`` + ``projector.layer{1,2,3}.0.*``). ``kwargs``: ResEnc-L's structure
+    by default."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    kwargs = tiny_resenc_kwargs(features)
+    kwargs = kwargs or resencl_kwargs()
+    features = kwargs["features_per_stage"]
     net = _randomised(get_network_from_plans(DNA + "ResidualEncoderUNet", kwargs, REQ_IMPORT, 1, 1,
                                              allow_init=True, deep_supervision=False))
     state = dict(net.state_dict())

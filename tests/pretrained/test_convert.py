@@ -63,7 +63,7 @@ def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, 
     conf["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
     conf["arch_kwargs"] = tiny_resenc_kwargs()
     folder = write_preprocessed_dataset(tmp_path / "nnUNet_preprocessed", plans)
-    path, expected = write_openmind(tmp_path / "checkpoint_final.pth", "VoCo")
+    path, expected = write_openmind(tmp_path / "checkpoint_final.pth", "VoCo", tiny_resenc_kwargs())
     monkeypatch.setenv("nnUNet_SSL_pretrained", str(get("openmind-resencl-voco", file=str(path), log=None)))
     trainer = nnUNetTrainerSSL_short(plans_copy(plans), "3d_fullres", 0, json.loads((folder / "dataset.json").read_text()),
                                      torch.device("cpu"))
@@ -80,6 +80,9 @@ def test_model_swinvit_converts_and_loads_into_monai_swinunetr(tmp_path: Path):
     from monai_ssl_plugin.monai_bundles import load_pretrained
 
     path, expected = write_model_swinvit(tmp_path / "model_swinvit.pt")
+    reference = SwinUNETR(in_channels=1, out_channels=3, feature_size=12)
+    reference.load_from(torch.load(path, weights_only=True))  # MONAI's own reader of model_swinvit.pt takes the fixture
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in expected.items())
     out_path = get("monai-swinunetr-ssl", file=str(path), log=None)
     out = converted(out_path)
     assert_same_tensors(out["network"], expected)  # module.* -> swinViT.*, mlp.fc1/fc2 -> mlp.linear1/linear2
