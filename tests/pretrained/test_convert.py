@@ -72,6 +72,14 @@ def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, 
     for key in ("encoder.stem.convs.0.conv.weight", "encoder.stages.2.blocks.0.conv1.conv.weight"):
         assert torch.equal(state[key], expected[key]), key
     assert trainer.pretrained_report.loaded_fraction == 1.0
+    # the documented route to plans with the checkpoint's architecture reads the converted file too
+    from monai_ssl_plugin.nnunet.plans import write_plans_variant
+
+    written = json.loads(write_plans_variant(plans["dataset_name"], checkpoint=os.environ["nnUNet_SSL_pretrained"]
+                                             ).read_text())
+    arch = written["configurations"]["3d_fullres"]["architecture"]
+    assert arch["network_class_name"].endswith("ResidualEncoderUNet")
+    assert arch["arch_kwargs"]["features_per_stage"] == tiny_resenc_kwargs()["features_per_stage"]
 
 
 def test_model_swinvit_converts_and_loads_into_monai_swinunetr(tmp_path: Path):
