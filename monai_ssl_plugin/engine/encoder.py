@@ -6,14 +6,14 @@ builds (``encoder_network``), loads (``load_encoder_weights``, reported) and run
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from monai_ssl_plugin.backbones import NnUNetBackbone
+from monai_ssl_plugin.backbones import backbone_from_record
 from monai_ssl_plugin.checkpoint import atomic_save, safe_load
 from monai_ssl_plugin.engine.network import DEFAULT_BACKBONE, build_backbone
 from monai_ssl_plugin.transfer.loading import load_weights
@@ -36,19 +36,31 @@ class LatentEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode(x)[-1]
 
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Also accept the plugin's weight files, ``{"network": downstream state dict, "record": ...}``.
+
+        A bundle's ``models/model.pt`` keeps that layout (the record travels with the weights), and
+        MONAI's ``ckpt_export`` (ignite ``Checkpoint.load_objects``) hands the whole file to this
+        method: the ``network`` entry is loaded into the downstream network, strictly when asked.
+        """
+        if "network" in state_dict and not any(k.startswith("backbone.") for k in state_dict):
+            return self.backbone.network.load_state_dict(state_dict["network"], strict=strict, assign=assign)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
 
 def encoder_network(backbone: str = DEFAULT_BACKBONE, in_channels: int = 1, plans: str | None = None,
                     configuration: str = "3d_fullres", checkpoint: str | Path | None = None) -> LatentEncoder:
     """``LatentEncoder`` over the pretrained architecture.
 
-    When ``checkpoint`` is an existing pretraining checkpoint, its record decides the architecture
-    (the record is the contract; nothing is guessed); otherwise ``backbone`` / ``plans`` do.
+    When ``checkpoint`` is an existing file with a record (a pretraining checkpoint or a packaged
+    ``models/model.pt``), the record decides the architecture, whatever its family (the record is
+    the contract; nothing is guessed), so the weights load into it; otherwise ``backbone`` / ``plans`` do.
     """
     if checkpoint and Path(checkpoint).is_file():
         record = safe_load(checkpoint).get("record") or {}
-        if str(record.get("backbone_family", "")).startswith("nnunet."):
+        if record.get("backbone_family"):
             logger.info("Encoder architecture from the record of %s: %s.", checkpoint, record["backbone_family"])
-            return LatentEncoder(NnUNetBackbone(**record["backbone_kwargs"]))
+            return LatentEncoder(backbone_from_record(record["backbone_family"], record["backbone_kwargs"]))
     return LatentEncoder(build_backbone(backbone, {"in_channels": in_channels}, plans, configuration))
 
 
