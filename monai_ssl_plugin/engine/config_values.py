@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from monai_ssl_plugin.data.sources import open_source
 from monai_ssl_plugin.errors import PluginError
 
 
@@ -40,3 +41,15 @@ def auto_device(device: str | None = None) -> torch.device:
             raise PluginError(f"Device {device!r} was requested but CUDA is not available.", "Use --device cpu.")
         return dev
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def open_dataset(data: Any, configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans",
+                 plans: Any = None) -> Any:
+    """The training data a pretraining bundle reads, named by the model zoo's ``train#dataset#data`` id.
+
+    The zoo (and apps built on it, such as MONAI FL) point a bundle at other data by overriding
+    ``train#dataset#data``; here ``data`` is what ``--dataset_dir`` takes: a NIfTI folder, an nnU-Net
+    raw or preprocessed dataset folder, or a dataset id (see
+    :func:`monai_ssl_plugin.data.sources.open_source`).
+    """
+    return open_source(required(data, "dataset_dir"), configuration, plans_identifier, plans=plans)

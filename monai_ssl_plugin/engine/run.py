@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 from monai_ssl_plugin.bundles import bundle_dir, train_configs
-from monai_ssl_plugin.engine.config_values import as_bool, auto_device, required
+from monai_ssl_plugin.engine.config_values import as_bool, auto_device, open_dataset, required
 from monai_ssl_plugin.engine.encoder import LatentEncoder, encode_cases, encoder_network, load_encoder_weights
 from monai_ssl_plugin.engine.handlers.checkpoint import resume_mode
 from monai_ssl_plugin.engine.network import (DEFAULT_BACKBONE, build_backbone, check_patch_size, mae_block_size,
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 # names the bundles' YAML reaches through this module
 __all__ = ["DEFAULT_BACKBONE", "LatentEncoder", "as_bool", "auto_device", "build_backbone", "bundle_dir",
            "check_override_ids", "check_patch_size", "encode_cases", "encoder_network", "load_encoder_weights",
-           "mae_block_size", "pretrain", "record_factory", "required", "warmup_iterations"]
+           "mae_block_size", "open_dataset", "pretrain", "record_factory", "required", "warmup_iterations"]
 
 
 def _plugin_error_in(error: BaseException) -> PluginError | None:
