@@ -205,11 +205,21 @@ class Commands:
             raise PluginError(f"`pretrained {action}` is not an action.", "Use `monai-ssl pretrained list|info|get NAME`.")
         print(run_pretrained(action, name, file=file, force=force))
 
-    def copy_bundle(self, bundle: str, dest: str = "."):
-        """Copy a shipped bundle to DEST/BUNDLE as plain, self-contained files, to read, edit or run with MONAI."""
+    def copy_bundle(self, bundle: str, dest: str = ".", init_weights: str = "false"):
+        """Copy a shipped bundle to DEST/BUNDLE as plain, self-contained files, to read, edit or run with MONAI.
+
+        --init_weights true also writes models/model.pt with the UNTRAINED initial weights of network_def
+        where the bundle ships none: what the model zoo's checks (ci/verify_bundle.py) need to run."""
         from monai_ssl_plugin.bundles import copy_bundle, train_configs
+        from monai_ssl_plugin.engine.run import as_bool
 
         target = copy_bundle(bundle, dest)
+        if as_bool(init_weights):
+            from monai_ssl_plugin.sharing.zoo import write_initial_weights
+
+            written = write_initial_weights(target)
+            print(f"wrote {written}: UNTRAINED initial weights (seed 0), for the model zoo's checks only" if written
+                  else f"kept the weights {bundle} ships in {target / 'models' / 'model.pt'}")
         files = [str(Path(f).relative_to(Path.cwd())) if Path(f).is_relative_to(Path.cwd()) else f
                  for f in train_configs(target)]
         print(f"copied {bundle} to {target}\nrun: python -m monai.bundle run --config_file \"{files}\" "
