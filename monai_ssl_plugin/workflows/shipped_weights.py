@@ -31,8 +31,10 @@ def write_shipped_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLi
     record["data"] = {**record.get("data", {}), "provenance": provenance}
     target = Path(bundle) / MODEL_FILE
     atomic_save({"network": ckpt["network"], "record": record}, target)
-    entries = [e for e in _large_files(bundle) if e.get("path") != MODEL_FILE]
-    entries.append({"path": MODEL_FILE, "hash_val": sha256_file(target), "hash_type": "sha256"})
+    listed = _large_files(bundle)
+    entries = [e for e in listed if e.get("path") != MODEL_FILE]
+    previous = next((e for e in listed if e.get("path") == MODEL_FILE), {})  # keeps its url (the zoo downloads from it)
+    entries.append({**previous, "path": MODEL_FILE, "hash_val": sha256_file(target), "hash_type": "sha256"})
     atomic_write_text(yaml.safe_dump({"large_files": entries}, sort_keys=False), Path(bundle) / LARGE_FILES)
     return target
 
