@@ -32,7 +32,7 @@ def test_package_writes_a_zoo_bundle(packaged, tmp_path):
     assert set(model) == {"network", "record"} and model["record"]["steps"] == 8
     assert torch.equal(model["network"]["encoder.w"], safe_load(tmp_path / "run/checkpoints/final.pt")["network"]["encoder.w"])
     meta = json.loads((folder / "configs" / "metadata.json").read_text())
-    assert meta["version"] == "0.1.1" and "0.1.1" in meta["changelog"] and "0.1.0" in meta["changelog"]
+    assert meta["version"] == "0.2.1" and "0.2.1" in meta["changelog"] and "0.2.0" in meta["changelog"]
     assert meta["schema"].endswith(".json") and meta["monai_version"] and meta["pytorch_version"]
     prov = meta["provenance"]
     assert prov["model_sha256"] == sha256_file(folder / "models" / "model.pt")
