@@ -31,9 +31,13 @@ def expected_sha256(entry: PretrainedEntry, known: dict[str, Any]) -> tuple[str 
     return None, "none published: trust on first use"
 
 
-def _obtain_original(entry: PretrainedEntry, file: str | None, known: dict[str, Any]) -> tuple[Path, str, str]:
-    """The verified original in the cache: (path, sha256, how it was checked)."""
+def _obtain_original(entry: PretrainedEntry, file: str | None, known: dict[str, Any], force: bool
+                     ) -> tuple[Path, str, str]:
+    """The verified original in the cache: (path, sha256, how it was checked); a cached original that still has
+    its recorded sha256 is reused without the network unless ``force``."""
     final = cache.original_path(entry.name, entry.filename)
+    if file is None and not force and known.get("sha256") and final.is_file() and sha256_file(final) == known["sha256"]:
+        return final, known["sha256"], str(known.get("sha256_source"))
     expected, source = expected_sha256(entry, known)
     if file is not None:
         given = Path(file).expanduser()
@@ -50,8 +54,10 @@ def _now() -> str:
 
 
 def _cached(entry: PretrainedEntry, known: dict[str, Any]) -> Path | None:
+    """The converted file when it is there and intact (its sha256 as recorded at conversion)."""
     converted = cache.converted_path(entry.name)
-    return converted if converted.is_file() and known.get("converted_sha256") else None
+    intact = converted.is_file() and known.get("converted_sha256") == sha256_file(converted)
+    return converted if intact else None
 
 
 def get(name: str, file: str | None = None, force: bool = False, log: Any = print) -> Path:
@@ -62,7 +68,7 @@ def get(name: str, file: str | None = None, force: bool = False, log: Any = prin
     if not force and file is None and (done := _cached(entry, known)) is not None:
         log(f"[monai-ssl] {entry.name}: cached at {done} (sha256 {known.get('sha256')}, {known.get('sha256_source')})")
         return done
-    original, sha, how = _obtain_original(entry, file, known)  # --force downloads again, still checked
+    original, sha, how = _obtain_original(entry, file, known, force)  # --force downloads again, still checked
     record = {"name": entry.name, "location": entry.location, "sha256": sha, "sha256_source": how,
               "first_downloaded": known.get("first_downloaded") if known.get("sha256") == sha else _now()}
     log(f"[monai-ssl] {entry.name}: {original} sha256 {sha} ({how})")

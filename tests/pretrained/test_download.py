@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from monai_ssl_plugin.cli import main
 from monai_ssl_plugin.errors import PluginError
@@ -48,6 +49,9 @@ def test_https_entry_trusts_first_use_then_reuses_the_cache_and_refuses_a_change
     assert calls == [get_entry("monai-swinunetr-ssl").url]
     assert prov["sha256"] == hashlib.sha256(data).hexdigest() and "trust on first use" in prov["sha256_source"]
     assert get("monai-swinunetr-ssl", log=None) == first and len(calls) == 1  # cached: no network
+    first.write_bytes(b"torn")  # a damaged converted file is converted again from the verified original, offline
+    assert get("monai-swinunetr-ssl", log=None) == first and len(calls) == 1
+    assert "network" in torch.load(first, weights_only=True)
     changed, _ = write_model_swinvit(tmp_path / "other.pt")
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen(changed.read_bytes(), calls))
     with pytest.raises(PluginError, match="recorded at the first download") as err:
