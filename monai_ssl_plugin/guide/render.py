@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from monai_ssl_plugin.guide.recommender import Estimate, Recommendation, format_duration, recommend
+from monai_ssl_plugin.guide.memory import fits_line
+from monai_ssl_plugin.guide.recommender import Estimate, Recommendation, format_duration, recommend, registry_backbone
 
 __all__ = ["from_json", "recommend_command", "to_json", "to_table"]
 
@@ -66,6 +67,9 @@ def to_table(rec: Recommendation, verbose: bool = True) -> str:
         lines.append(f"    evidence: {'; '.join(e.short for e in it.evidence)}")
         lines.append(f"    settings: {it.settings.basis}")
         lines.append(f"    time/memory: {it.estimate.text}")
+        gpu = fits_line(it.bundle, registry_backbone(it.backbone), it.settings.patch, it.settings.batch)
+        if gpu:
+            lines.append(f"    {gpu}")
         if it.published:
             lines.append("    published: " + "; ".join(f"{p.name}: {p.value} [{p.source}]" for p in it.published))
         lines += [f"    note: {n}" for n in it.notes]
