@@ -26,7 +26,7 @@ from monai_ssl_plugin.checkpoint import atomic_write_text
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.evaluation.protocol import SEGMENTATION_TASKS, Protocol, load_protocol
 from monai_ssl_plugin.evaluation.report import mean_std
-from monai_ssl_plugin.evaluation.runner import (Cell, _cached_cells, _pretraining_data, _prepare, _run_cells,
+from monai_ssl_plugin.evaluation.runner import (Cell, cached_cells, pretraining_data, prepare_run, run_cells,
                                                 pretrain_once)
 
 METRIC = {"seg": "dice", "cls": "auc"}
@@ -185,14 +185,14 @@ def payoff_curve(config: str | Path, output_dir: str | Path, steps: list[int]) -
     out = Path(output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({**p.to_dict(), "curve_steps": steps}, indent=1), out / "protocol.json")
-    run = _prepare(p, out, allow_unfair=False)
-    found = snapshots(p, out, _pretraining_data(run.raw, run.splits, out), steps)
+    run = prepare_run(p, out, allow_unfair=False)
+    found = snapshots(p, out, pretraining_data(run.raw, run.splits, out), steps)
     cells = plan_curve_cells(p, run.budgets, list(found))
-    results = _cached_cells(run, cells)
+    results = cached_cells(run, cells)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(os.environ.get("MONAI_SSL_EVAL_THREADS", "1"))))
     try:
-        _run_cells(run, cells, results, found, None)
+        run_cells(run, cells, results, found, None)
     finally:
         torch.set_num_threads(threads)
     curve = summarise_curve(p, results, run.budgets, steps)

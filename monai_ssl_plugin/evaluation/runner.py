@@ -113,7 +113,7 @@ def prepare_dataset(p: Protocol, raw_root: Path) -> Path:
     return link
 
 
-def _pretraining_data(raw: Path, splits: Splits, out: Path) -> Path:
+def pretraining_data(raw: Path, splits: Splits, out: Path) -> Path:
     """Unlabelled images for pretraining: ``imagesUnlabelled`` if the dataset has it, else links to the
     training pool's images. Test images are never pretrained on."""
     if (raw / "imagesUnlabelled").is_dir() and any((raw / "imagesUnlabelled").iterdir()):
@@ -230,7 +230,7 @@ def read_scalars(tensorboard_dir: Path, prefix: str = "") -> dict[str, list[list
 
 
 @dataclass
-class _Run:
+class RunState:
     """What every step of one ``evaluate`` call shares."""
 
     p: Protocol
@@ -244,7 +244,7 @@ class _Run:
     flags: list[Flag] = field(default_factory=list)
 
 
-def _prepare(p: Protocol, out: Path, allow_unfair: bool) -> _Run:
+def prepare_run(p: Protocol, out: Path, allow_unfair: bool) -> RunState:
     """The dataset, the labelled cases, the budgets and the splits (``splits.json``)."""
     from monai_ssl_plugin.backbones import create_backbone
     from monai_ssl_plugin.evaluation.cases import load_labelled_cases
@@ -262,12 +262,12 @@ def _prepare(p: Protocol, out: Path, allow_unfair: bool) -> _Run:
     atomic_write_text(json.dumps({"test": list(splits.test), "pool": list(splits.pool),
                                   "train": {f"n{b}_s{s}": list(v) for (s, b), v in splits.train.items()}},
                                  indent=1), out / "splits.json")
-    return _Run(p, out, env, raw, cases, budgets, splits, allow_unfair)
+    return RunState(p, out, env, raw, cases, budgets, splits, allow_unfair)
 
 
-def _pretrain_all(run: _Run) -> dict[str, Path]:
+def _pretrain_all(run: RunState) -> dict[str, Path]:
     """Every pretext's final checkpoint (pretrained, resumed or reused); times new runs."""
-    data = _pretraining_data(run.raw, run.splits, run.out)
+    data = pretraining_data(run.raw, run.splits, run.out)
     checkpoints: dict[str, Path] = {}
     for spec in run.p.pretexts:
         run_dir = run.out / "pretraining" / spec.name
@@ -281,7 +281,7 @@ def _pretrain_all(run: _Run) -> dict[str, Path]:
     return checkpoints
 
 
-def _cached_cells(run: _Run, cells: list[Cell]) -> dict[str, dict[str, Any]]:
+def cached_cells(run: RunState, cells: list[Cell]) -> dict[str, dict[str, Any]]:
     """The finished cells among ``cells`` (read from ``cells/<id>.json``)."""
     found = {}
     for cell in cells:
@@ -291,7 +291,7 @@ def _cached_cells(run: _Run, cells: list[Cell]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _compute_cell(run: _Run, cell: Cell, checkpoints: dict[str, Path], nn_state: dict[str, Any]) -> dict[str, Any]:
+def _compute_cell(run: RunState, cell: Cell, checkpoints: dict[str, Path], nn_state: dict[str, Any]) -> dict[str, Any]:
     """One cell's result (the metrics of its route, the training cases, the budget it ran with)."""
     train = run.splits.training(cell.seed, cell.budget)
     ckpt = checkpoints.get(cell.pretext)
@@ -307,7 +307,7 @@ def _compute_cell(run: _Run, cell: Cell, checkpoints: dict[str, Path], nn_state:
             "budget_settings": cell_budget(run.p, cell.route, cell.task), "metrics": metrics}
 
 
-def _run_cells(run: _Run, cells: list[Cell], results: dict[str, dict[str, Any]], checkpoints: dict[str, Path],
+def run_cells(run: RunState, cells: list[Cell], results: dict[str, dict[str, Any]], checkpoints: dict[str, Path],
                on_cell_done: Callable[[Cell], None] | None) -> None:
     """Compute the cells not in ``results`` (each claimed with a lock, written atomically) into ``results``."""
     nn_state: dict[str, Any] = {}
@@ -333,7 +333,7 @@ def _run_cells(run: _Run, cells: list[Cell], results: dict[str, dict[str, Any]],
             on_cell_done(cell)
 
 
-def _assemble_record(run: _Run, checkpoints: dict[str, Path], results: dict[str, dict[str, Any]],
+def _assemble_record(run: RunState, checkpoints: dict[str, Path], results: dict[str, dict[str, Any]],
                      t_start: float) -> dict[str, Any]:
     """The whole record: protocol, cells, pretraining curves, fairness flags, software versions."""
     record = {"protocol": run.p.to_dict(), "output_dir": str(run.out), "dataset": str(run.raw),
@@ -353,7 +353,7 @@ def _assemble_record(run: _Run, checkpoints: dict[str, Path], results: dict[str,
     return record
 
 
-def _flag(run: _Run, flags: list[Flag]) -> None:
+def _flag(run: RunState, flags: list[Flag]) -> None:
     """Keep ``flags`` (without repeats) and refuse unless the run allows unfair comparisons."""
     run.flags += [f for f in flags if f not in run.flags]
     enforce(flags, run.allow_unfair)
@@ -383,14 +383,14 @@ def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callab
     atomic_write_text(json.dumps(p.to_dict(), indent=1), out / "protocol.json")
     threads = torch.get_num_threads()
     try:
-        run = _prepare(p, out, allow_unfair)
+        run = prepare_run(p, out, allow_unfair)
         _flag(run, run_flags)
         cells = [c for c in plan_cells(p, run.budgets) if routes is None or c.route in routes]
-        results = _cached_cells(run, cells)
+        results = cached_cells(run, cells)
         _flag(run, stale_flags(p, results, run.splits.training))
         checkpoints = _pretrain_all(run)
         torch.set_num_threads(max(1, int(os.environ.get("MONAI_SSL_EVAL_THREADS", "1"))))
-        _run_cells(run, cells, results, checkpoints, on_cell_done)
+        run_cells(run, cells, results, checkpoints, on_cell_done)
         _flag(run, pairing_flags(results))
     finally:
         torch.set_num_threads(threads)
