@@ -233,26 +233,32 @@ def _strip_ending(name: str, endings: Sequence[str]) -> str | None:
     return None
 
 
-def _group_channels(folder: Path, file_ending: str, n_channels: int | None) -> dict[str, list[Path]]:
-    """``{case: [case_0000, case_0001, ...]}`` for nnU-Net's channel naming in ``folder``."""
+def _group_channels(folder: Path, file_ending: str, n_channels: int | None
+                    ) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """``{case: [case_0000, case_0001, ...]}`` for nnU-Net's channel naming in ``folder``, and the defects.
+
+    A case lacking a channel file (or holding more than the dataset's channels) is kept with its
+    expected paths and named in the second dict (``case -> reason``): like any other bad case it is
+    left to the ``bad_data`` policy when loaded, so it never takes the good cases down with it.
+    """
     pattern = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})" + re.escape(file_ending) + r"$")
     cases: dict[str, dict[int, Path]] = {}
     for f in sorted(folder.iterdir()):
         m = pattern.match(f.name)
         if m and not f.name.startswith("."):
             cases.setdefault(m["case"], {})[int(m["ch"])] = f
-    out = {}
     # Without a dataset.json the channel count is the largest index found in the folder.
     want = n_channels if n_channels is not None else max((max(c) + 1 for c in cases.values()), default=0)
+    out, defects = {}, {}
     for case, chans in cases.items():
-        if sorted(chans) != list(range(want)):
-            missing = [f"{case}_{c:04d}{file_ending}" for c in range(want) if c not in chans]
-            problem = (f"lacks channel files {missing[:3]}" if missing else
-                       f"has channel files beyond the {want} channel(s) in dataset.json")
-            raise PluginError(f"Case {case} in {folder} {problem} (found {sorted(chans)}, expected 0..{want - 1}).",
-                              "Add the missing files or remove the case; channels are numbered _0000, _0001, ...")
-        out[case] = [chans[c] for c in range(want)]
-    return out
+        out[case] = [chans.get(c, folder / f"{case}_{c:04d}{file_ending}") for c in range(want)]
+        missing = [f"{case}_{c:04d}{file_ending}" for c in range(want) if c not in chans]
+        extra = [chans[c].name for c in sorted(chans) if c >= want]
+        if missing:
+            defects[case] = f"missing channel file(s) {', '.join(missing[:3])} (the dataset has {want} channel(s))"
+        elif extra:
+            defects[case] = f"channel file(s) {', '.join(extra[:3])} beyond the dataset's {want} channel(s)"
+    return out, defects
 
 
 # -- the plans path: nnU-Net's own preprocessing, case by case ---------------------------------
@@ -327,11 +333,17 @@ class _FileCasesSource(UnlabelledSource):
     """Shared loading for sources made of image files: reader, z-score or nnU-Net plans."""
 
     cases: list[list[Path]]
+    defects: dict[str, str]  # case id -> why its files are incomplete (a channel file missing or extra)
     _plans: _PlansPreprocessing | None
     _reader_class: Any
 
     def load(self, i: int) -> np.ndarray:
         files = self.cases[i]
+        if (defect := self.defects.get(self.case_ids[i])) is not None:
+            raise VolumeDefect(files[0].parent / self.case_ids[i], defect)
+        for f in files:
+            if not f.is_file():
+                raise VolumeDefect(f, "missing file")
         for f in files:
             _check_nifti(f)
             if _is_nifti(f) and (count := nonfinite_voxels(f)):
@@ -348,6 +360,12 @@ class _FileCasesSource(UnlabelledSource):
             raise PluginError(f"Cannot read image {files[0].parent}/{names} ({type(e).__name__}: {msg[:160]}).",
                               _CHECK_HINT) from None
         return np.ascontiguousarray(zscore(image), dtype=np.float32)
+
+    def _complete_cases(self) -> list[list[Path]]:
+        """The cases with every channel file, for the header sample (all cases when none is complete,
+        so that opening refuses with the reader's own words)."""
+        complete = [fs for c, fs in zip(self.case_ids, self.cases) if c not in self.defects]
+        return complete or self.cases
 
 
 class NiftiFolderSource(_FileCasesSource):
@@ -368,14 +386,17 @@ class NiftiFolderSource(_FileCasesSource):
             raise PluginError(f"No images (*.nii, *.nii.gz) in {folder}.", _NO_IMAGES_FIX)
         channel_named = all(re.search(r"_\d{4}\.nii(\.gz)?$", f.name) for f in files)
         grouped: dict[str, list[Path]] = {}
+        self.defects = {}
         if channel_named:
             for ending in NIFTI_ENDINGS:
-                grouped.update(_group_channels(folder, ending, None))
+                found, defects = _group_channels(folder, ending, None)
+                grouped.update(found)
+                self.defects.update(defects)
         else:
             grouped = {_strip_ending(f.name, NIFTI_ENDINGS): [f] for f in files}  # type: ignore[misc]
         self.case_ids = sorted(grouped)
         self.cases = [grouped[c] for c in self.case_ids]
-        spacing, channels = _median_spacing(self.cases)
+        spacing, channels = _median_spacing(self._complete_cases())
         self._reader_class = SimpleITKIO  # nnU-Net's reader for NIfTI: arrays come out (z, y, x)
         self._plans = None
         extra: dict[str, Any] = {"path": str(folder)}
@@ -412,6 +433,7 @@ class NnUNetRawSource(_FileCasesSource):
                               "Fix dataset.json (nnU-Net v2 format) or point to a plain folder of NIfTI files.") from None
         grouped: dict[str, list[Path]] = {}
         counts: dict[str, int] = {}
+        self.defects = {}
         if "dataset" in dataset_json:  # explicit file lists (nnU-Net's alternative to imagesTr)
             for k, v in dataset_json["dataset"].items():
                 grouped[k] = [Path(os.path.expandvars(p)) if os.path.isabs(os.path.expandvars(p))
@@ -422,10 +444,13 @@ class NnUNetRawSource(_FileCasesSource):
                 continue
             if sub == "imagesTr" and "dataset" in dataset_json:
                 continue
-            found = _group_channels(folder / sub, file_ending, n_channels)
+            found, defects = _group_channels(folder / sub, file_ending, n_channels)
             counts[sub] = len(found)
             for case, files in found.items():
-                grouped[case if case not in grouped else f"{sub}/{case}"] = files
+                key = case if case not in grouped else f"{sub}/{case}"
+                grouped[key] = files
+                if case in defects:
+                    self.defects[key] = defects[case]
         if not grouped:
             raise PluginError(f"No images in {folder} (looked in {', '.join(self.FOLDERS[:2 + include_test])} "
                               f"for *_0000{file_ending}).", _NO_IMAGES_FIX)
@@ -443,7 +468,7 @@ class NnUNetRawSource(_FileCasesSource):
 
             # No example file: nnU-Net would print tracebacks while probing readers on it.
             self._reader_class = determine_reader_writer_from_dataset_json(dataset_json, None, verbose=False)
-            spacing, _ = _median_spacing(self.cases)
+            spacing, _ = _median_spacing(self._complete_cases())
             normalization = [ZSCORE] * n_channels
         parts = ", ".join(f"{k} {v}" for k, v in counts.items())
         self.info = _info("nnunet_raw", spacing=spacing, normalization=normalization, in_channels=n_channels,

@@ -8,8 +8,10 @@ and a plugin refusal arrives wrapped in two tracebacks. The pretraining bundles 
 1. installs :func:`excepthook`, so an uncaught failure whose cause is a
    :class:`~monai_ssl_plugin.errors.PluginError` (or a full / read-only disk) ends with the plugin's
    one line (``monai-ssl: error: ...``) as the run's final line, whatever MONAI printed above it;
-2. notes what ``output_dir`` holds, so a run that fails before its first checkpoint removes what it
-   created (``tensorboard/``, ``timing.csv``, ``bad_data.tsv``, ...) and leaves nothing behind;
+2. notes what ``output_dir`` holds (every file, and the bytes of the small ones), so a run that fails
+   before its first checkpoint removes what it created (``tensorboard/`` or a new event file in a
+   resumed run's ``tensorboard/``, ``timing.csv``, ``bad_data.tsv``, ...) and puts back the small files it
+   changed (a resumed run's ``timing.csv``): it leaves nothing behind;
 3. under ``python -m monai.bundle run``, reads the overrides from the command line and checks
    them with :func:`check_overrides`: unknown ids, types and ranges.
 
@@ -194,8 +196,7 @@ def start_run(output_dir: str | Path) -> None:
     global _START
     sys.excepthook = excepthook
     out = Path(output_dir).expanduser().absolute()
-    _START = {"output_dir": out, "existed": out.exists(), "time": time.time(),
-              "entries": {p.name for p in out.iterdir()} if out.is_dir() else set()}
+    _START = {"output_dir": out, "existed": out.exists(), "time": time.time(), **_snapshot(out)}
     command = bundle_run_command_line()
     if command is not None:
         run_args, overrides = command
@@ -220,20 +221,51 @@ def _checkpoint_written(start: dict[str, Any]) -> bool:
     return folder.is_dir() and any(p.stat().st_mtime >= start["time"] for p in folder.glob("*.pt"))
 
 
+# The bytes of files up to this size are kept at the start, so a failed resumed run can put back what it
+# changed (timing.csv, payoff.csv, bad_data.tsv); checkpoints are never rewritten by a failed start.
+_KEEP_BYTES = 4 << 20
+
+
+def _snapshot(out: Path) -> dict[str, Any]:
+    """Every path under ``out`` (relative) and the bytes of its small files outside ``checkpoints/``."""
+    paths: set[str] = set()
+    saved: dict[str, bytes] = {}
+    if out.is_dir():
+        for path in out.rglob("*"):
+            rel = path.relative_to(out).as_posix()
+            paths.add(rel)
+            if (path.is_file() and not path.is_symlink() and rel.split("/")[0] != "checkpoints"
+                    and path.stat().st_size <= _KEEP_BYTES):
+                saved[rel] = path.read_bytes()
+    return {"paths": paths, "saved": saved}
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
 def clean_failed_start() -> list[Path]:
     """After a failure before the first checkpoint: remove what the run created in ``output_dir``
-    (the folder itself when the run created it). A run that wrote a checkpoint keeps everything."""
+    (the folder itself when the run created it) and restore the small files it changed. A run
+    that wrote a checkpoint keeps everything."""
     global _START
     start, _START = _START, None
     if start is None or _checkpoint_written(start) or not start["output_dir"].is_dir():
         return []
     out = start["output_dir"]
-    created = sorted(p for p in out.iterdir() if p.name not in start["entries"])
+    new = {p for p in out.rglob("*") if p.relative_to(out).as_posix() not in start["paths"]}
+    created = sorted(p for p in new if new.isdisjoint(p.parents))  # the outermost new paths
     for path in created:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        _remove(path)
+    for rel, data in start["saved"].items():
+        path = out / rel
+        if path.is_file() and path.read_bytes() != data:
+            path.write_bytes(data)
+            created.append(path)
     if not start["existed"] and not any(out.iterdir()):
         out.rmdir()
         created.append(out)
     if created:
-        logger.info("The run failed before its first checkpoint: removed %s.", ", ".join(p.name for p in created))
+        logger.info("The run failed before its first checkpoint: removed or restored %s.",
+                    ", ".join(p.relative_to(out).as_posix() if p != out else p.name for p in created))
     return created

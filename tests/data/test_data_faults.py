@@ -7,6 +7,8 @@ turned into zeros, and every message names the right file.
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -108,3 +110,40 @@ def test_nan_is_never_zeroed_silently(folder):
     source = open_source(folder)
     with pytest.raises(PluginError, match="NaN or infinite values"):
         source.load(source.case_ids.index("nan"))
+
+
+@pytest.fixture
+def raw_dataset(tmp_path):
+    """An nnU-Net raw dataset with 2 channels: 3 complete cases, one lacking _0001, one with an extra _0002."""
+    images = tmp_path / "Dataset501_Faults" / "imagesTr"
+    images.mkdir(parents=True)
+    (images.parent / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0}, "numTraining": 5,
+        "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(1)
+    for case, channels in (("good_0", 2), ("good_1", 2), ("good_2", 2), ("lacks", 1), ("extra", 3)):
+        for c in range(channels):
+            _save(images, f"{case}_{c:04d}", rng.random((12, 12, 12)).astype(np.float32))
+    return images.parent
+
+
+RAW_BAD = {"lacks": "missing channel file(s) lacks_0001.nii.gz", "extra": "extra_0002.nii.gz beyond"}
+
+
+def test_a_case_missing_a_channel_file_never_takes_the_dataset_down(raw_dataset):
+    problems = check_data(raw_dataset)
+    assert sorted(p.split(": ")[0] for p in problems) == sorted(RAW_BAD), problems
+    for line in problems:
+        assert RAW_BAD[line.split(": ")[0]] in line
+    source = open_source(raw_dataset)
+    assert source.info["in_channels"] == 2 and len(source) == 5
+    guard = GuardedSource(source, policy="skip", patch_size=PATCH)
+    assert all(guard.load(i).shape == (2, 12, 12, 12) for i in range(len(source)))
+    assert {c: r for c, r in guard.skipped().items()} == {c: next(p.split(": ", 1)[1] for p in problems
+                                                                   if p.startswith(c)) for c in RAW_BAD}
+    for case, words in RAW_BAD.items():
+        with pytest.raises(PluginError) as err:
+            GuardedSource(source, policy="raise", patch_size=PATCH).load(source.case_ids.index(case))
+        assert f"Bad case {case}:" in str(err.value) and words in str(err.value) and "good_" not in str(err.value)
+    with pytest.raises(PluginError, match="2 of 5 case"):
+        GuardedSource(source, policy="refuse", patch_size=PATCH)

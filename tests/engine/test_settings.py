@@ -112,3 +112,24 @@ def test_excepthook_ends_with_the_plugins_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == ["monai-ssl: error: Bad thing. Fix: Do this."]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_resumed_run_leaves_the_folder_as_it_was(tmp_path, restore_hook):
+    """A resumed run's folder already holds tensorboard/, timing.csv and an older checkpoint: a failure
+    before the next checkpoint removes the new event file and puts back the rows it rewrote."""
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "latest.pt").write_bytes(b"x")
+    (run / "timing.csv").write_text("iteration,wait_s,step_s\n1,0.1,0.2\n")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    start_run(run)
+    (run / "tensorboard" / "events.out.tfevents.2.new").write_bytes(b"new")
+    (run / "tensorboard" / "payoff").mkdir()
+    (run / "tensorboard" / "payoff" / "events.out.tfevents.3").write_bytes(b"new")
+    (run / "timing.csv").write_text("iteration,wait_s,step_s\n")
+    (run / "bad_data.tsv").write_text("case\treason\n")
+    cleaned = {p.relative_to(run).as_posix() for p in clean_failed_start()}
+    assert cleaned == {"tensorboard/events.out.tfevents.2.new", "tensorboard/payoff", "timing.csv", "bad_data.tsv"}
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
