@@ -1,5 +1,6 @@
 """`python -m monai.bundle run` on a pretraining bundle with bad overrides: each refusal is the run's
-final line (the plugin's one line), and the failed start leaves no output folder behind.
+final line (the plugin's one line), and the failed start leaves no output folder behind; the same
+under ``torchrun`` with the multi-GPU overlay, for a bad override and for a bad case met in the first steps.
 
 The table runs MONAI's own ``__main__`` in this process (runpy, as ``python -m`` does) and hands the
 exception to the excepthook the bundle installed; one case runs as a real subprocess.
@@ -7,15 +8,20 @@ exception to the excepthook the bundle installed; one case runs as a real subpro
 
 from __future__ import annotations
 
+import json
 import runpy
 import subprocess
 import sys
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
+from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.engine import settings
 from monai_ssl_plugin.engine.run import bundle_dir
+from torchrun_launch import run_torchrun
 
 CASES = [
     (["--batch_sise", "4"], "no config id 'batch_sise'"),
@@ -89,3 +95,39 @@ def test_monai_ssl_pretrain_refuses_in_one_line(dataset, tmp_path, capsys, extra
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err[-1].startswith("monai-ssl: error: ") and words in err[-1]
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def dataset_lacking_a_channel(tmp_path_factory):
+    """A 2-channel nnU-Net raw dataset: three complete cases and one without its _0001 file."""
+    images = tmp_path_factory.mktemp("raw") / "Dataset994_Lacks" / "imagesTr"
+    images.mkdir(parents=True)
+    (images.parent / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0}, "numTraining": 4,
+        "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(0)
+    for case, channels in (("good_0", 2), ("good_1", 2), ("good_2", 2), ("lacks", 1)):
+        for c in range(channels):
+            nib.save(nib.Nifti1Image(rng.random((20, 20, 20)).astype(np.float32), np.eye(4)),
+                     str(images / f"{case}_{c:04d}.nii.gz"))
+    return str(images.parent)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("extra, words", [
+    (["--batch_sise", "4"], "The bundle has no config id 'batch_sise'."),
+    (["--bad_data", "raise", "--save_every_n_iters", "0"], "Bad case lacks: missing channel file(s) lacks_0001.nii.gz"),
+], ids=["misspelt id", "bad case in the first steps"])
+def test_torchrun_start_check_is_one_line_per_rank(dataset_lacking_a_channel, tmp_path, extra, words):
+    """The multi-GPU overlay starts with the same check: a rank that fails ends with the plugin's line
+    (torchrun stops the other rank and adds its own failure summary after it) and the failed start
+    leaves no output folder."""
+    out = tmp_path / "run"
+    command = _command(dataset_lacking_a_channel, str(out), extra)
+    command[command.index("--config_file") + 1] = str(train_configs("mae_ssl_pretraining", multi_gpu=True))
+    proc = run_torchrun(["-m", "monai.bundle", *command], cwd=tmp_path, outputs=[out], timeout=600)
+    log = proc.stdout + proc.stderr
+    lines = [line.split("]: ", 1)[-1] for line in log.splitlines() if "monai-ssl: error: " in line]
+    assert proc.returncode != 0 and 1 <= len(lines) <= 2, log[-4000:]
+    assert all(line.startswith(f"monai-ssl: error: {words}") and "Fix:" in line for line in lines), lines
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
