@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from monai_ssl_plugin.errors import PluginError
@@ -32,12 +34,34 @@ def dataset_prefix(name_or_id: str | int) -> str:
     return text if text.startswith("Dataset") else f"Dataset{int(text):03d}_"
 
 
-def env_root(var: str) -> Path:
-    """The folder an nnU-Net environment variable names, or one line saying it is not set."""
-    root = os.environ.get(var)
+def env_root(var: str, env: Mapping[str, str] | None = None) -> Path:
+    """The folder an nnU-Net environment variable names (in ``env``, default this process's
+    environment), or one line saying it is not set."""
+    root = (os.environ if env is None else env).get(var)
     if not root:
         raise PluginError(f"{var} is not set.", f"export {var}=/path/to/{var}")
     return Path(root)
+
+
+def dataset_folder(var: str, dataset_name: str, env: Mapping[str, str] | None = None) -> Path:
+    """``$<var>/<DatasetXXX_Name>``: a dataset's folder under ``nnUNet_raw``, ``_preprocessed`` or ``_results``."""
+    return env_root(var, env) / dataset_name
+
+
+@contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[None]:
+    """The three nnU-Net folders of ``env`` in ``os.environ`` for in-process helpers (the plans writer,
+    the export, the dataset resolver read them there), restored afterwards."""
+    saved = {k: os.environ.get(k) for k in PATH_VARS}
+    os.environ.update({k: env[k] for k in PATH_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def preprocessed_dataset_dir(name_or_id: str | int) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,18 @@ def test_folders_follow_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
         preprocessed_dataset_dir("502")
     assert pretrained_file_path("Dataset501_X", "3d_lowres", "P") == pre / "Dataset501_X/ssl_pretrained/P__3d_lowres.pth"
     assert results_folder("Dataset501_X", "T", "P", "3d_fullres") == tmp_path / "res/Dataset501_X/T__P__3d_fullres"
+
+
+def test_environment_sets_the_three_folders_and_restores_them(tmp_path, monkeypatch):
+    from monai_ssl_plugin.nnunet_paths import PATH_VARS, RESULTS, dataset_folder, environment
+
+    monkeypatch.setenv(RESULTS, "/before")
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    env = {var: str(tmp_path / var) for var in PATH_VARS}
+    with environment(env):
+        assert {var: os.environ[var] for var in PATH_VARS} == env
+        assert dataset_folder(RESULTS, "Dataset501_X") == tmp_path / RESULTS / "Dataset501_X"
+    assert os.environ[RESULTS] == "/before" and "nnUNet_raw" not in os.environ
+    assert dataset_folder("nnUNet_raw", "Dataset501_X", env) == tmp_path / "nnUNet_raw" / "Dataset501_X"
+    with pytest.raises(PluginError, match="nnUNet_raw is not set"):
+        dataset_folder("nnUNet_raw", "Dataset501_X")

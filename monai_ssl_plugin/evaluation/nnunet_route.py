@@ -19,49 +19,33 @@ split file lives in the shared preprocessed folder: cells of one dataset run one
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from monai_ssl_plugin.evaluation.cases import N_CLASSES, LabelledCases
+from monai_ssl_plugin.checkpoint import atomic_write_text
 from monai_ssl_plugin.engine.probes import dice_scores, mean_dice
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.evaluation.cases import N_CLASSES, LabelledCases
+from monai_ssl_plugin.evaluation.guard import SCHEDULE_TRAINERS, SCRATCH_TRAINER
 from monai_ssl_plugin.evaluation.protocol import NnUNetRouteSpec
+from monai_ssl_plugin.export.nnunet import export_nnunet
+from monai_ssl_plugin.nnunet.plans import write_plans_variant
+from monai_ssl_plugin.nnunet_paths import RESULTS, environment, preprocessed_dataset_dir
 from monai_ssl_plugin.workflows.nnunet_commands import run_nnunet
 
 CONFIGURATION = "3d_fullres"
-_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-
-
-@contextmanager
-def _nnunet_paths(env: dict[str, str]) -> Iterator[None]:
-    """The evaluation's nnU-Net folders in ``os.environ`` for in-process helpers (the plans writer,
-    export, the dataset resolver), restored afterwards."""
-    saved = {k: os.environ.get(k) for k in _PATH_VARS}
-    os.environ.update({k: env[k] for k in _PATH_VARS})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def prepare_plans(dataset_id: int, env: dict[str, str], backbone: str, patch_size: Sequence[int], batch_size: int,
                   log_file: Path) -> str:
     """Plan and preprocess (once) and write the plans variant of ``backbone``; returns its identifier."""
-    from monai_ssl_plugin.nnunet_paths import preprocessed_dataset_dir
-    from monai_ssl_plugin.nnunet.plans import write_plans_variant
-
-    from monai_ssl_plugin.errors import PluginError
-
-    with _nnunet_paths(env):  # the plans writer resolves the dataset through these
+    with environment(env):  # the plans writer resolves the dataset through these
         try:
             planned = (preprocessed_dataset_dir(dataset_id) / "nnUNetPlans.json").is_file()
         except PluginError:  # not preprocessed yet
@@ -76,11 +60,9 @@ def prepare_plans(dataset_id: int, env: dict[str, str], backbone: str, patch_siz
 
 def export_weights(checkpoint: Path, dataset_id: int, plans_id: str, env: dict[str, str], output_file: Path) -> Path:
     """The nnU-Net weights file of ``checkpoint`` for the plans variant (written once, reused)."""
-    from monai_ssl_plugin.export.nnunet import export_nnunet
-
     if output_file.is_file():
         return output_file
-    with _nnunet_paths(env):
+    with environment(env):
         return export_nnunet(checkpoint, output_file, dataset=dataset_id, configuration=CONFIGURATION,
                              plans_identifier=plans_id)
 
@@ -89,7 +71,7 @@ def cell_environment(env: dict[str, str], spec: NnUNetRouteSpec, weights: Path |
                      ) -> dict[str, str]:
     """The cell's environment: its own results folder and the budget, the same numbers for both arms."""
     cell_env = dict(env)
-    cell_env["nnUNet_results"] = str(cell_dir / "nnUNet_results")
+    cell_env[RESULTS] = str(cell_dir / RESULTS)
     cell_env.update({"nnUNet_SSL_epochs": str(spec.epochs), "nnUNet_SSL_iterations": str(spec.iterations),
                      "nnUNet_SSL_lr": str(spec.lr), "nnUNet_SSL_scratch_lr": str(spec.lr),
                      # one process for augmentation and for validation export: nnU-Net's defaults spawn
@@ -122,9 +104,6 @@ def _link_test_images(raw: Path, test: Sequence[str], inputs: Path) -> str:
 def _score_predictions(cases: LabelledCases, task: str, test: Sequence[str], pred_dir: Path, ending: str
                        ) -> dict[str, Any]:
     """Dice of nnU-Net's predictions against the cases' targets (mean per case, then per class)."""
-    import numpy as np
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-
     n = N_CLASSES[task]
     per_case = []
     for c in test:
@@ -146,14 +125,10 @@ def run_cell(cases: LabelledCases, task: str, raw: Path, dataset_id: int, plans_
              log_file: Path) -> dict[str, Any]:
     """Train (one arm), predict the test cases, return Dice. ``weights`` None = from scratch; the
     pretrained arm runs the trainer of ``spec.schedule``."""
-    from monai_ssl_plugin.checkpoint import atomic_write_text
-    from monai_ssl_plugin.nnunet_paths import preprocessed_dataset_dir
-    from monai_ssl_plugin.evaluation.guard import SCHEDULE_TRAINERS, SCRATCH_TRAINER
-
     t0 = time.time()
     trainer = SCRATCH_TRAINER if weights is None else SCHEDULE_TRAINERS[spec.schedule]
     cell_env = cell_environment(env, spec, weights, cell_dir)
-    with _nnunet_paths(env):
+    with environment(env):
         pre = preprocessed_dataset_dir(dataset_id)
     split = [{"train": sorted(train), "val": sorted(test)[:max(1, spec.n_val)]}]
     atomic_write_text(json.dumps(split, indent=2), pre / "splits_final.json")

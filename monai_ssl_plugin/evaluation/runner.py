@@ -41,6 +41,7 @@ from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.evaluation.guard import Flag, cell_budget, enforce, pairing_flags, schedule_flags, stale_flags
 from monai_ssl_plugin.evaluation.protocol import SEGMENTATION_TASKS, Protocol, load_protocol
 from monai_ssl_plugin.evaluation.splits import Splits, make_splits
+from monai_ssl_plugin.nnunet_paths import RAW, env_root
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def prepare_run(p: Protocol, out: Path, allow_unfair: bool) -> RunState:
     from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment
 
     env = nnunet_environment(out)
-    raw = prepare_dataset(p, Path(env["nnUNet_raw"]))
+    raw = prepare_dataset(p, env_root(RAW, env))
     cases = load_labelled_cases(raw, create_backbone(p.backbone).divisor())
     groups = cases.groups(p.dataset.patient_key)
     budgets = p.budget_counts(len(cases.case_ids) - p.dataset.n_test)

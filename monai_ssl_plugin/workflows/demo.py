@@ -25,6 +25,8 @@ import os
 import time
 from pathlib import Path
 
+from monai_ssl_plugin.nnunet.env import ENV_EXT_TRAINER
+from monai_ssl_plugin.nnunet_paths import PATH_VARS, PREPROCESSED, RAW, dataset_folder, env_root
 from monai_ssl_plugin.workflows.few_label import (CONFIGURATION, RunResult, as_records, finetune_and_score,
                                                   label_budget_folds, paired_gains, write_splits)
 from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment, run_nnunet
@@ -72,9 +74,9 @@ def prepare_dataset(env: dict, log: Path, cohort: str = "mri") -> tuple[Path, Pa
     """Cohort (step 1) and plans (step 2); returns the raw dataset folder and the plans variant file."""
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
-    raw = write_cohort(env["nnUNet_raw"], cohort)
+    raw = write_cohort(env_root(RAW, env), cohort)
     dataset_id = COHORTS[cohort]["dataset_id"]
-    if not (Path(env["nnUNet_preprocessed"]) / raw.name / "nnUNetPlans.json").is_file():
+    if not (dataset_folder(PREPROCESSED, raw.name, env) / "nnUNetPlans.json").is_file():
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning sets torch threads to it
         run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", CONFIGURATION, "-np", "2",
                     "--verify_dataset_integrity"], plan_env, log)
@@ -114,7 +116,7 @@ def make_demo_weights(output_dir: str | Path = "runs/demo_weights", steps: int =
 
 
 def _activate(env: dict) -> dict:
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
+    os.environ.update({k: env[k] for k in (*PATH_VARS, ENV_EXT_TRAINER)})
     return env
 
 
@@ -135,7 +137,7 @@ def run_arms(env: dict, raw: Path, plans: Path, budgets: list[int], seeds: list[
     # the fold table always holds the protocol's folds, so runs of other seeds in parallel write the same file
     folds = label_budget_folds(labelled, budgets=sorted(set(budgets) | set(PROTOCOL_BUDGETS)),
                                seeds=sorted(set(seeds) | set(PROTOCOL_SEEDS)), n_val=N_VAL)
-    write_splits(Path(env["nnUNet_preprocessed"]) / raw.name, folds)
+    write_splits(dataset_folder(PREPROCESSED, raw.name, env), folds)
     folds = [f for f in folds if f.budget in budgets and f.seed in seeds]
     labels = [int(v) for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if k != "background"]
     results = []
