@@ -54,6 +54,43 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _fitted(key: str, src: torch.Tensor, dst: torch.Tensor,
+            adapt: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor | None] | None, strict_shapes: bool,
+            report: LoadReport) -> torch.Tensor | None:
+    """``src`` as it will load into ``dst``: unchanged, adapted (reported), or None when its shape does not
+    fit (reported as shape-skipped, or refused with ``strict_shapes``)."""
+    if tuple(src.shape) == tuple(dst.shape):
+        return src
+    adapted = adapt(key, src, dst) if adapt is not None else None
+    if adapted is None:
+        if strict_shapes:
+            raise PluginError(
+                f"Layer {key} does not match: checkpoint {tuple(src.shape)} vs network {tuple(dst.shape)}.",
+                "Build the target from the same plans/architecture as the pretraining "
+                "(monai-ssl nnunet-plans writes matching plans), or allow adaptation.",
+            )
+        report.skipped_shape.append((key, tuple(src.shape), tuple(dst.shape)))
+        return None
+    report.adapted.append(key)
+    return adapted
+
+
+def _refuse_too_little(report: LoadReport, min_fraction: float, source: Mapping[str, torch.Tensor],
+                       target: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a load that moved nothing, or less than ``min_fraction`` of the targeted values, naming why."""
+    if report.n_loaded_params > 0 and report.loaded_fraction >= min_fraction:
+        return
+    first = report.skipped_shape[0] if report.skipped_shape else None
+    why = (f"first mismatching layer {first[0]}: checkpoint {first[1]} vs network {first[2]}"
+           if first else (f"no key of the checkpoint matches the network (e.g. checkpoint has "
+                          f"{next(iter(source), '<nothing>')!r}, network expects {next(iter(target), '<nothing>')!r})"))
+    raise PluginError(
+        f"Refusing to continue: only {100 * report.loaded_fraction:.1f}% of the targeted weights loaded "
+        f"(need {100 * min_fraction:.1f}%); {why}.",
+        "Use a checkpoint pretrained for this architecture, or map keys with remap_keys / the target= option.",
+    )
+
+
 def load_weights(
     network: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -98,35 +135,15 @@ def load_weights(
         if key not in source:
             report.missing.append(key)
             continue
-        src = source[key]
-        if tuple(src.shape) != tuple(dst.shape):
-            adapted = adapt(key, src, dst) if adapt is not None else None
-            if adapted is None:
-                if strict_shapes:
-                    raise PluginError(
-                        f"Layer {key} does not match: checkpoint {tuple(src.shape)} vs network {tuple(dst.shape)}.",
-                        "Build the target from the same plans/architecture as the pretraining "
-                        "(monai-ssl nnunet-plans writes matching plans), or allow adaptation.",
-                    )
-                report.skipped_shape.append((key, tuple(src.shape), tuple(dst.shape)))
-                continue
-            src = adapted
-            report.adapted.append(key)
+        src = _fitted(key, source[key], dst, adapt, strict_shapes, report)
+        if src is None:
+            continue
         new_state[key] = src.to(dtype=dst.dtype)
         report.loaded.append(key)
         if dst.is_floating_point():
             report.n_loaded_params += dst.numel()
     report.unexpected = [k for k in source if k not in target]
-    if report.n_loaded_params == 0 or report.loaded_fraction < min_fraction:
-        first = report.skipped_shape[0] if report.skipped_shape else None
-        why = (f"first mismatching layer {first[0]}: checkpoint {first[1]} vs network {first[2]}"
-               if first else (f"no key of the checkpoint matches the network (e.g. checkpoint has "
-                              f"{next(iter(source), '<nothing>')!r}, network expects {next(iter(target), '<nothing>')!r})"))
-        raise PluginError(
-            f"Refusing to continue: only {100 * report.loaded_fraction:.1f}% of the targeted weights loaded "
-            f"(need {100 * min_fraction:.1f}%); {why}.",
-            "Use a checkpoint pretrained for this architecture, or map keys with remap_keys / the target= option.",
-        )
+    _refuse_too_little(report, min_fraction, source, target)
     module.load_state_dict(new_state, strict=False)
     if log is not None:
         log(f"[monai-ssl] {report.summary()}")
