@@ -17,7 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
+from monai_ssl_plugin.data.sources import NiftiFolderSource
 from monai_ssl_plugin.errors import PluginError
 
 _LAYOUT_FIX = ("Pass an nnU-Net raw dataset folder (imagesTr + labelsTr), its labelsTr folder, or a folder of "
@@ -45,10 +47,6 @@ def read_labelled(labels: str | Path, images: str | Path | None = None, case_ids
                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(case id, image (C, z, y, x) float32, label (z, y, x) uint8)`` for every image with a label map
     (or for ``case_ids``, in that order), in case-id order."""
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-
-    from monai_ssl_plugin.data.sources import NiftiFolderSource
-
     image_dir, label_dir, ending = labelled_folders(labels, images)
     source = NiftiFolderSource(image_dir)
     index = {c: i for i, c in enumerate(source.case_ids)}
@@ -72,7 +70,5 @@ def read_labelled(labels: str | Path, images: str | Path | None = None, case_ids
 
 def labelled_case_ids(labels: str | Path, images: str | Path | None = None) -> list[str]:
     """The case ids that have both an image and a label map, sorted."""
-    from monai_ssl_plugin.data.sources import NiftiFolderSource
-
     image_dir, label_dir, ending = labelled_folders(labels, images)
     return [c for c in NiftiFolderSource(image_dir).case_ids if (label_dir / f"{c}{ending}").is_file()]

@@ -16,6 +16,7 @@ always say what data they saw.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -25,7 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.nnunet_paths import dataset_id, preprocessed_dataset_dir
@@ -90,8 +98,6 @@ def _info(kind: str, *, spacing: Sequence[float] | None, normalization: Sequence
 
 def zscore(image: np.ndarray) -> np.ndarray:
     """Per-channel z-score over the whole volume, with nnU-Net's own ZScoreNormalization."""
-    from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
-
     norm = ZScoreNormalization(use_mask_for_norm=False, intensityproperties={})
     image = image.astype(np.float32, copy=False)
     for c in range(image.shape[0]):
@@ -107,10 +113,6 @@ def nifti_problem(path: Path) -> str | None:
     trailer holds the uncompressed size, which must be the header's offset plus the voxel bytes.
     Only when that differs (a multi-member gzip, or damage) is the file decompressed to be sure.
     """
-    import gzip
-
-    import nibabel as nib
-
     try:
         header = nib.load(str(path)).header
         expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
@@ -142,8 +144,6 @@ def nonfinite_voxels(path: Path) -> int:
     SimpleITK, and so nnU-Net's reader, turns them into 0 without a word, so they are counted from
     the file itself (nibabel); the count is remembered per file version (path, mtime, size).
     """
-    import nibabel as nib
-
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _FINITE_CACHE:
@@ -173,8 +173,6 @@ def _check_nifti(path: Path) -> None:
 
 def _read_header(path: Path) -> tuple[list[float], int]:
     """Spacing in nnU-Net's (z, y, x) order and the number of channels stored in the file."""
-    import SimpleITK as sitk
-
     _check_nifti(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -299,8 +297,6 @@ class _PlansPreprocessing:
 
 
 def _plans_manager(plans_file: Path) -> Any:
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     try:
         pm = PlansManager(str(plans_file))
         pm.available_configurations  # noqa: B018 - fails early on a file without configurations
@@ -377,8 +373,6 @@ class NiftiFolderSource(_FileCasesSource):
 
     def __init__(self, folder: str | os.PathLike, *, plans: str | os.PathLike | None = None,
                  configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans"):
-        from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-
         folder = Path(folder)
         files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
                        and _strip_ending(f.name, NIFTI_ENDINGS) is not None)
@@ -464,8 +458,6 @@ class NnUNetRawSource(_FileCasesSource):
             extra.update(self._plans.info())
             self._reader_class = self._plans.plans_manager.image_reader_writer_class
         else:
-            from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-
             # No example file: nnU-Net would print tracebacks while probing readers on it.
             self._reader_class = determine_reader_writer_from_dataset_json(dataset_json, None, verbose=False)
             spacing, _ = _median_spacing(self._complete_cases())
@@ -488,8 +480,6 @@ class NnUNetPreprocessedSource(UnlabelledSource):
 
     def __init__(self, folder: str | os.PathLike, configuration: str = "3d_fullres",
                  plans_identifier: str = "nnUNetPlans"):
-        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
         folder = Path(folder)
         plans_file = folder / f"{plans_identifier}.json"
         if not plans_file.is_file():

@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fire.parser import DefaultParseValue
+from monai.bundle import ConfigParser
+
+from monai_ssl_plugin.data.guard import BAD_DATA_POLICIES
 from monai_ssl_plugin.engine.config_values import as_bool, auto_device
+from monai_ssl_plugin.engine.handlers.checkpoint import resume_mode
+from monai_ssl_plugin.engine.schedules import SCHEDULES
 from monai_ssl_plugin.errors import PluginError, plugin_error_in
 
 logger = logging.getLogger(__name__)
@@ -101,20 +107,14 @@ def _device(name: str, value: Any) -> None:
 
 
 def _resume(name: str, value: Any) -> None:
-    from monai_ssl_plugin.engine.handlers.checkpoint import resume_mode
-
     resume_mode(value)
 
 
 def _bad_data(name: str, value: Any) -> None:
-    from monai_ssl_plugin.data.guard import BAD_DATA_POLICIES
-
     _choice(BAD_DATA_POLICIES)(name, value)
 
 
 def _schedule(name: str, value: Any) -> None:
-    from monai_ssl_plugin.engine.schedules import SCHEDULES
-
     _choice(SCHEDULES)(name, value)
 
 
@@ -147,8 +147,6 @@ def check_overrides(overrides: dict[str, Any], config_ids: Callable[[str], bool]
 # -- the command line of `python -m monai.bundle run` ---------------------------------------------
 def bundle_run_command_line(argv: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(run arguments, overrides)`` of this process when it is ``python -m monai.bundle run``, else ``None``."""
-    from fire.parser import DefaultParseValue
-
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if argv is None and getattr(spec, "name", None) != "monai.bundle.__main__":
@@ -172,8 +170,6 @@ def bundle_run_command_line(argv: list[str] | None = None) -> tuple[dict[str, An
 
 
 def _config_ids(config_file: Any) -> Callable[[str], bool]:
-    from monai.bundle import ConfigParser
-
     parser = ConfigParser()
     parser.read_config(config_file)
     return lambda key: key in parser
@@ -201,8 +197,6 @@ def start_run(output_dir: str | Path) -> None:
     if command is not None:
         run_args, overrides = command
         if "args_file" in run_args:
-            from monai.bundle import ConfigParser
-
             overrides = {**ConfigParser.load_config_file(run_args["args_file"]), **overrides}
             run_args = {**{k: v for k, v in overrides.items() if k in RUN_ARGUMENTS}, **run_args}
             overrides = {k: v for k, v in overrides.items() if k not in RUN_ARGUMENTS}

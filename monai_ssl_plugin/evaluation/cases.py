@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from monai_ssl_plugin.data.labelled import read_labelled
+from monai_ssl_plugin.data.sources import NiftiFolderSource
 from monai_ssl_plugin.errors import PluginError
 
 LESION_LABEL = 3
@@ -66,9 +68,6 @@ def _pad_to(x: torch.Tensor, divisor: list[int]) -> torch.Tensor:
 def load_labelled_cases(raw: str | Path, divisor: list[int]) -> LabelledCases:
     """imagesTr + labelsTr (+ attributes.json) of an nnU-Net raw dataset, padded to ``divisor``;
     every image must have its label map."""
-    from monai_ssl_plugin.data.labelled import read_labelled
-    from monai_ssl_plugin.data.sources import NiftiFolderSource
-
     raw = Path(raw)
     if not (raw / "labelsTr").is_dir():
         raise PluginError(f"{raw} has no labelsTr folder.", "Use an nnU-Net raw dataset with labelled training cases.")

@@ -26,19 +26,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
 from torch import nn
 
-from monai_ssl_plugin.engine.probes import dice_scores, mean_dice
+from monai_ssl_plugin.backbones import create_backbone
+from monai_ssl_plugin.engine.probes import (classification_metrics, dice_scores, knn_probabilities,
+                                            linear_probabilities, mean_dice)
 from monai_ssl_plugin.evaluation.cases import N_CLASSES, LabelledCases
+from monai_ssl_plugin.monai_bundles.load import load_pretrained
 
 Log = Callable[[str], None]
 
 
 def build_network(backbone: str, n_classes: int, checkpoint: str | Path | None, log: Log) -> tuple[nn.Module, dict]:
     """The backbone adapter with ``n_classes`` dense outputs; encoder from ``checkpoint`` if given."""
-    from monai_ssl_plugin.backbones import create_backbone
-    from monai_ssl_plugin.monai_bundles.load import load_pretrained
-
     adapter = create_backbone(backbone, out_channels=n_classes)
     if checkpoint is None:
         return adapter, {"init": "random"}
@@ -78,8 +80,6 @@ def _flip(x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator) -> tupl
 
 
 def _segment(predictor: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
-    from monai.inferers import sliding_window_inference
-
     with torch.no_grad():
         logits = sliding_window_inference(image[None], list(patch), 4, predictor, overlap=0.25, mode="gaussian")
     return logits[0].argmax(0)
@@ -116,8 +116,6 @@ def finetune_segmentation(cases: LabelledCases, task: str, train: Sequence[str],
                           checkpoint: str | Path | None, patch: Sequence[int], iterations: int, batch_size: int,
                           lr: float, seed: int, log: Log) -> dict[str, Any]:
     """Fine-tune the whole network on ``train`` and return Dice on ``test`` (plus timing and load report)."""
-    from monai.losses import DiceCELoss
-
     t0 = time.time()
     torch.manual_seed(seed)
     net, init = build_network(backbone, N_CLASSES[task], checkpoint, log)
@@ -153,8 +151,6 @@ def finetune_classification(cases: LabelledCases, task: str, train: Sequence[str
                             backbone: str, checkpoint: str | Path | None, patch: Sequence[int], iterations: int,
                             batch_size: int, lr: float, seed: int, log: Log) -> dict[str, Any]:
     """Fine-tune encoder + linear head on crops of ``train``; accuracy and AUC on whole ``test`` volumes."""
-    from monai_ssl_plugin.engine.probes import classification_metrics
-
     t0 = time.time()
     torch.manual_seed(seed)
     adapter, init = build_network(backbone, N_CLASSES[task], checkpoint, log)
@@ -180,8 +176,6 @@ def probe_classification(cases: LabelledCases, task: str, train: Sequence[str], 
                          checkpoint: str | Path | None, seed: int, knn_k: int, linear: bool, knn: bool, log: Log
                          ) -> dict[str, Any]:
     """kNN and linear probe on the frozen encoder's pooled embeddings of whole volumes."""
-    from monai_ssl_plugin.engine.probes import classification_metrics, knn_probabilities, linear_probabilities
-
     t0 = time.time()
     torch.manual_seed(seed)
     adapter, init = build_network(backbone, N_CLASSES[task], checkpoint, log)
@@ -212,8 +206,6 @@ def probe_segmentation(cases: LabelledCases, task: str, train: Sequence[str], te
                        checkpoint: str | Path | None, patch: Sequence[int], iterations: int, batch_size: int, lr: float,
                        seed: int, log: Log) -> dict[str, Any]:
     """A 1x1x1 convolution trained on frozen hypercolumn features; Dice on ``test``."""
-    from monai.losses import DiceCELoss
-
     t0 = time.time()
     torch.manual_seed(seed)
     adapter, init = build_network(backbone, N_CLASSES[task], checkpoint, log)

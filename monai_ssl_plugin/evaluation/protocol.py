@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from monai_ssl_plugin.bundles import bundle_dir
 from monai_ssl_plugin.errors import PluginError
 
 TASKS = ("tissue_segmentation", "atrophy_classification", "lesion_segmentation")
@@ -172,8 +175,6 @@ def _validate_nnunet_schedule(nn: NnUNetRouteSpec) -> None:
 
 def validate(p: Protocol) -> Protocol:
     """Check values the dataclasses cannot: names, ranges, budgets, bundles."""
-    from monai_ssl_plugin.bundles import bundle_dir
-
     ds = p.dataset
     if (ds.demo is None) == (ds.raw is None):
         raise PluginError("dataset needs exactly one of 'demo' (generate the demo cohort) and 'raw' (a folder).",
@@ -229,8 +230,6 @@ def validate(p: Protocol) -> Protocol:
 
 def load_protocol(path: str | Path) -> Protocol:
     """Read and validate a protocol YAML file."""
-    import yaml
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise PluginError(f"Protocol file {path} does not exist.", "Pass --config PATH to a protocol YAML "

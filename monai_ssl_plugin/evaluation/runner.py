@@ -35,13 +35,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.bundle import ConfigParser
 
-from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text
+from monai_ssl_plugin.backbones import create_backbone
+from monai_ssl_plugin.bundles import train_configs
+from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text, software_versions
+from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
+from monai_ssl_plugin.engine.run import pretrain
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.evaluation import monai_route as m
+from monai_ssl_plugin.evaluation import nnunet_route
+from monai_ssl_plugin.evaluation.cases import load_labelled_cases
 from monai_ssl_plugin.evaluation.guard import Flag, cell_budget, enforce, pairing_flags, schedule_flags, stale_flags
 from monai_ssl_plugin.evaluation.protocol import SEGMENTATION_TASKS, Protocol, load_protocol
+from monai_ssl_plugin.evaluation.report import write_report
 from monai_ssl_plugin.evaluation.splits import Splits, make_splits
 from monai_ssl_plugin.nnunet_paths import RAW, env_root
+from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +108,6 @@ class _CellLog:
 
 def prepare_dataset(p: Protocol, raw_root: Path) -> Path:
     """The raw dataset folder: the demo cohort written under ``raw_root``, or the given one linked there."""
-    from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
-
     ds = p.dataset
     if ds.demo is not None:
         d = ds.demo
@@ -152,11 +160,6 @@ def pretrain_once(p: Protocol, name: str, data: Path, out: Path, handler: dict[s
 
     One pretraining per pretext, seeded with ``dataset.split_seed``; the run seeds vary the training
     subsets and the fine-tuning, not the pretrained weights."""
-    from monai.bundle import ConfigParser
-
-    from monai_ssl_plugin.bundles import train_configs
-    from monai_ssl_plugin.engine.run import pretrain
-
     spec = next(x for x in p.pretexts if x.name == name)
     run_dir = out / "pretraining" / name
     final = run_dir / "checkpoints" / "final.pt"
@@ -178,8 +181,6 @@ def pretrain_once(p: Protocol, name: str, data: Path, out: Path, handler: dict[s
 
 def run_monai_cell(p: Protocol, cell: Cell, cases: Any, train: list[str], test: list[str], ckpt: Path | None,
                    log: Callable[[str], None]) -> dict[str, Any]:
-    from monai_ssl_plugin.evaluation import monai_route as m
-
     common = dict(backbone=p.backbone, checkpoint=ckpt, seed=cell.seed, log=log)
     seg = cell.task in SEGMENTATION_TASKS
     if cell.route == "monai" and seg:
@@ -247,10 +248,6 @@ class RunState:
 
 def prepare_run(p: Protocol, out: Path, allow_unfair: bool) -> RunState:
     """The dataset, the labelled cases, the budgets and the splits (``splits.json``)."""
-    from monai_ssl_plugin.backbones import create_backbone
-    from monai_ssl_plugin.evaluation.cases import load_labelled_cases
-    from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment
-
     env = nnunet_environment(out)
     raw = prepare_dataset(p, env_root(RAW, env))
     cases = load_labelled_cases(raw, create_backbone(p.backbone).divisor())
@@ -398,8 +395,6 @@ def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callab
     record = _assemble_record(run, checkpoints, results, t_start)
     atomic_write_text(json.dumps(record, indent=1), out / "record.json")
     if report:
-        from monai_ssl_plugin.evaluation.report import write_report
-
         write_report(record, out)
     return record
 
@@ -407,8 +402,6 @@ def evaluate(config: str | Path, output_dir: str | Path, *, on_cell_done: Callab
 def _run_nnunet_cell(p: Protocol, cell: Cell, cases: Any, raw: Path, env: dict[str, str], train: list[str],
                      test: list[str], ckpt: Path | None, out: Path, state: dict[str, Any], log: _CellLog
                      ) -> dict[str, Any]:
-    from monai_ssl_plugin.evaluation import nnunet_route
-
     if "plans_id" not in state:
         state["plans_id"] = nnunet_route.prepare_plans(p.dataset.dataset_id, env, p.backbone, p.patch_size,
                                                        p.pretraining.batch_size, out / "logs" / "nnunet_plan.log")
@@ -422,6 +415,4 @@ def _run_nnunet_cell(p: Protocol, cell: Cell, cases: Any, raw: Path, env: dict[s
 
 
 def _versions() -> dict[str, str]:
-    from monai_ssl_plugin.checkpoint import software_versions
-
     return software_versions()
