@@ -66,5 +66,6 @@ def write_initial_weights(bundle: str | os.PathLike, seed: int = 0) -> Path | No
     state = initial_state(network_def(bundle))
     atomic_save(state, target)
     logger.warning("Wrote %s: the UNTRAINED initial weights of network_def (seed %d), so the model zoo's checks "
-                   "can run; pretrain and package (monai-ssl package-bundle) for real weights.", target, seed)
+                   "can run; real weights come from training (fine-tuning bundles) or monai-ssl package-bundle "
+                   "(pretraining bundles).", target, seed)
     return target
