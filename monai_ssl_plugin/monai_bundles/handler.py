@@ -44,7 +44,7 @@ class SSLInitHandler:
 
     def __init__(self, load_path: str, network: nn.Module, target: str = "auto", freeze_epochs: int = 0,
                  linear_probe: bool = False, min_fraction: float = 0.9, axis_order: str = "monai",
-                 on_axis_mismatch: str = "refuse", in_channels: int | None = None,
+                 on_axis_mismatch: str = "permute", in_channels: int | None = None,
                  normalization: str | Sequence[str] | None = None, backbone_family: str | None = None,
                  source_axis_order: str | None = None, source_prefix: str | None = None,
                  freeze_norm_stats: bool = True) -> None:

@@ -79,7 +79,7 @@ def check_channels(source: PretrainedWeights, mapped: dict[str, torch.Tensor], n
 
 
 def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target = "auto", *, min_fraction: float = 0.9,
-                    axis_order: str = "monai", on_axis_mismatch: str = "refuse", in_channels: int | None = None,
+                    axis_order: str = "monai", on_axis_mismatch: str = "permute", in_channels: int | None = None,
                     normalization: str | Sequence[str] | None = None, backbone_family: str | None = None,
                     source_axis_order: str | None = None, source_prefix: str | None = None,
                     log: Callable[[str], None] | None = print) -> LoadReport:

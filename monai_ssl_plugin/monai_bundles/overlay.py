@@ -298,7 +298,7 @@ def _header(plan: OverlayPlan, source: str, pretrained_lr_mult: float) -> list[s
 def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", output: str | Path | None = None,
                   train_config: str | None = None, min_fraction: float = 0.9, freeze_epochs: int = 0,
                   linear_probe: bool = False, pretrained_lr_mult: float = 1.0, normalization: str | None = "auto",
-                  axis_order: str = "monai", on_axis_mismatch: str = "refuse", backbone_family: str | None = None,
+                  axis_order: str = "monai", on_axis_mismatch: str = "permute", backbone_family: str | None = None,
                   source_axis_order: str | None = None, check: bool = True, overwrite: bool = False,
                   overrides: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = print) -> OverlayPlan:
     """Write the SSL-init overlay for ``bundle`` (default ``<bundle>/configs/ssl_init.yaml``).
@@ -351,7 +351,7 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
 
 def monai_overlay(ssl: str, bundle: str, target: str = "auto", output: str | None = None, freeze_epochs: int = 0,
                   linear_probe: bool = False, pretrained_lr_mult: float = 1.0, normalization: str | None = "auto",
-                  axis_order: str = "monai", on_axis_mismatch: str = "refuse", min_fraction: float = 0.9,
+                  axis_order: str = "monai", on_axis_mismatch: str = "permute", min_fraction: float = 0.9,
                   backbone_family: str | None = None, source_axis_order: str | None = None,
                   train_config: str | None = None, check: bool = True, overwrite: bool = False,
                   overrides: dict | None = None) -> str:

@@ -9,9 +9,9 @@ here; strides live in the architecture, not in the weights.
 
 ViT-style encoders (``ViT``, ``UNETR.vit``, ``ViTAutoEnc``, ``MaskedAutoEncoderViT``) are also exact:
 the patch-embedding convolution is transposed and the position embeddings are re-ordered over the patch
-grid (needs the grid: ``img_size`` / ``patch_size`` from the record). Swin transformers are refused: patch
-merging concatenates the 8 voxels of each 2x2x2 cell in a fixed axis order and the relative-position
-tables are indexed per axis, so a transposed copy is not the same function without re-deriving both.
+grid (needs the grid: ``img_size`` / ``patch_size`` from the record). Swin transformers are exact too:
+besides the kernels, their relative-position tables and patch-merging channel blocks are re-ordered
+(:mod:`~monai_ssl_plugin.transfer.swin_axes`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.transfer.swin_axes import SWIN_FAMILIES, permute_swin
 
 AXES = {"nnunet": "z, y, x", "monai": "x, y, z"}
 CONV_FAMILIES = ("monai.ResNet", "monai.ResNetFeatures", "monai.DenseNet", "monai.SegResNet", "monai.UNet",
@@ -59,7 +60,31 @@ def _grid(record_kwargs: Mapping[str, Any] | None, family: str, spatial_dims: in
 
 
 def permutable(family: str) -> bool:
-    return family.startswith(CONV_FAMILIES) or family in VIT_FAMILIES
+    return family.startswith(CONV_FAMILIES) or family in VIT_FAMILIES or family in SWIN_FAMILIES
+
+
+def per_axis_arguments(record_kwargs: Mapping[str, Any] | None, spatial_dims: int = 3) -> list[tuple[str, list]]:
+    """Constructor arguments given per axis with different values (strides live there, not in the weights)."""
+    found = []
+    for name, value in (record_kwargs or {}).items():
+        if (isinstance(value, (list, tuple)) and len(value) == spatial_dims
+                and all(isinstance(v, (int, float)) for v in value) and list(value) != list(reversed(value))):
+            found.append((name, list(value)))
+    return found
+
+
+def transpose_state(state: Mapping[str, torch.Tensor], family: str, perm: Sequence[int], *, spatial_dims: int = 3,
+                    record_kwargs: Mapping[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Every axis-dependent tensor of a ``family`` state transposed by ``perm`` (refused where not exact)."""
+    if not permutable(family):
+        raise PluginError(f"A {family} backbone has no known exact axis transposition.",
+                          "Pretrain on data read the target's way (`monai-ssl pretrain ... --read_like TARGET_BUNDLE`).")
+    swin_changed: list[str] = []
+    if family in SWIN_FAMILIES:
+        state, swin_changed = permute_swin(state, perm, spatial_dims=spatial_dims, record_kwargs=record_kwargs)
+    new, changed = permute_axes(state, perm, spatial_dims=spatial_dims,
+                                grid=_grid(record_kwargs, family, spatial_dims))
+    return new, changed + swin_changed
 
 
 def permute_axes(state: Mapping[str, torch.Tensor], perm: Sequence[int], *, spatial_dims: int = 3,
@@ -102,7 +127,7 @@ def check_axis_order(state: Mapping[str, torch.Tensor], family: str, source_orde
                      origin: str = "checkpoint", log=print) -> dict[str, torch.Tensor]:
     """Compare the source's axis order with the target's; refuse, permute or pass through (``mode``).
 
-    ``mode``: ``"refuse"`` (default), ``"permute"`` (exact transposition, refused where not exact) or
+    ``mode``: ``"refuse"``, ``"permute"`` (exact transposition, refused where not exact) or
     ``"ignore"`` (load as is; refused when any kernel is anisotropic, because that is certainly wrong).
     """
     if mode not in ("refuse", "permute", "ignore"):
@@ -116,18 +141,14 @@ def check_axis_order(state: Mapping[str, torch.Tensor], family: str, source_orde
     aniso = anisotropic_kernels(state, spatial_dims)
     src_axes, dst_axes = AXES.get(source_order, source_order), AXES.get(target_order, target_order)
     if mode == "permute":
-        if not permutable(family):
-            raise PluginError(f"{origin} ({family}) was pretrained on ({src_axes}) volumes and cannot be transposed "
-                              f"exactly to ({dst_axes}): Swin patch merging and relative-position tables depend on "
-                              "the axis order.",
-                              "Pretrain on data loaded the target's way (axis order "
-                              f"{target_order!r}) or transpose the volumes in the target pipeline.")
-        grid = _grid(record_kwargs, family, spatial_dims)
-        new, changed = permute_axes(state, axis_permutation(source_order, target_order, spatial_dims),
-                                    spatial_dims=spatial_dims, grid=grid)
+        new, changed = transpose_state(state, family, axis_permutation(source_order, target_order, spatial_dims),
+                                       spatial_dims=spatial_dims, record_kwargs=record_kwargs)
         if log is not None:
-            log(f"[monai-ssl] transposed {len(changed)} kernels from ({src_axes}) to ({dst_axes}) order (exact for "
+            log(f"[monai-ssl] transposed {len(changed)} tensors from ({src_axes}) to ({dst_axes}) order (exact for "
                 "an axis-permuted architecture; kernel shapes are checked against the target)")
+            for name, value in per_axis_arguments(record_kwargs, spatial_dims):
+                log(f"[monai-ssl] note: the pretrained {name} {value} is per axis; the transposed network is exact "
+                    f"with {list(reversed(value))} in ({dst_axes}) order")
         return new
     if aniso:
         key, shape = aniso[0]

@@ -45,7 +45,7 @@ def test_wrong_axis_order_anisotropic_kernels(tmp_path):
     ckpt = save_checkpoint(tmp_path / "nn.pt", ssl, "monai.ResNet", axis_order="nnunet")
     msg = _refused(resnet(conv1_t_size=[7, 7, 3], conv1_t_stride=[2, 2, 1], seed=2), ckpt,
                    r"pretrained on \(z, y, x\) volumes but this pipeline feeds \(x, y, z\); anisotropic kernels such as "
-                   r"conv1.weight 3x7x7")
+                   r"conv1.weight 3x7x7", on_axis_mismatch="refuse")
     assert "on_axis_mismatch='permute'" in msg
     # "ignore" is never allowed with anisotropic kernels
     _refused(resnet(conv1_t_size=[7, 7, 3], seed=2), ckpt, "anisotropic", on_axis_mismatch="ignore")
@@ -54,15 +54,23 @@ def test_wrong_axis_order_anisotropic_kernels(tmp_path):
 def test_wrong_axis_order_isotropic_kernels(tmp_path, capsys):
     ssl = resnet(seed=1)
     ckpt = save_checkpoint(tmp_path / "nn.pt", ssl, "monai.ResNet", axis_order="nnunet")
-    _refused(resnet(seed=2), ckpt, r"every learned filter would see transposed anatomy")
+    _refused(resnet(seed=2), ckpt, r"every learned filter would see transposed anatomy", on_axis_mismatch="refuse")
     net = resnet(seed=2)
     load_pretrained(net, ckpt, on_axis_mismatch="ignore")  # explicit opt-in, with a warning
     assert "WARNING" in capsys.readouterr().out and torch.equal(net.layer1[0].conv1.weight, ssl.layer1[0].conv1.weight)
 
 
-def test_swin_cannot_be_transposed(tmp_path):
-    ckpt = save_checkpoint(tmp_path / "s.pt", swinunetr(seed=1), "monai.SwinUNETR", axis_order="nnunet")
-    _refused(swinunetr(seed=2), ckpt, "cannot be transposed exactly", on_axis_mismatch="permute")
+def test_default_transposes_exactly_and_refuses_an_unknown_swin_merging(tmp_path):
+    ssl = swinunetr(seed=1)
+    ckpt = save_checkpoint(tmp_path / "s.pt", ssl, "monai.SwinUNETR", axis_order="nnunet")
+    net = swinunetr(seed=2)
+    assert load_pretrained(net, ckpt, log=None).loaded_fraction == 1.0  # default: exact transposition
+    table = "swinViT.layers1.0.blocks.0.attn.relative_position_bias_table"
+    assert torch.equal(net.state_dict()[table], ssl.state_dict()[table].reshape(13, 13, 13, -1)
+                       .permute(2, 1, 0, 3).reshape(13 ** 3, -1))
+    odd = save_checkpoint(tmp_path / "o.pt", ssl, "monai.SwinUNETR", axis_order="nnunet",
+                          backbone_kwargs={"downsample": "custom"})
+    _refused(swinunetr(seed=2), odd, "has no known neighbour order", on_axis_mismatch="permute")
 
 
 def test_permute_refuses_a_target_that_is_not_the_transposed_architecture(tmp_path):
