@@ -36,7 +36,7 @@ class SSLInitHandler:
         load_path: pretraining checkpoint, SSL bundle directory, or bare state dict file.
         network: the bundle's network (``"@network"``).
         target, min_fraction, axis_order, on_axis_mismatch, in_channels, normalization, backbone_family,
-            source_axis_order, source_prefix: as in :func:`~monai_ssl_plugin.monai_bundles.load_pretrained`.
+            source_axis_order, source_prefix, on_normalization_mismatch: as in :func:`~monai_ssl_plugin.monai_bundles.load_pretrained`.
         freeze_epochs: keep the pretrained part frozen for this many epochs, then train it.
         linear_probe: keep it frozen for the whole run (only new layers train).
         freeze_norm_stats: while frozen, its batch norms use their running statistics.
@@ -47,7 +47,7 @@ class SSLInitHandler:
                  on_axis_mismatch: str = "permute", in_channels: int | None = None,
                  normalization: str | Sequence[str] | None = None, backbone_family: str | None = None,
                  source_axis_order: str | None = None, source_prefix: str | None = None,
-                 freeze_norm_stats: bool = True) -> None:
+                 freeze_norm_stats: bool = True, on_normalization_mismatch: str = "warn") -> None:
         self.load_path = load_path
         self.network = network
         self.target = target
@@ -55,7 +55,8 @@ class SSLInitHandler:
         self.linear_probe = bool(linear_probe)
         self.kwargs = dict(min_fraction=min_fraction, axis_order=axis_order, on_axis_mismatch=on_axis_mismatch,
                            in_channels=in_channels, normalization=normalization, backbone_family=backbone_family,
-                           source_axis_order=source_axis_order, source_prefix=source_prefix)
+                           source_axis_order=source_axis_order, source_prefix=source_prefix,
+                           on_normalization_mismatch=on_normalization_mismatch)
         self.freezer = Freezer(network, resolve_target(network, target), freeze_norm_stats=freeze_norm_stats)
         self.report: LoadReport | None = None
 

@@ -29,13 +29,17 @@ from monai_ssl_plugin.transfer.normalization import compare_normalization, norma
 
 
 def check_normalization(source: PretrainedWeights, normalization: str | Sequence[str] | None,
-                        log: Callable[[str], None] | None = print) -> None:
-    """Refuse a pipeline whose intensity normalisation differs from the pretraining's (the transfer layer's
-    one comparison, :func:`~monai_ssl_plugin.transfer.normalization.compare_normalization`).
+                        log: Callable[[str], None] | None = print, on_mismatch: str = "warn") -> None:
+    """Compare the pipeline's intensity normalisation with the pretraining's (the transfer layer's one
+    comparison, :func:`~monai_ssl_plugin.transfer.normalization.compare_normalization`).
 
     ``normalization``: the pipeline's, per channel or one for all (``None``: not checked, only reported;
-    ``"any"``: accept whatever the record says).
+    ``"any"``: accept whatever the record says). ``on_mismatch``: ``"warn"`` (load, and say how to match
+    by construction: the network's normalisation layers and fine-tuning absorb a change of scale, but the
+    first filters saw other intensities) or ``"refuse"``.
     """
+    if on_mismatch not in ("warn", "refuse"):
+        raise PluginError(f"Unknown on_normalization_mismatch={on_mismatch!r}.", "Use 'warn' or 'refuse'.")
     recorded = source.normalization
     if normalization is None or normalization == "any":
         if log is not None and recorded:
@@ -52,10 +56,14 @@ def check_normalization(source: PretrainedWeights, normalization: str | Sequence
     if not compare_normalization(recorded, wanted, channels, consumer_name="this pipeline").matches:
         got = "/".join(normalization_category(n) for n in recorded)
         want = "/".join(normalization_category(n) for n in wanted)
-        raise PluginError(f"{source.origin} was pretrained on intensities normalised as {recorded} ({got}), "
-                          f"this pipeline uses {wanted} ({want}).",
-                          "Normalise like the pretraining (e.g. NormalizeIntensityd for ZScoreNormalization), or pass "
-                          "normalization='any' to fine-tune anyway.")
+        problem = (f"{source.origin} was pretrained on intensities normalised as {recorded} ({got}), "
+                   f"this pipeline uses {wanted} ({want}).")
+        if on_mismatch == "refuse":
+            raise PluginError(problem, "Pretrain reading data the way this bundle does (`monai-ssl pretrain ... "
+                              "--read_like BUNDLE`), or pass on_normalization_mismatch='warn' to fine-tune anyway.")
+        if log is not None:
+            log(f"[monai-ssl] WARNING: {problem} Loading anyway (on_normalization_mismatch='warn'); to match by "
+                "construction pretrain with `monai-ssl pretrain ... --read_like BUNDLE`.")
 
 
 def check_channels(source: PretrainedWeights, mapped: dict[str, torch.Tensor], network: nn.Module, target: Target,
@@ -82,7 +90,7 @@ def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target
                     axis_order: str = "monai", on_axis_mismatch: str = "permute", in_channels: int | None = None,
                     normalization: str | Sequence[str] | None = None, backbone_family: str | None = None,
                     source_axis_order: str | None = None, source_prefix: str | None = None,
-                    log: Callable[[str], None] | None = print) -> LoadReport:
+                    on_normalization_mismatch: str = "warn", log: Callable[[str], None] | None = print) -> LoadReport:
     """Initialise the target part of ``network`` from SSL weights and report what happened.
 
     Args:
@@ -96,6 +104,7 @@ def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target
         on_axis_mismatch: ``"refuse"``, ``"permute"`` (exact kernel transposition) or ``"ignore"``.
         in_channels: channels this pipeline feeds (also checked against the target's stem).
         normalization: this pipeline's intensity normalisation (``None``: not checked; ``"any"``).
+        on_normalization_mismatch: ``"warn"`` (load with a warning) or ``"refuse"``.
         backbone_family / source_axis_order: the statement required for a record-less state dict.
         source_prefix: with an explicit ``target`` prefix, the source sub-tree that moves there.
         log: where the report goes (``None``: silent).
@@ -123,7 +132,7 @@ def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target
             k, s, d = bad[0]
             raise PluginError(f"After transposing to {axis_order} order, {k} is {s} but the network has {d}.",
                               "Build the target with the axis-reversed kernel sizes and strides of the pretrained network.")
-    check_normalization(src, normalization, log)
+    check_normalization(src, normalization, log, on_normalization_mismatch)
     if log is not None:
         log(f"[monai-ssl] SSL init: {src.describe()} -> {tgt.describe()}")
     report = load_weights(network, mapped, include=tgt.includes, min_fraction=min_fraction, log=None)

@@ -79,6 +79,18 @@ class OverlayPlan:
     command: str
 
 
+def flag(value: Any, name: str) -> bool:
+    """A boolean option as the command line passes it (fire gives ``--check false`` as the string ``"false"``)."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        raise PluginError(f"--{name} {value!r} is not true or false.", f"Pass --{name} true or --{name} false.")
+    return bool(value)
+
+
 def _parser(config: dict) -> ConfigParser:
     return ConfigParser(config)
 
@@ -171,27 +183,38 @@ def _normalization(parser, config: dict, given: str | None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _trainer(parser) -> tuple[str, Any]:
+    """(id, config) of the trainer: ``train#trainer`` (zoo bundles) or top-level ``trainer`` (zoo templates)."""
+    for id_ in ("train#trainer", "trainer"):
+        node = _get(parser, id_)
+        if isinstance(node, Mapping):
+            return id_, node
+    return "train#trainer", None
+
+
 def _handlers_key(parser) -> str:
+    """The list id the overlay extends with ``+``: ``train#handlers``, ``handlers`` or the trainer's own list."""
     if isinstance(_get(parser, "train#handlers"), list):
         return "+train#handlers"
-    trainer = _get(parser, "train#trainer")
-    if not isinstance(trainer, Mapping):
-        raise PluginError("The train config has no `train#trainer`, so there is nothing to attach the SSL handler to.",
+    trainer_id, trainer = _trainer(parser)
+    if trainer is None:
+        raise PluginError("The train config has neither `train#trainer` nor `trainer`, so there is nothing to attach "
+                          "the SSL handler to.",
                           "Add SSLInitHandler to your trainer's handlers by hand (see docs/monai.md).")
     th = trainer.get("train_handlers")
     if th is None:
-        return "train#trainer#train_handlers"
+        return f"{trainer_id}#train_handlers"
     if isinstance(th, list):
-        return "+train#trainer#train_handlers"
+        return f"+{trainer_id}#train_handlers"
     if isinstance(th, str) and th.startswith("@") and isinstance(_get(parser, th[1:]), list):
         return "+" + th[1:]
-    raise PluginError(f"`train#trainer#train_handlers` is an expression ({str(th)[:60]!r}) the overlay cannot extend.",
+    raise PluginError(f"`{trainer_id}#train_handlers` is an expression ({str(th)[:60]!r}) the overlay cannot extend.",
                       "Add '@ssl_init#handler' to that handler list by hand (see docs/monai.md).")
 
 
 def _optimizer(parser) -> tuple[str, Mapping[str, Any], str] | None:
     """(optimizer id, its config, network expression for param_groups) when recognisable."""
-    trainer = _get(parser, "train#trainer")
+    trainer = _trainer(parser)[1]
     ref = trainer.get("optimizer") if isinstance(trainer, Mapping) else None
     opt_id = ref[1:] if isinstance(ref, str) and ref.startswith("@") and ref[1:] in parser else (
         "optimizer" if "optimizer" in parser else None)
@@ -247,10 +270,11 @@ def _overlay(ssl_path: Path, plan: OverlayPlan, net_ref: str, settings: dict[str
     ssl_init: dict[str, Any] = {"checkpoint": str(ssl_path), "target": plan.target,
                                 "min_fraction": settings["min_fraction"], "freeze_epochs": int(freeze_epochs),
                                 "linear_probe": bool(linear_probe), "axis_order": settings["axis_order"],
-                                "on_axis_mismatch": settings["on_axis_mismatch"], "normalization": plan.normalization}
+                                "on_axis_mismatch": settings["on_axis_mismatch"], "normalization": plan.normalization,
+                                "on_normalization_mismatch": settings["on_normalization_mismatch"]}
     handler: dict[str, Any] = {"_target_": HANDLER_TARGET, "load_path": "@ssl_init#checkpoint", "network": net_ref}
     for key in ("target", "min_fraction", "freeze_epochs", "linear_probe", "axis_order", "on_axis_mismatch",
-                "normalization"):
+                "normalization", "on_normalization_mismatch"):
         handler[key] = f"@ssl_init#{key}"
     for key in ("backbone_family", "source_axis_order"):
         if settings[key]:
@@ -300,7 +324,8 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
                   linear_probe: bool = False, pretrained_lr_mult: float = 1.0, normalization: str | None = "auto",
                   axis_order: str = "monai", on_axis_mismatch: str = "permute", backbone_family: str | None = None,
                   source_axis_order: str | None = None, check: bool = True, overwrite: bool = False,
-                  overrides: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = print) -> OverlayPlan:
+                  overrides: Mapping[str, Any] | None = None, on_normalization_mismatch: str = "warn",
+                  log: Callable[[str], None] | None = print) -> OverlayPlan:
     """Write the SSL-init overlay for ``bundle`` (default ``<bundle>/configs/ssl_init.yaml``).
 
     Args:
@@ -314,8 +339,12 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
         overrides: config ids overridden on the ``monai.bundle run`` command line (e.g. ``{"widths": [8, 16, 32, 64]}``);
             applied to the dry run and added to the printed command.
         overwrite: replace an existing overlay that this command did not write.
+        on_normalization_mismatch: ``"warn"`` (default: load, with a warning naming both normalisations) or
+            ``"refuse"``.
         other arguments: as in :class:`~.handler.SSLInitHandler`.
     """
+    linear_probe, check, overwrite = (flag(v, n) for v, n in ((linear_probe, "linear_probe"), (check, "check"),
+                                                              (overwrite, "overwrite")))
     bundle = Path(bundle).expanduser().resolve()
     ssl_path = Path(ssl).expanduser().resolve()
     src = read_weights(ssl_path, backbone_family=backbone_family, axis_order=source_axis_order, log=log)
@@ -331,7 +360,8 @@ def write_overlay(ssl: str | Path, bundle: str | Path, *, target: str = "auto", 
                           "Use param_groups() in the optimizer's params by hand (see docs/monai.md), or keep the "
                           "multiplier at 1.")
     settings = dict(min_fraction=float(min_fraction), axis_order=axis_order, on_axis_mismatch=on_axis_mismatch,
-                    normalization=norm, backbone_family=backbone_family, source_axis_order=source_axis_order)
+                    normalization=norm, backbone_family=backbone_family, source_axis_order=source_axis_order,
+                    on_normalization_mismatch=on_normalization_mismatch)
     overrides = dict(overrides or {})
     checked = False
     if check:
@@ -354,7 +384,7 @@ def monai_overlay(ssl: str, bundle: str, target: str = "auto", output: str | Non
                   axis_order: str = "monai", on_axis_mismatch: str = "permute", min_fraction: float = 0.9,
                   backbone_family: str | None = None, source_axis_order: str | None = None,
                   train_config: str | None = None, check: bool = True, overwrite: bool = False,
-                  overrides: dict | None = None) -> str:
+                  overrides: dict | None = None, on_normalization_mismatch: str = "warn") -> str:
     """CLI entry (``monai-ssl monai-overlay --ssl CKPT_OR_SSL_BUNDLE --bundle BUNDLE_DIR [--target ...]``).
 
     Writes ``BUNDLE_DIR/configs/ssl_init.yaml`` and returns the text to print (where it went and the
@@ -364,7 +394,8 @@ def monai_overlay(ssl: str, bundle: str, target: str = "auto", output: str | Non
                          min_fraction=min_fraction, freeze_epochs=freeze_epochs, linear_probe=linear_probe,
                          pretrained_lr_mult=pretrained_lr_mult, normalization=normalization, axis_order=axis_order,
                          on_axis_mismatch=on_axis_mismatch, backbone_family=backbone_family,
-                         source_axis_order=source_axis_order, check=check, overwrite=overwrite, overrides=overrides)
+                         source_axis_order=source_axis_order, check=check, overwrite=overwrite, overrides=overrides,
+                         on_normalization_mismatch=on_normalization_mismatch)
     return (f"wrote {plan.path}\n  network `{plan.network_id}` ({plan.network_class}) -> SSL weights into {plan.target} "
             f"({plan.target_meaning}); handler appended via `{plan.handlers_key}`\n"
             f"train with:\n  {plan.command}")

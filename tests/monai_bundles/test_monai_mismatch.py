@@ -97,10 +97,17 @@ def test_too_little_loaded(tmp_path):
     assert load_pretrained(resnet(seed=2), ckpt, min_fraction=0.05, log=None).skipped_shape
 
 
-def test_normalization_mismatch(tmp_path):
-    ckpt = save_checkpoint(tmp_path / "ct.pt", resnet(seed=1), "monai.ResNet", normalization=["CTNormalization"])
+def test_normalization_mismatch(tmp_path, capsys):
+    ssl = resnet(seed=1)
+    ckpt = save_checkpoint(tmp_path / "ct.pt", ssl, "monai.ResNet", normalization=["CTNormalization"])
     _refused(resnet(seed=2), ckpt, r"normalised as \['CTNormalization'\] \(ct\), this pipeline uses "
-                                   r"\['NormalizeIntensityd'\] \(zscore\)", normalization="NormalizeIntensityd")
+                                   r"\['NormalizeIntensityd'\] \(zscore\)", normalization="NormalizeIntensityd",
+             on_normalization_mismatch="refuse")
+    net = resnet(seed=2)  # the default loads, and says what differs and how to match by construction
+    load_pretrained(net, ckpt, normalization="NormalizeIntensityd")
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "(ct), this pipeline uses" in out and "--read_like" in out
+    assert torch.equal(net.layer1[0].conv1.weight, ssl.layer1[0].conv1.weight)
     load_pretrained(resnet(seed=2), ckpt, normalization="any", log=None)
     ok = save_checkpoint(tmp_path / "z.pt", resnet(seed=1), "monai.ResNet")
     load_pretrained(resnet(seed=2), ok, normalization="NormalizeIntensityd", log=None)  # same transform, other name

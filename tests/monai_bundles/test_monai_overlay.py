@@ -123,8 +123,11 @@ def test_overlay_refusals(tmp_path, data):
     ct = save_checkpoint(tmp_path / "ct.pt", resnet(conv1_t_size=[7, 7, 7], seed=1), "monai.ResNet",
                          normalization=["CTNormalization"])
     with pytest.raises(PluginError, match="this pipeline uses \\['NormalizeIntensityd'\\]"):
-        write_overlay(ct, bundle, overwrite=True, log=None)
+        write_overlay(ct, bundle, overwrite=True, on_normalization_mismatch="refuse", log=None)
     assert write_overlay(ct, bundle, overwrite=True, normalization="any", log=None).checked
+    lines = []  # the default loads with a warning that names both normalisations
+    assert write_overlay(ct, bundle, overwrite=True, log=lines.append).checked
+    assert any("WARNING" in m and "this pipeline uses ['NormalizeIntensityd']" in m for m in lines)
 
 
 def test_cli_function_text(tmp_path, data):
