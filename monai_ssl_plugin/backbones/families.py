@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from monai_ssl_plugin.backbones.base import BackboneAdapter
+from monai_ssl_plugin.backbones.densenet import MonaiDenseNetBackbone
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
 from monai_ssl_plugin.backbones.resnet import MonaiResNetBackbone
 from monai_ssl_plugin.backbones.segresnet import MonaiSegResNetBackbone
 from monai_ssl_plugin.backbones.swin import MonaiSwinUNETRBackbone
+from monai_ssl_plugin.backbones.unet import MonaiDynUNetBackbone, MonaiUNetBackbone
 from monai_ssl_plugin.backbones.vit import MonaiUNETRBackbone, MonaiViTBackbone
 from monai_ssl_plugin.errors import PluginError
 
@@ -23,6 +25,9 @@ FAMILIES: dict[str, type[BackboneAdapter]] = {
     "monai.UNETR": MonaiUNETRBackbone,
     "monai.ViT": MonaiViTBackbone,
     "monai.SegResNet": MonaiSegResNetBackbone,
+    "monai.UNet": MonaiUNetBackbone,
+    "monai.DynUNet": MonaiDynUNetBackbone,
+    "monai.DenseNet": MonaiDenseNetBackbone,
     "nnunet.PlainConvUNet": NnUNetBackbone,
     "nnunet.ResidualEncoderUNet": NnUNetBackbone,
 }

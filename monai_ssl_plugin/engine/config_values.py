@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from monai_ssl_plugin.data.sources import open_source
+from monai_ssl_plugin.data.consumer import open_data
 from monai_ssl_plugin.errors import PluginError
 
 
@@ -44,12 +44,13 @@ def auto_device(device: str | None = None) -> torch.device:
 
 
 def open_dataset(data: Any, configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans",
-                 plans: Any = None) -> Any:
+                 plans: Any = None, read_like: Any = None) -> Any:
     """The training data a pretraining bundle reads, named by the model zoo's ``train#dataset#data`` id.
 
     The zoo (and apps built on it, such as MONAI FL) point a bundle at other data by overriding
     ``train#dataset#data``; here ``data`` is what ``--dataset_dir`` takes: a NIfTI folder, an nnU-Net
     raw or preprocessed dataset folder, or a dataset id (see
-    :func:`monai_ssl_plugin.data.sources.open_source`).
+    :func:`monai_ssl_plugin.data.sources.open_source`). ``read_like``: a MONAI bundle whose reading
+    transforms read the volumes instead (:func:`monai_ssl_plugin.data.consumer.open_data`).
     """
-    return open_source(required(data, "dataset_dir"), configuration, plans_identifier, plans=plans)
+    return open_data(required(data, "dataset_dir"), configuration, plans_identifier, plans=plans, read_like=read_like)
