@@ -46,6 +46,10 @@ BACKBONES: dict[str, dict] = {
     "monai_swinunetr": {"feature_size": 12},
     "monai_unetr_small": {"img_size": VIT_IMG},
     "monai_vit_small": {"img_size": VIT_IMG},
+    "monai_unet": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2]},
+    "monai_dynunet": {"kernel_size": [3, 3, 3, 3], "strides": [1, 2, 2, 2], "upsample_kernel_size": [2, 2, 2],
+                      "filters": [8, 16, 32, 64]},
+    "monai_densenet121": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1]},
 }
 # narrow heads: the matrix tests the pretext <-> backbone interface, not the published head widths
 HEAD_KWARGS: dict[str, dict] = {
