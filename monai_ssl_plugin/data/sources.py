@@ -114,8 +114,10 @@ def nifti_problem(path: Path) -> str | None:
     Only when that differs (a multi-member gzip, or damage) is the file decompressed to be sure.
     """
     try:
-        header = nib.load(str(path)).header
-        expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        image = nib.load(str(path))
+        header = image.header  # its vox_offset reads 0 once loaded: the data's offset is the proxy's
+        offset = int(getattr(image.dataobj, "offset", header["vox_offset"]))
+        expected = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
     except Exception as e:
         return f"not a readable NIfTI ({type(e).__name__}: {str(e).strip()[:120]})"
     if not path.name.endswith(".gz"):
