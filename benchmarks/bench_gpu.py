@@ -107,6 +107,8 @@ def write_dataset(root: Path, shape: list[int], cases: int = 2) -> Path:
     """A synthetic nnU-Net raw dataset of ``cases`` volumes of ``shape`` (z, y, x)."""
     from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
 
+    if root.is_dir():  # written for an earlier bundle of the same size
+        return next(root.glob("Dataset*"))
     return make_synthetic_dataset(root, 993, "GpuBench", n_labelled=0, n_unlabelled=cases, shape=tuple(shape),
                                   spacing=(1.0, 1.0, 1.0), seed=0)
 

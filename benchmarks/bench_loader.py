@@ -21,9 +21,12 @@ batch is timed at a time, in one process with one torch / numba / blosc2 thread 
   generator on the batch (what the pretext runs before the network), ``cache_size=0`` (every patch
   reads its volume: a dataset much larger than the cache) and default cache (16 volumes).
 
-Printed per bundle: ms per patch (median of ``--repeats``), patches/s per worker, the ratio
-nnU-Net / plugin (> 1: the plugin is faster), and the workers a GPU step of ``--step-ms`` needs
-so that the next batch is ready when the step ends: ceil(batch time / step time).
+Printed per bundle: wall ms per patch (median of ``--repeats``), the ratio nnU-Net / plugin of the
+wall medians (> 1: the plugin is faster), patches/s per worker and the workers a GPU step of
+``--step-ms`` needs so that the next batch is ready when the step ends, ceil(batch time / step
+time) -- both from the plugin's CPU time per patch (the slower of its two b2nd columns), what a
+dedicated core spends, so that a loaded benchmark machine does not inflate them. The JSON holds
+the wall and CPU medians of every column.
 """
 
 from __future__ import annotations
@@ -190,17 +193,21 @@ def plugin_loader(source: object, patch: tuple[int, ...], batch: int, cache_size
     return call
 
 
-def time_interleaved(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median wall time (ms) of each function, after one warm-up call each, called a, b, c, a, b, c..."""
+def time_interleaved(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
+    """(median wall, median CPU) time in ms of each function, after one warm-up call each, called
+    a, b, c, a, b, c... The CPU time (this process) is what the call costs a dedicated core: on a
+    loaded machine the wall time also holds the waits for a core."""
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, record in zip(fns, times):
-            start = time.perf_counter()
+        for fn, record, record_cpu in zip(fns, times, cpu):
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             record.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+            record_cpu.append((time.process_time() - start_cpu) * 1e3)
+    return [(statistics.median(t), statistics.median(c)) for t, c in zip(times, cpu)]
 
 
 COLUMNS = ["nnU-Net", "nnU-Net crop", "plugin b2nd stream", "plugin b2nd cached", "plugin nifti stream",
@@ -208,8 +215,8 @@ COLUMNS = ["nnU-Net", "nnU-Net crop", "plugin b2nd stream", "plugin b2nd cached"
 
 
 def bench_bundle(bundle: str, patch: tuple[int, ...], batch: int, pre: Path, nifti: Path, repeats: int
-                 ) -> dict[str, float]:
-    """ms per patch of every column for one bundle (all columns interleaved)."""
+                 ) -> dict[str, dict[str, float]]:
+    """Wall and CPU ms per patch of every column for one bundle (all columns interleaved)."""
     from monai_ssl_plugin.data.sources import NiftiFolderSource, NnUNetPreprocessedSource
 
     gen = BUNDLES[bundle][3]
@@ -217,7 +224,9 @@ def bench_bundle(bundle: str, patch: tuple[int, ...], batch: int, pre: Path, nif
     fns = [nnunet_loader(pre, patch, batch, True), nnunet_loader(pre, patch, batch, False),
            plugin_loader(pre_source, patch, batch, 0, gen), plugin_loader(pre_source, patch, batch, 16, gen),
            plugin_loader(nifti_source, patch, batch, 0, gen), plugin_loader(nifti_source, patch, batch, 16, gen)]
-    return {name: ms / batch for name, ms in zip(COLUMNS, time_interleaved(fns, repeats))}
+    timed = time_interleaved(fns, repeats)
+    return {"wall": {n: w / batch for n, (w, _) in zip(COLUMNS, timed)},
+            "cpu": {n: c / batch for n, (_, c) in zip(COLUMNS, timed)}}
 
 
 def workers_needed(ms_per_patch: float, batch: int, step_ms: float) -> int:
@@ -244,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
           f"volumes {args.margin:g} x the patch per side, {args.cases} cases", flush=True)
     steps = " | ".join(f"workers @{s:g} ms" for s in args.step_ms)
     print("| bundle | patch | batch | " + " | ".join(COLUMNS) + " | nnU-Net / plugin (b2nd stream, nifti stream) "
-          "| plugin patches/s per worker (b2nd stream) | " + steps + " |")
+          "| plugin patches/s per worker (CPU time, b2nd) | " + steps + " |")
     print("|" + " --- |" * (5 + len(COLUMNS) + len(args.step_ms)), flush=True)
     results, datasets = [], {}
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as work:
@@ -254,11 +263,12 @@ def main(argv: list[str] | None = None) -> int:
             if patch not in datasets:
                 shape = tuple(int(math.ceil(p * args.margin)) for p in patch)
                 datasets[patch] = write_data(Path(work) / "x".join(map(str, patch)), shape, patch, args.cases)
-            ms = bench_bundle(bundle, patch, batch, *datasets[patch], args.repeats)
-            worst = max(ms["plugin b2nd stream"], ms["plugin b2nd cached"])
+            timed = bench_bundle(bundle, patch, batch, *datasets[patch], args.repeats)
+            ms, cpu = timed["wall"], timed["cpu"]
+            worst = max(cpu["plugin b2nd stream"], cpu["plugin b2nd cached"])  # a dedicated core's cost
             need = [workers_needed(worst, batch, s) for s in args.step_ms]
             results.append({"bundle": bundle, "patch": list(patch), "batch": batch, "ms_per_patch": ms,
-                            "workers": dict(zip(map(str, args.step_ms), need))})
+                            "cpu_ms_per_patch": cpu, "workers": dict(zip(map(str, args.step_ms), need))})
             cells = " | ".join(f"{ms[c]:.1f}" for c in COLUMNS)
             print(f"| {bundle} | {'x'.join(map(str, patch))} | {batch} | {cells} | "
                   f"{ms['nnU-Net'] / ms['plugin b2nd stream']:.1f}x, {ms['nnU-Net'] / ms['plugin nifti stream']:.1f}x | "

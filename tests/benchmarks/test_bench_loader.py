@@ -33,6 +33,7 @@ def test_tiny_run_times_every_column_on_the_same_files(tmp_path) -> None:
     assert result["patch"] == [20, 20, 20] and result["batch"] == 2
     assert set(result["ms_per_patch"]) == set(bench_loader.COLUMNS)
     assert all(v > 0 for v in result["ms_per_patch"].values())
+    assert set(result["cpu_ms_per_patch"]) == set(bench_loader.COLUMNS)
     # a 1 ms step needs at least as many workers as a 1 s step
     assert result["workers"]["1.0"] >= result["workers"]["1000.0"] >= 1
 
