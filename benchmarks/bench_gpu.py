@@ -238,21 +238,36 @@ def bench_bundle(bundle: str, args: argparse.Namespace, device: torch.device, wo
     dataset = write_dataset(work / f"data_{'x'.join(map(str, patch))}", [int(p * 1.25) for p in patch])
     result: dict[str, Any] = {"bundle": bundle, "patch": patch, "batch": ids["batch_size"],
                               "backbone": ids.get("backbone", "bundle default")}
-    result["bundle_run"] = bundle_run(bundle, dataset, work, device, ids, args.steps, args.warmup)
+    try:
+        result["bundle_run"] = bundle_run(bundle, dataset, work, device, ids, args.steps, args.warmup)
+    except Exception as e:  # the bare loops still say what the network costs
+        result["bundle_run"] = {"failed": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}"}
     for variant in args.variants:
         if variant == "fp16" and device.type != "cuda":
             result[variant] = {"skipped": "fp16 autocast is a CUDA setting"}
             continue
-        torch.manual_seed(0)
+        result[variant] = bare_variant(bundle, variant, dataset, work, device, ids, patch, args.steps)
+    return result
+
+
+def bare_variant(bundle: str, variant: str, dataset: Path, work: Path, device: torch.device, ids: dict[str, Any],
+                 patch: list[int], steps: int) -> dict[str, Any]:
+    """One variant's bare loop; a failure (e.g. bf16 on a GPU without it) is recorded, not raised."""
+    import gc
+
+    torch.manual_seed(0)
+    try:
         pretext, optimizer = build(bundle, dataset, work, device, {**ids, **variant_ids(variant)})
         in_channels = int(getattr(pretext, "in_channels", 1) or 1)
         x = torch.randn(ids["batch_size"], in_channels, *patch, device=device)
-        amp = variant if variant in ("bf16", "fp16") else None
-        result[variant] = bare_steps(pretext, optimizer, x, args.steps, amp)
-        del pretext, optimizer, x
+        return bare_steps(pretext, optimizer, x, steps, variant if variant in ("bf16", "fp16") else None)
+    except Exception as e:  # one variant's failure is a result
+        return {"failed": f"{type(e).__name__}: {str(e).strip()[:160]}"}
+    finally:  # free this variant's network before the next one's peak is measured
+        pretext = optimizer = x = None
+        gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return result
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,10 +278,11 @@ def bench_bundle(bundle: str, args: argparse.Namespace, device: torch.device, wo
 def row(r: dict[str, Any], variants: list[str]) -> str:
     """One Markdown row: bundle run, bare fp32, and each variant as speed-up over bare fp32 (peak MB)."""
     run, bare = r["bundle_run"], r.get("fp32", {})
-    cells = [r["bundle"], "x".join(map(str, r["patch"])), str(r["batch"]), r["backbone"],
-             f"{run['step_s']:.3f}", f"{100 * run['data_wait_share']:.1f} %", f"{run['peak_mb']:.0f}"]
+    cells = [r["bundle"], "x".join(map(str, r["patch"])), str(r["batch"]), r["backbone"]]
+    cells += ([f"{run['step_s']:.3f}", f"{100 * run['data_wait_share']:.1f} %", f"{run['peak_mb']:.0f}"]
+              if "step_s" in run else [f"failed: {run.get('failed', '')}", "", ""])
     base = bare.get("step_s")
-    cells += [f"{base:.3f}", f"{run['step_s'] / base:.2f}"] if base else ["", ""]
+    cells += [f"{base:.3f}", f"{run['step_s'] / base:.2f}" if "step_s" in run else ""] if base else ["", ""]
     for v in variants:
         m = r.get(v, {})
         if v == "fp32":

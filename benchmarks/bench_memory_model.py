@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [w for w in args.only.split(",") if w]
     bundles = [b for b in list_bundles() if b.endswith("_ssl_pretraining") and (not wanted or any(w in b for w in wanted))]
     print(f"# CPU, torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.2f}; GB = 10^9 bytes; "
-          f"planned = model x {1 + memory.HEADROOM:.2f} + {memory.CONTEXT_GB} GB CUDA context")
+          f"planned = static + {memory.ACTIVATION_FACTOR} x activations + {memory.CONTEXT_GB} GB CUDA context")
     print("| bundle | backbone | params (M) | teacher (M) | opt. states | fit patches (batch) | activations at the 2nd fit patch: "
           "model MB | measured MB (RSS peak of a step) | measured / model | planned patch | batch | static GB | activations GB | planned GB fp32 | "
           "planned GB bf16 | fits 24 / 40 / 80 GB |")
@@ -286,12 +286,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {bundle} | failed: {type(err).__name__}: {str(err).strip()[:160]} |", flush=True)
                 continue
             entries[bundle] = e
-            if args.write:  # after every bundle: a long run that is stopped keeps what it measured
-                write_yaml({bundle: e}, "python benchmarks/bench_memory_model.py --write")
             c = check(bundle, e) if args.check else {}
             cells = ([f"{c['model_activations_mb']:.0f}", f"{c['activations_mb']:.0f}", f"{c['activations_ratio']:.2f}"]
                      if "activations_ratio" in c else [c.get("failed", "not checked"), "", ""])
             e["check"] = {k: round(v, 3) for k, v in c.items() if isinstance(v, float)}
+            if args.write:  # after every bundle: a long run that is stopped keeps what it measured
+                write_yaml({bundle: e}, "python benchmarks/bench_memory_model.py --write")
             print(f"| {bundle} | {e['backbone']} | {e['trainable_params'] / 1e6:.1f} | {e['teacher_params'] / 1e6:.1f} | "
                   f"{e['optimizer_states_per_param']} | {', '.join('x'.join(map(str, p)) for p in e['fit_patches'])} "
                   f"({e['fit_batch']}) | " + " | ".join(cells) + f" | {planned(bundle, e)} |", flush=True)

@@ -10,9 +10,10 @@ the quadratic term carries attention maps). The estimate at the planned patch an
     weights + grads + optimiser + teacher  (float32, 4 bytes per value)
     + batch * (a + b v + c v^2) * amp_factor  (amp_factor: saved bytes under bf16 autocast / fp32)
 
-and a card fits when the estimate plus ``HEADROOM`` (allocator fragmentation, the largest
-transient gradient) plus ``CONTEXT_GB`` (the CUDA context, outside torch's allocator) is at most
-its memory. Light on purpose: no torch import (the recommender imports this).
+and a card fits when weights + gradients + optimiser + teacher + ``ACTIVATION_FACTOR`` x the
+saved activations (the backward's gradient buffers and the step's temporaries come on top of what
+autograd saves: 1.4-2.3x in the CPU checks at small patches) + ``CONTEXT_GB`` (the CUDA context,
+outside torch's allocator) is at most its memory. Light on purpose: no torch import (the recommender imports this).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CARDS_GB", "CONTEXT_GB", "HEADROOM", "MemoryEstimate", "estimate_memory", "fits_line",
+__all__ = ["ACTIVATION_FACTOR", "CARDS_GB", "CONTEXT_GB", "MemoryEstimate", "estimate_memory", "fits_line",
            "load_memory_model"]
 
 MEMORY_FILE = Path(__file__).with_name("memory.yaml")
 CARDS_GB = (24, 40, 80)
-HEADROOM = 0.15  # fraction added to the modelled bytes: allocator caching and the transient gradient buffers
+ACTIVATION_FACTOR = 1.5  # step peak / saved activations: gradient buffers and temporaries on top of the saved bytes
 CONTEXT_GB = 0.6  # the CUDA context and cuDNN handles, not counted by torch's allocator
 
 
@@ -53,8 +54,9 @@ class MemoryEstimate:
 
     @property
     def planned_gb(self) -> float:
-        """What a card must hold: the model with headroom and the CUDA context."""
-        return self.total_gb * (1 + HEADROOM) + CONTEXT_GB
+        """What a card must hold: the static part, the activations with the step's transients on top,
+        and the CUDA context."""
+        return self.static_gb + ACTIVATION_FACTOR * self.activations_gb + CONTEXT_GB
 
     def fits(self, card_gb: float) -> bool:
         return self.planned_gb <= card_gb
