@@ -88,15 +88,26 @@ class Commands:
         print(f"wrote {path}\nuse: -p {path.stem}")
 
     def export_nnunet(self, checkpoint: str, output: str | None = None, dataset: str | None = None,
-                      configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans", adapt: str = "channels"):
-        """Export pretrained weights for nnU-Net (accepted by -pretrained_weights and the plugin's trainers).
+                      configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans", adapt: str = "channels",
+                      channels: int | None = None):
+        """Export pretrained weights for nnU-Net (-pretrained_weights, the plugin's trainers, nnUNetv2_train_pretrained).
 
-        --adapt: shape differences the trainer will adapt (as nnUNet_SSL_adapt: channels,kernels,stages | all | none)."""
-        from monai_ssl_plugin.export.nnunet import export_nnunet
+        --adapt: shape differences the trainer will adapt (as nnUNet_SSL_adapt: channels,kernels,stages | all | none).
+        --channels: input channels of the fine-tuning data (default: the dataset's); a PlainConvUNet stem is
+        then repeated in the file, for nnU-Net's nnssl route (docs/nnunet.md)."""
+        import json
+
+        from monai_ssl_plugin.export.nnunet import ADAPTATION_PLAN_FILE, export_nnunet
+        from monai_ssl_plugin.transfer.nnssl import nnssl_parser_problem
 
         path = export_nnunet(checkpoint, output, dataset=dataset, configuration=configuration,
-                             plans_identifier=plans_identifier, allowed_adaptations=adapt)
+                             plans_identifier=plans_identifier, allowed_adaptations=adapt,
+                             target_channels=int(channels) if channels else None)
         print(f"wrote {path}")
+        problem = nnssl_parser_problem(json.loads((path.parent / ADAPTATION_PLAN_FILE).read_text()))
+        if problem:
+            print(f"note: nnssl's own AdaptationPlan.from_dict cannot read its plan ({problem}); nnU-Net's "
+                  "nnUNetv2_train_pretrained and the plugin's trainers read it (docs/nnunet.md)")
 
     def monai_overlay(self, ssl: str, bundle: str, target: str = "auto", **options):
         """Write configs/ssl_init.yaml so an existing MONAI bundle trains from SSL weights (merge it after train.json)."""

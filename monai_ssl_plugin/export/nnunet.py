@@ -8,7 +8,9 @@ The exported ``.pth`` holds:
   encoder-only file cannot pass; a full network from the same plans does (seg layers are skipped,
   so an MAE reconstruction head with ``C_in`` outputs is fine).
 - ``nnssl_adaptation_plan``: nnssl's layout (see :mod:`monai_ssl_plugin.transfer.nnssl`), also
-  written as ``adaptation_plan.json`` beside the file.
+  written as ``adaptation_plan.json`` beside the file; its recommended fine-tuning patch and, for a
+  PlainConvUNet on a dataset with more channels, the stem's layout are chosen so that nnU-Net's nnssl
+  fine-tuning reads it (:mod:`monai_ssl_plugin.export.nnssl_compat`).
 - ``ssl_record``: our :class:`~monai_ssl_plugin.checkpoint.CheckpointRecord` as a dict.
 
 With ``dataset`` the file goes where the plugin's trainers look
@@ -28,7 +30,9 @@ from typing import Any
 
 from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, atomic_write_text
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.nnunet.target import check_checkpoint_consistent, check_fits_target, dataset_target
+from monai_ssl_plugin.export.nnssl_compat import needs_channel_layout, recommended_patch, with_target_channels
+from monai_ssl_plugin.nnunet.target import (DatasetTarget, check_checkpoint_consistent, check_fits_target,
+                                            dataset_target)
 from monai_ssl_plugin.nnunet_paths import pretrained_file_path
 from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, parse_adaptations
 from monai_ssl_plugin.transfer.compare import TransferCheck
@@ -58,11 +62,10 @@ def _warn_normalization(weights: PretrainedWeights, record: CheckpointRecord, pl
 
 
 def _checked_output(weights: PretrainedWeights, record: CheckpointRecord, checkpoint_path: str | os.PathLike,
-                    output_file: str | os.PathLike | None, dataset: int | str | None, configuration: str,
+                    output_file: str | os.PathLike | None, target: DatasetTarget | None, configuration: str,
                     plans_identifier: str, allowed: tuple[str, ...]) -> Path:
     """Where to write, after the dataset's plans (when given) accepted the weights."""
-    if dataset is not None:
-        target = dataset_target(dataset, configuration, plans_identifier)
+    if target is not None:
         _warn_adapted(check_fits_target(weights, record, target, allowed, checkpoint_path), target.dataset_name,
                       plans_identifier)
         _warn_normalization(weights, record, list(target.configuration_dict.get("normalization_schemes", [])),
@@ -78,15 +81,32 @@ def _checked_output(weights: PretrainedWeights, record: CheckpointRecord, checkp
     return output_file
 
 
-def _adaptation_plan(weights: PretrainedWeights, record: CheckpointRecord, configuration: str) -> dict[str, Any]:
+def _adaptation_plan(weights: PretrainedWeights, record: CheckpointRecord, configuration: str,
+                     patch: list[int], for_target: bool) -> dict[str, Any]:
     """nnssl's plan: the file's own for an nnssl checkpoint (its pretrain_plan says more than a derived
-    record), with the prefixes renamed to nnU-Net's; otherwise built from the record."""
+    record), with the prefixes renamed to nnU-Net's and, for a dataset, the dataset's patch recommended;
+    otherwise built from the record."""
     if not weights.from_nnssl:
-        return nnssl_adaptation_plan(record, configuration)
+        return nnssl_adaptation_plan(record, configuration, patch)
     plan = json.loads(json.dumps(weights.adaptation_plan))
     plan.update(key_to_encoder=record.key_prefixes["encoder"], key_to_stem=record.key_prefixes["stem"],
-                keys_to_in_proj=list(record.key_prefixes.get("in_proj") or []))
+                keys_to_in_proj=list(record.key_prefixes.get("in_proj") or []),
+                pretrain_num_input_channels=int(record.in_channels))
+    if for_target:
+        plan["recommended_downstream_patchsize"] = patch
     return plan
+
+
+def _for_target_channels(weights: PretrainedWeights, record: CheckpointRecord, channels: int | None,
+                         where: str) -> tuple[PretrainedWeights, CheckpointRecord]:
+    """A PlainConvUNet for more input channels than pretrained: the stem repeated in the file (see nnssl_compat)."""
+    if not needs_channel_layout(record, channels):
+        return weights, record
+    weights, record, keys = with_target_channels(weights, record, int(channels))
+    warnings.warn(f"{where} has {channels} input channels, pretrained {record.data['in_channels_adapted_from']}: "
+                  f"the export repeats the stem's input weights ({len(keys)} tensors, divided by the repeat) so that "
+                  "nnU-Net's nnssl loader, which cannot repeat a PlainConvUNet stem, reads the file too.", stacklevel=3)
+    return weights, record
 
 
 def write_export(weights: PretrainedWeights, record: CheckpointRecord, plan: dict[str, Any], output_file: Path) -> Path:
@@ -102,7 +122,8 @@ def write_export(weights: PretrainedWeights, record: CheckpointRecord, plan: dic
 def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.PathLike | None = None,
                   dataset: int | str | None = None, configuration: str = "3d_fullres",
                   plans_identifier: str = "nnUNetPlans",
-                  allowed_adaptations: tuple[str, ...] | list[str] | str = DEFAULT_ADAPTATIONS) -> Path:
+                  allowed_adaptations: tuple[str, ...] | list[str] | str = DEFAULT_ADAPTATIONS,
+                  target_channels: int | None = None) -> Path:
     """Write an nnU-Net pretrained-weights file (and ``adaptation_plan.json`` beside it).
 
     Args:
@@ -119,7 +140,11 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
         configuration, plans_identifier: which plans configuration the weights are for.
         allowed_adaptations: shape differences the fine-tuning trainer will adapt (see
             :mod:`monai_ssl_plugin.transfer.adaptation`; default: input channels only). The file
-            keeps the pretrained shapes; the trainer adapts at load time and reports it.
+            keeps the pretrained shapes (but see ``target_channels``); the trainer adapts at load time and
+            reports it.
+        target_channels: input channels of the fine-tuning data (default: the dataset's, when given).
+            A PlainConvUNet file for more channels than pretrained gets its stem repeated in the file,
+            because nnU-Net's nnssl loader cannot repeat that stem (:mod:`.nnssl_compat`).
 
     Returns the written file. Every check runs before anything is written.
     """
@@ -127,6 +152,12 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
     weights = read_weights(checkpoint_path, require_record=True, to_nnunet_order=True, accept_bare=False)
     record = require_nnunet_backbone(weights.record, weights.origin)
     check_checkpoint_consistent(weights, record)
-    out = _checked_output(weights, record, checkpoint_path, output_file, dataset, configuration, plans_identifier,
+    target = dataset_target(dataset, configuration, plans_identifier) if dataset is not None else None
+    out = _checked_output(weights, record, checkpoint_path, output_file, target, configuration, plans_identifier,
                           allowed)
-    return write_export(weights, record, _adaptation_plan(weights, record, configuration), out)
+    channels = target_channels or (target.num_input_channels if target is not None else None)
+    weights, record = _for_target_channels(weights, record, channels,
+                                           target.dataset_name if target is not None else "The target")
+    patch = recommended_patch(record, target.configuration_dict.get("patch_size") if target is not None else None)
+    return write_export(weights, record, _adaptation_plan(weights, record, configuration, patch, target is not None),
+                        out)

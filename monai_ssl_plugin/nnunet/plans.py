@@ -42,9 +42,26 @@ PROVENANCE_KEY = "monai_ssl_plugin"  # nnU-Net ignores unknown plans keys
 _NAME_KEYS = ("plans_name", "continue_training")  # what may differ between twins (nnU-Net adds continue_training)
 
 
+# The bottleneck keeps at least this many voxels per downsampled axis: the rule pretraining enforces
+# (engine.network.check_patch_size), so instance norm never sees a single voxel (nnU-Net's planner keeps 4).
+MIN_BOTTLENECK = 2
+
+
 def valid_patch_size(patch: Sequence[int], divisor: Sequence[int]) -> list[int]:
-    """Round each side down to a multiple of the network's total stride (at least one multiple)."""
-    return [max(d, (int(p) // d) * d) for p, d in zip(patch, divisor)]
+    """Round each side down to a multiple of the network's total stride, and up to ``MIN_BOTTLENECK`` times it
+    on every downsampled axis (images smaller than that are padded, as nnU-Net pads)."""
+    return [max(d * MIN_BOTTLENECK if d > 1 else 1, (int(p) // d) * d) for p, d in zip(patch, divisor)]
+
+
+def bottleneck_problem(patch: Sequence[int], arch_kwargs: Mapping[str, Any]) -> str | None:
+    """Why ``patch`` would crash this architecture at the first step (None: it fits)."""
+    divisor = stride_divisor(arch_kwargs, len(patch))
+    bad = [i for i, (p, d) in enumerate(zip(patch, divisor)) if int(p) % d or (d > 1 and int(p) // d < MIN_BOTTLENECK)]
+    if not bad:
+        return None
+    return (f"patch size {list(patch)} does not fit the network's total stride {divisor} (axis {bad[0]}: each side "
+            f"must be a multiple of the stride and at least {MIN_BOTTLENECK}x it, else the bottleneck holds "
+            f"{[int(p) // d for p, d in zip(patch, divisor)]} voxels per axis)")
 
 
 def capped_patch_size(patch: Sequence[int], divisor: Sequence[int], median_shape: Sequence[int] | None) -> list[int]:
@@ -251,9 +268,9 @@ def _apply_normalization(normalization: str, source: _Source, conf: dict, new_co
 
 
 def _apply_patch_and_batch(new_conf: dict, conf: dict, source: _Source, patch_size: Sequence[int] | None,
-                           batch_size: int | None, dims: int) -> None:
+                           batch_size: int | None, dims: int, say: Callable[[str], None]) -> None:
     """An explicit patch made valid for the strides, else the pretraining's (or the target's) capped at the
-    median image; the batch size only when asked."""
+    median image; never a bottleneck under ``MIN_BOTTLENECK`` voxels per axis; the batch size only when asked."""
     divisor = stride_divisor(new_conf["architecture"]["arch_kwargs"], dims)
     if patch_size is not None:
         new_conf["patch_size"] = valid_patch_size([int(p) for p in patch_size], divisor)
@@ -261,6 +278,11 @@ def _apply_patch_and_batch(new_conf: dict, conf: dict, source: _Source, patch_si
         pretrain = list(source.record.patch_size) if source.record is not None and source.record.patch_size else None
         base = pretrain if pretrain and len(pretrain) == dims else conf["patch_size"]
         new_conf["patch_size"] = capped_patch_size(base, divisor, new_conf.get("median_image_size_in_voxels"))
+    median = new_conf.get("median_image_size_in_voxels")
+    if median and any(p > m and p == MIN_BOTTLENECK * d for p, m, d in zip(new_conf["patch_size"], median, divisor)):
+        say(f"[monai-ssl] NOTE: patch {new_conf['patch_size']} is larger than the median image {list(median)}: the "
+            f"network's total stride is {divisor} and its bottleneck needs {MIN_BOTTLENECK} voxels per axis, so "
+            "smaller images are padded. A shallower pretrained network fits such data better.")
     if batch_size is not None:
         new_conf["batch_size"] = int(batch_size)
 
@@ -335,7 +357,7 @@ def write_plans_variant(dataset: str | int, *, backbone: str | None = None, chec
     _apply_normalization(normalization, source, conf, new_conf, reprocess, ds_dir.name, say)
     if reprocess:
         new_conf["data_identifier"] = f"{source.name}_{configuration}"
-    _apply_patch_and_batch(new_conf, conf, source, patch_size, batch_size, dims)
+    _apply_patch_and_batch(new_conf, conf, source, patch_size, batch_size, dims, say)
     provenance = {"source_plans": source_plans, **source.provenance,
                   "spacing": "target" if target_spacing is None else target_spacing, "normalization": normalization}
     twin = scratch_twin if scratch_twin is not None else checkpoint is not None

@@ -18,8 +18,11 @@ from monai_ssl_plugin.transfer.compare import describe_shape, first_mismatch
 from monai_ssl_plugin.transfer.formats import read_weights
 from monai_ssl_plugin.transfer.nnssl import ADAPTATION_PLAN_KEYS
 
-from nnunet_helpers import (tiny_plans, tiny_resenc_kwargs, write_checkpoint, write_nnssl_checkpoint,
+from nnunet_helpers import (DNA, tiny_plans, tiny_resenc_kwargs, write_checkpoint, write_nnssl_checkpoint,
                             write_preprocessed_dataset)
+
+
+REQ_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
 
 @pytest.fixture
@@ -143,16 +146,31 @@ def test_monai_axis_order_is_transposed_and_inconsistent_record_refused(tmp_path
     assert not (tmp_path / "c.pth").exists()
 
 
-def test_export_to_a_dataset_with_more_channels_leaves_the_adaptation_to_the_trainer(tmp_path: Path,
-                                                                                     preprocessed: Path):
+def test_export_to_a_dataset_with_more_channels_repeats_a_plainconvunet_stem_in_the_file(tmp_path: Path,
+                                                                                          preprocessed: Path):
+    """nnU-Net's nnssl loader cannot repeat a PlainConvUNet stem (it sits inside the encoder), so the file holds it
+    repeated; the trainer's shape check then has nothing left to adapt. ResidualEncoderUNet files keep their shape."""
     write_preprocessed_dataset(preprocessed, tiny_plans(), n_channels=2)
     ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(tiny_plans()))
-    with pytest.warns(UserWarning, match=r"adapts them at load time.*input channels 1 -> 2"):
+    with pytest.warns(UserWarning, match=r"2 input channels, pretrained 1: the export repeats the stem's input "
+                                         r"weights \(4 tensors"):
         out = export_nnunet(ckpt, dataset=901)
-    assert torch.load(out, weights_only=True)["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"].shape[1] == 1
+    payload = torch.load(out, weights_only=True)
+    pretrained = torch.load(ckpt, weights_only=True)["network"]
+    for key in ("encoder.stages.0.0.convs.0.conv.weight", "decoder.encoder.stages.0.0.convs.0.all_modules.0.weight"):
+        w = payload["network_weights"][key]
+        assert w.shape[1] == 2 and torch.equal(w, pretrained[key].repeat(1, 2, 1, 1, 1) / 2), key
+    assert payload["nnssl_adaptation_plan"]["pretrain_num_input_channels"] == 2
+    record = payload["ssl_record"]
+    assert record["in_channels"] == 2 and record["data"]["in_channels_adapted_from"] == 1
+    assert record["normalization"] == ["ZScoreNormalization"] * 2
+    assert read_weights(out, require_record=True).record.in_channels == 2  # consistent: the trainers read it as is
     with pytest.raises(PluginError, match=r"input channels 1 vs 2 \(adaptation 'channels' not allowed\).*"
                                           r"nnUNet_SSL_adapt=channels"):
         export_nnunet(ckpt, tmp_path / "x.pth", dataset=901, allowed_adaptations="none")
+    resenc = NnUNetBackbone(DNA + "ResidualEncoderUNet", tiny_resenc_kwargs(), REQ_IMPORT, in_channels=1)
+    kept = export_nnunet(write_checkpoint(tmp_path / "r.pt", resenc), tmp_path / "r.pth", target_channels=2)
+    assert torch.load(kept, weights_only=True)["network_weights"]["encoder.stem.convs.0.conv.weight"].shape[1] == 1
 
 
 @pytest.mark.parametrize("prefix, encoder_only", [("encoder", False), ("online_encoder", True)])
