@@ -14,7 +14,9 @@ from monai_ssl_plugin.nnunet.schedules import SawtoothLRScheduler, WarmupPolyLRS
 _TRAINERS = ("nnUNetTrainerSSL", "nnUNetTrainerScratch", "nnUNetTrainerSSLSawtooth", "nnUNetTrainerSSLFrozenEncoder",
              "nnUNetTrainerSSL_short", "nnUNetTrainerScratch_short", "nnUNetTrainerSSLSawtooth_short",
              "nnUNetTrainerSSLFrozenEncoder_short", "nnUNetTrainerSSL_5epochs", "nnUNetTrainerScratch_5epochs",
-             "nnUNetTrainerSSLSawtooth_5epochs", "nnUNetTrainerSSLFrozenEncoder_5epochs")
+             "nnUNetTrainerSSLSawtooth_5epochs", "nnUNetTrainerSSLFrozenEncoder_5epochs",
+             "nnUNetTrainerSSL_PretrainedTrainer", "nnUNetTrainerScratch_PretrainedTrainer",
+             "nnUNetTrainerSSL_PretrainedTrainer_short", "nnUNetTrainerScratch_PretrainedTrainer_short")
 
 __all__ = ["SawtoothLRScheduler", "WarmupPolyLRScheduler", "env_line", "ext_trainer_dir", "sawtooth_lr",
            "warmup_poly_lr", *_TRAINERS]

@@ -16,6 +16,9 @@ Selected with ``nnUNetv2_train D CONF FOLD -tr NAME`` once ``nnUNet_extTrainer``
 - :class:`nnUNetTrainerSSLFrozenEncoder`: a probe — the pretrained encoder is never trained.
 - :class:`nnUNetTrainerScratch` is the same trainer without pretrained weights and with nnU-Net's
   default peak rate 1e-2: same plans, epochs and schedule shape, so the baseline is fair.
+- :class:`nnUNetTrainerSSL_PretrainedTrainer` (and its twin :class:`nnUNetTrainerScratch_PretrainedTrainer`):
+  nnU-Net master's ``PretrainedTrainer`` recipe on nnU-Net 2.8 — stem + encoder only, no deep
+  supervision, batch size 2, the same lr and schedule (see the class).
 
 Numbers are class attributes, so a variant is one line (see the ``_short`` / ``_5epochs``
 classes); ``build_network_architecture`` is nnU-Net's, so ``nnUNetv2_predict -tr`` works (a
@@ -54,7 +57,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.nnunet.plans import plans_fingerprint
+from monai_ssl_plugin.nnunet.plans import bottleneck_problem, plans_fingerprint, stride_divisor, valid_patch_size
 from monai_ssl_plugin.nnunet.pretrained import LOAD_MODES, find_pretrained_file, load_pretrained_into
 from monai_ssl_plugin.nnunet.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, parse_adaptations
@@ -151,11 +154,16 @@ class nnUNetTrainerSSL(nnUNetTrainer):
     # test-time mirroring (nnU-Net's default: 8 flips in 3D). Off in the CPU-sized variants, where it
     # costs 8x the inference time; the choice is saved in the checkpoint, so nnUNetv2_predict follows it.
     inference_mirroring: bool = True
+    deep_supervision: bool = True  # nnU-Net's default; the PretrainedTrainer recipe trains without it
+    batch_size: int | None = None  # None: the plans'; a number overrides the plans' configuration
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
         cls = type(self)
+        if cls.batch_size is not None:  # before nnU-Net reads the plans, as nnU-Net master's PretrainedTrainer does
+            plans["configurations"][configuration]["batch_size"] = int(cls.batch_size)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = cls.deep_supervision
         # nnUNetTrainer.__init__ set its defaults on the instance; apply this class's numbers over them
         self.num_iterations_per_epoch = max(1, int(_env_number(ENV_ITERATIONS, cls.num_iterations_per_epoch, int)))
         self.num_val_iterations_per_epoch = cls.num_val_iterations_per_epoch
@@ -199,6 +207,7 @@ class nnUNetTrainerSSL(nnUNetTrainer):
     # -- network and pretrained weights ---------------------------------------------------------
     def initialize(self) -> None:
         """nnU-Net's initialize, then the pretrained weights (unless a checkpoint is being restored)."""
+        self.check_patch_size()
         if self.seed is not None:  # before the network is built, so twins start from the same random init
             seed_everything(self.rank_seed())
             self.print_to_log_file(f"[monai-ssl] seed {self.seed} ({ENV_SEED})")
@@ -208,6 +217,19 @@ class nnUNetTrainerSSL(nnUNetTrainer):
                                "equal fingerprints = identical plans)")
         if self.load_pretrained and not self._restoring_checkpoint:
             self.load_pretrained_weights()
+
+    def check_patch_size(self) -> None:
+        """Refuse, before anything is built, a patch whose bottleneck would crash the first step (one voxel)."""
+        cm = self.configuration_manager
+        kwargs = cm.network_arch_init_kwargs or {}
+        if "strides" not in kwargs:
+            return
+        problem = bottleneck_problem(cm.patch_size, kwargs)
+        if problem:
+            fix = valid_patch_size(cm.patch_size, stride_divisor(kwargs, len(cm.patch_size)))
+            raise PluginError(f"{self.plans_manager.plans_name} {self.configuration_name}: {problem}.",
+                              f"Write plans with a valid patch: `monai-ssl nnunet-plans {self.plans_manager.dataset_name}"
+                              f" --checkpoint CHECKPOINT --patch_size \"{fix}\"` (or set patch_size {fix} in the plans).")
 
     def load_pretrained_weights(self) -> LoadReport:
         """Find, check and load the pretrained weights into ``self.network``; the report goes to the log."""
@@ -334,6 +356,30 @@ class nnUNetTrainerSSLFrozenEncoder(nnUNetTrainerSSL):
     initial_lr = 1e-2
 
 
+class nnUNetTrainerSSL_PretrainedTrainer(nnUNetTrainerSSL):
+    """nnU-Net master's ``PretrainedTrainer`` recipe (its nnssl fine-tuning) on nnU-Net 2.8, through the plugin's
+    checked loader: SGD (momentum 0.99, Nesterov, weight decay 3e-5), lr 1e-3 linearly warmed up over 50
+    epochs (epoch e at 1e-3 (e + 1) / 50), then poly (0.9) from epoch 50 to 1000; 250 iterations per epoch;
+    stem + encoder loaded, decoder fresh; no deep supervision; batch size 2 whatever the plans say.
+
+    Master also preprocesses at the pretraining's spacing with z-score on every channel and trains at the
+    checkpoint's recommended patch: that is the plans' part (``monai-ssl nnunet-plans D --checkpoint C
+    --spacing checkpoint --normalization checkpoint``), not the trainer's.
+    """
+
+    load_parts = "encoder"
+    deep_supervision = False
+    batch_size = 2
+
+
+class nnUNetTrainerScratch_PretrainedTrainer(nnUNetTrainerSSL_PretrainedTrainer):
+    """The from-scratch twin of the recipe (master's ``--from_scratch``: the same trainer, lr 1e-2, nothing loaded)."""
+
+    initial_lr = 1e-2
+    load_pretrained = False
+    lr_env = ENV_SCRATCH_LR
+
+
 class ShortRun:
     """Numbers for tests and smoke runs: 2 epochs × 4 iterations, 2 validation iterations, 1 warm-up epoch,
     no test-time mirroring."""
@@ -386,7 +432,17 @@ class nnUNetTrainerSSLFrozenEncoder_5epochs(FiveEpochs, nnUNetTrainerSSLFrozenEn
     """:class:`nnUNetTrainerSSLFrozenEncoder` with :class:`FiveEpochs`' numbers."""
 
 
+class nnUNetTrainerSSL_PretrainedTrainer_short(ShortRun, nnUNetTrainerSSL_PretrainedTrainer):
+    """:class:`nnUNetTrainerSSL_PretrainedTrainer` with :class:`ShortRun`'s numbers."""
+
+
+class nnUNetTrainerScratch_PretrainedTrainer_short(ShortRun, nnUNetTrainerScratch_PretrainedTrainer):
+    """:class:`nnUNetTrainerScratch_PretrainedTrainer` with :class:`ShortRun`'s numbers."""
+
+
 TRAINERS = (nnUNetTrainerSSL, nnUNetTrainerScratch, nnUNetTrainerSSLSawtooth, nnUNetTrainerSSLFrozenEncoder,
+            nnUNetTrainerSSL_PretrainedTrainer, nnUNetTrainerScratch_PretrainedTrainer,
+            nnUNetTrainerSSL_PretrainedTrainer_short, nnUNetTrainerScratch_PretrainedTrainer_short,
             nnUNetTrainerSSL_short, nnUNetTrainerScratch_short, nnUNetTrainerSSLSawtooth_short,
             nnUNetTrainerSSLFrozenEncoder_short, nnUNetTrainerSSL_5epochs, nnUNetTrainerScratch_5epochs,
             nnUNetTrainerSSLSawtooth_5epochs, nnUNetTrainerSSLFrozenEncoder_5epochs)

@@ -96,8 +96,9 @@ def test_nnssl_resencl_checkpoint_gives_nnunets_resenc_plans_and_warns_on_ct(tmp
     assert arch["network_class_name"].endswith("unet.ResidualEncoderUNet")
     assert arch["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320, 320]
     assert arch["arch_kwargs"]["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6]
-    # nnssl recommends 160^3; the target's median image (40, 24, 20) with stride 32 allows (64, 32, 32)
-    assert variant["configurations"]["3d_fullres"]["patch_size"] == [64, 32, 32]
+    # nnssl pretrained at 160^3; capped at the target's median image (40, 24, 20) with stride 32 it would be
+    # (64, 32, 32), a 1-voxel bottleneck on two axes: raised to 2x the stride
+    assert variant["configurations"]["3d_fullres"]["patch_size"] == [64, 64, 64]
     assert variant["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"]
     assert variant["monai_ssl_plugin"]["pretrained_from"] == "nnssl_adaptation_plan"
     assert any("nnssl z-scores everything" in line for line in lines)
@@ -124,3 +125,33 @@ def test_channel_counts_that_cannot_be_adapted_are_refused(tmp_path: Path, ct_ta
         write_plans_variant(905, checkpoint=two, log=None)
     with pytest.raises(PluginError, match="exactly one of --backbone NAME or --checkpoint FILE"):
         write_plans_variant(905, log=None)
+
+
+def test_patch_sizes_keep_a_bottleneck_of_two_voxels_per_downsampled_axis():
+    from monai_ssl_plugin.nnunet.plans import MIN_BOTTLENECK, bottleneck_problem, valid_patch_size
+
+    assert MIN_BOTTLENECK == 2  # pretraining's rule (engine.network.check_patch_size): >= 2x the total stride
+    assert valid_patch_size([32, 32, 32], [32, 32, 32]) == [64, 64, 64]  # 1x the stride would leave 1 voxel
+    assert valid_patch_size([20, 5, 7], [4, 1, 2]) == [20, 5, 6]  # multiples; an undivided axis keeps its size
+    kwargs = {"strides": [[1, 1, 1]] + [[2, 2, 2]] * 5}
+    assert bottleneck_problem([64, 64, 64], kwargs) is None
+    assert "bottleneck holds [1, 1, 1] voxels" in bottleneck_problem([32, 32, 32], kwargs)
+    assert "multiple of the stride" in bottleneck_problem([64, 64, 48], kwargs)
+
+
+def test_a_deep_checkpoint_on_small_images_gets_a_patch_that_trains(tmp_path: Path, ct_target: Path):
+    """Six stages (total stride 32) on images of median [40, 24, 20]: capping at the image would leave a 1-voxel
+    bottleneck (the first step's instance norm fails); the patch is raised to 2x the stride and the padding noted."""
+    from nnunet_helpers import DNA, tiny_resenc_kwargs
+
+    deep = NnUNetBackbone(DNA + "ResidualEncoderUNet", tiny_resenc_kwargs(features=(4, 4, 8, 8, 8, 8)),
+                          ["conv_op", "norm_op", "dropout_op", "nonlin"], in_channels=1)
+    ckpt = write_checkpoint(tmp_path / "deep.pt", deep, normalization="CTNormalization", patch_size=(64, 64, 64))
+    lines: list[str] = []
+    conf = json.loads(write_plans_variant(905, checkpoint=ckpt, log=lines.append).read_text())["configurations"][
+        "3d_fullres"]
+    assert conf["patch_size"] == [64, 64, 64]
+    assert any("larger than the median image [40, 24, 20]" in line and "padded" in line for line in lines)
+    with torch.device("meta"):  # the bottleneck of that patch: 2 voxels per axis
+        net = NnUNetBackbone.from_plans(json.loads((ct_target / "nnUNetPlans_ssl.json").read_text()))
+    assert net.divisor() == [32, 32, 32]

@@ -462,3 +462,45 @@ def test_nnunet_finds_the_trainers_and_prediction_builder_is_nnunets(nnunet_env)
         assert cls.build_network_architecture is nnUNetTrainer.build_network_architecture
     assert env_line() == f"export nnUNet_extTrainer={ext_trainer_dir()}"
     assert sorted(p.name for p in Path(ext_trainer_dir()).glob("*.py")) == ["__init__.py", "monai_ssl_trainers.py"]
+
+
+def test_pretrainedtrainer_recipe_variant_has_masters_settings(tmp_path: Path, dataset):
+    """nnU-Net master's PretrainedTrainer: lr 1e-3 (scratch 1e-2), 50 warm-up epochs then poly to 1000, 250
+    iterations, SGD 0.99 Nesterov wd 3e-5, no deep supervision, batch 2, stem + encoder only."""
+    from monai_ssl_plugin.nnunet import (nnUNetTrainerScratch_PretrainedTrainer, nnUNetTrainerSSL_PretrainedTrainer,
+                                         nnUNetTrainerSSL_PretrainedTrainer_short)
+
+    full, scratch = make_trainer(nnUNetTrainerSSL_PretrainedTrainer, dataset), \
+        make_trainer(nnUNetTrainerScratch_PretrainedTrainer, dataset, 1)
+    assert (full.initial_lr, full.warmup_epochs, full.num_epochs, full.num_iterations_per_epoch) == (1e-3, 50, 1000, 250)
+    assert full.num_val_iterations_per_epoch == 50 and full.weight_decay == 3e-5
+    assert (scratch.initial_lr, scratch.load_pretrained, scratch.warmup_epochs) == (1e-2, False, 50)
+    assert full.enable_deep_supervision is False and full.load_parts == "encoder"
+    assert full.configuration_manager.batch_size == 2
+    assert [warmup_poly_lr(e, 1e-3, 1000, 50) for e in (0, 49, 50, 999)] == pytest.approx(
+        [1e-3 / 50, 1e-3, 1e-3, 1e-3 * (1 / 950) ** 0.9])
+
+    plans = dict(dataset[0], configurations={"3d_fullres": dict(dataset[0]["configurations"]["3d_fullres"],
+                                                                batch_size=5)})
+    ckpt = write_checkpoint(tmp_path / "final.pt", NnUNetBackbone.from_plans(plans))
+    export_nnunet(ckpt, dataset=901)
+    short = make_trainer(nnUNetTrainerSSL_PretrainedTrainer_short, (plans, dataset[1]))
+    short.initialize()
+    assert short.batch_size == 2 and short.network.decoder.deep_supervision is False
+    pretrained = torch.load(ckpt, weights_only=True)["network"]
+    state = short.network.state_dict()
+    assert torch.equal(state["encoder.stages.1.0.convs.0.conv.weight"], pretrained["encoder.stages.1.0.convs.0.conv.weight"])
+    assert not torch.equal(state["decoder.stages.0.convs.0.conv.weight"], pretrained["decoder.stages.0.convs.0.conv.weight"])
+    assert "pretrained stem + encoder:" in log_text(short)
+    optimizer = short.optimizer
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.99
+    assert optimizer.defaults["nesterov"] is True
+
+
+def test_a_patch_with_a_one_voxel_bottleneck_is_refused_before_the_first_step(nnunet_env):
+    plans = tiny_plans(patch_size=(4, 4, 4))  # 3 stages, total stride 4: a 1-voxel bottleneck
+    folder = write_preprocessed_dataset(Path(nnunet_env["nnUNet_preprocessed"]), plans)
+    trainer = make_trainer(nnUNetTrainerScratch_short, (plans, json.loads((folder / "dataset.json").read_text())))
+    with pytest.raises(PluginError, match=r"patch size \[4, 4, 4\] does not fit.*bottleneck holds \[1, 1, 1\].*"
+                                          r"--patch_size \"\[8, 8, 8\]\""):
+        trainer.initialize()

@@ -7,9 +7,13 @@ importable module name (nnU-Net drops this module from ``sys.modules`` after the
 from monai_ssl_plugin.nnunet.trainers import (  # noqa: F401
     nnUNetTrainerScratch,
     nnUNetTrainerScratch_5epochs,
+    nnUNetTrainerScratch_PretrainedTrainer,
+    nnUNetTrainerScratch_PretrainedTrainer_short,
     nnUNetTrainerScratch_short,
     nnUNetTrainerSSL,
     nnUNetTrainerSSL_5epochs,
+    nnUNetTrainerSSL_PretrainedTrainer,
+    nnUNetTrainerSSL_PretrainedTrainer_short,
     nnUNetTrainerSSL_short,
     nnUNetTrainerSSLFrozenEncoder,
     nnUNetTrainerSSLFrozenEncoder_5epochs,
