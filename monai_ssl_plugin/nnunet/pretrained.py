@@ -24,14 +24,14 @@ from pathlib import Path
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.nnunet.target import (EXPORT_COMMAND, adaptation_hint, architecture_differences,
+from monai_ssl_plugin.nnunet.target import (EXPORT_COMMAND, adaptation_hint, architecture_differences, loaded_fraction,
                                             architecture_mismatch_error, plans_fix)
 from monai_ssl_plugin.nnunet_paths import pretrained_file_path
 from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter, n_stages, parse_adaptations
 from monai_ssl_plugin.transfer.compare import TransferCheck, check_transfer, is_seg_layer, part_selector
 from monai_ssl_plugin.transfer.formats import PretrainedWeights, read_weights
 from monai_ssl_plugin.transfer.keymap import unwrap
-from monai_ssl_plugin.transfer.loading import LoadReport, load_weights
+from monai_ssl_plugin.transfer.loading import LoadReport, alias_names, load_weights
 from monai_ssl_plugin.transfer.normalization import compare_normalization
 from monai_ssl_plugin.transfer.records import require_nnunet_backbone
 
@@ -247,38 +247,45 @@ def _in_proj(weights: PretrainedWeights, module: nn.Module) -> list[str]:
 
 
 def _dry_run(weights: PretrainedWeights, target: dict, selection: _Selection, allowed: tuple[str, ...],
-             in_proj: list[str], refuse: Callable[[TransferCheck], PluginError]) -> TransferCheck:
+             in_proj: list[str], refuse: Callable[[TransferCheck], PluginError], min_loaded_fraction: float,
+             aliases: dict[str, str]) -> TransferCheck:
     """What the load would do; refused (before any weight changes) naming the first layer and the adaptation
-    that would fix it: ``stages`` is offered only if a dry run as that adaptation loads passes."""
+    that would fix it: ``stages`` is offered only if a dry run with it passes and loads at least
+    ``min_loaded_fraction`` of the targeted values (two unrelated architectures share no stage)."""
     allow_stages = "stages" in allowed
     check = check_transfer(weights.state, target, selection.include(), exclude=is_seg_layer,
                            adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=allow_stages)
     if check.problem is None:
         return check
     if selection.stages_differ and not allow_stages:
-        retry = check_transfer(weights.state, target, selection.include(decoder=False), exclude=is_seg_layer,
+        encoder = selection.include(decoder=False)
+        retry = check_transfer(weights.state, target, encoder, exclude=is_seg_layer,
                                adapter=ShapeAdapter(allowed, in_proj), allow_stage_differences=True)
-        check.first_refused_kind = "stages" if retry.problem is None else retry.first_refused_kind
+        if retry.problem is None:
+            enough = loaded_fraction(retry, target, encoder, aliases) >= min_loaded_fraction
+            check.first_refused_kind = "stages" if enough else None
+        else:
+            check.first_refused_kind = retry.first_refused_kind
     elif check.first_refused_kind == "stages":
         check.first_refused_kind = None  # a missing key that is not a stage-count difference
     raise refuse(check)
 
 
-def _check_loaded_fraction(check: TransferCheck, target: dict, selection: _Selection, min_loaded_fraction: float,
-                           what: str, fix: str) -> None:
-    """With stage differences, refuse when too little of the targeted values would load."""
+def _checkloaded_fraction(check: TransferCheck, target: dict, selection: _Selection, min_loaded_fraction: float,
+                           what: str, fix: str, aliases: dict[str, str]) -> None:
+    """With stage differences, refuse when too little of the targeted values would load; lowering the minimum
+    is offered only when something would load at all."""
     if not (check.missing or check.unexpected):
         return
-    include = selection.include()
-    targeted = sum(v.numel() for k, v in target.items() if include(k) and not is_seg_layer(k) and v.is_floating_point())
-    missing = sum(target[k].numel() for k in check.missing if target[k].is_floating_point())
-    fraction = 1.0 - missing / max(targeted, 1)
+    fraction = loaded_fraction(check, target, selection.include(), aliases)
     if fraction < min_loaded_fraction:
         counts = selection.stage_counts
+        lower = "; or lower nnUNet_SSL_min_loaded_fraction." if fraction > 0 else \
+            " (nothing of the pretrained network has a place in this one)."
         raise PluginError(f"Only {100 * fraction:.1f}% of the targeted pretrained values would load into {what} "
                           f"(need {100 * min_loaded_fraction:.1f}%): {len(check.missing)} tensors missing, e.g. "
                           f"{check.missing[0]} (encoder stages: {counts[0]} pretrained vs {counts[1]}).",
-                          fix[:-1] + "; or lower nnUNet_SSL_min_loaded_fraction.")
+                          fix[:-1] + lower)
 
 
 def _notes(adapter: ShapeAdapter, weights: PretrainedWeights, report: LoadReport) -> dict[str, str]:
@@ -335,10 +342,11 @@ def load_pretrained_into(network: nn.Module, path: Path, *, normalization_scheme
     module = unwrap(network)
     selection = _select(weights, module, load, plans_architecture, "stages" in allowed, log)
     diffs = _differences(weights, plans_architecture, num_input_channels)
-    target, in_proj = module.state_dict(), _in_proj(weights, module)
+    target, in_proj, aliases = module.state_dict(), _in_proj(weights, module), alias_names(module)
     check = _dry_run(weights, target, selection, allowed, in_proj, lambda c: architecture_mismatch_error(
-        c.problem, what, plans_fix(dataset_name, configuration, path, adaptation_hint(c, allowed)), diffs))
-    _check_loaded_fraction(check, target, selection, min_loaded_fraction, what, fix)
+        c.problem, what, plans_fix(dataset_name, configuration, path, adaptation_hint(c, allowed)), diffs),
+        min_loaded_fraction, aliases)
+    _checkloaded_fraction(check, target, selection, min_loaded_fraction, what, fix, aliases)
     shape_free = [d for d in diffs if not d.startswith("input channels")]
     if shape_free and not check.adapted and not (check.missing or check.unexpected):
         log(f"[monai-ssl] NOTE: the plans' architecture differs where the shapes agree: {'; '.join(shape_free[:3])}")

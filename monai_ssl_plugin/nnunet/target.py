@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,13 @@ from monai_ssl_plugin.nnunet_paths import preprocessed_dataset_dir
 from monai_ssl_plugin.transfer.adaptation import ShapeAdapter
 from monai_ssl_plugin.transfer.compare import TransferCheck, check_transfer, first_mismatch, is_seg_layer, part_selector
 from monai_ssl_plugin.transfer.formats import PretrainedWeights
+from monai_ssl_plugin.transfer.loading import alias_names
 from monai_ssl_plugin.transfer.networks import meta_network, record_network
 
 EXPORT_COMMAND = "monai-ssl export-nnunet"
 PLANS_COMMAND = "monai-ssl nnunet-plans"
 VARIANT_IDENTIFIER = "nnUNetPlans_ssl"  # write_plans_variant's default name for checkpoint variants
+STAGES_MIN_FRACTION = 0.5  # the trainers' default nnUNet_SSL_min_loaded_fraction
 
 
 @dataclass
@@ -141,18 +143,42 @@ def check_checkpoint_consistent(weights: PretrainedWeights, record: CheckpointRe
                           "pretraining or export from its final checkpoint.")
 
 
+def loaded_fraction(check: TransferCheck, target: Mapping[str, Any], include: Callable[[str], bool],
+                    aliases: Mapping[str, str]) -> float:
+    """Share of the targeted values (each tensor once, whatever its names) that the checked load would fill."""
+    def values(keys) -> int:
+        return sum(target[k].numel() for k in {aliases.get(k, k) for k in keys} if target[k].is_floating_point())
+
+    targeted = [k for k in target if include(k) and not is_seg_layer(k)]
+    return 1.0 - values(check.missing) / max(values(targeted), 1)
+
+
+def _stages_would_load(weights: PretrainedWeights, network: nn.Module, include: Callable[[str], bool],
+                       adapter: ShapeAdapter, min_fraction: float = STAGES_MIN_FRACTION) -> bool:
+    """True when loading the stages both networks have passes and fills ``min_fraction`` of the encoder."""
+    state = network.state_dict()
+    retry = check_transfer(weights.state, state, include, adapter=adapter, allow_stage_differences=True)
+    return retry.problem is None and loaded_fraction(retry, state, include, alias_names(network)) >= min_fraction
+
+
 def check_fits_target(weights: PretrainedWeights, record: CheckpointRecord, target: DatasetTarget,
                       allowed: tuple[str, ...], checkpoint: str | os.PathLike) -> TransferCheck:
-    """Refuse weights the target's plans cannot load (up to the allowed adaptations), naming the first layer."""
+    """Refuse weights the target's plans cannot load (up to the allowed adaptations), naming the first layer;
+    the ``stages`` hint only when loading the common stages would fill enough of the encoder."""
     network = target.network()
-    include = part_selector([record.key_prefixes["stem"], record.key_prefixes["encoder"]]) \
-        if "stages" in allowed or weights.from_nnssl else (lambda k: True)
+    encoder = part_selector([record.key_prefixes["stem"], record.key_prefixes["encoder"]])
+    include = encoder if "stages" in allowed or weights.from_nnssl else (lambda k: True)
     adapter = ShapeAdapter(allowed, in_proj=list(getattr(network, "keys_to_in_proj", ()))
                            + list(record.key_prefixes.get("in_proj") or []))
     check = check_transfer(weights.state, network.state_dict(), include, adapter=adapter,
                            allow_stage_differences="stages" in allowed)
+    if check.problem is None and "stages" in allowed and not _stages_would_load(weights, network, encoder, adapter):
+        check.problem = (f"{check.missing[0] if check.missing else 'the encoder'} (and most of the encoder) has no "
+                         f"counterpart in the checkpoint: under {100 * STAGES_MIN_FRACTION:.0f}% of it would load")
     if check.problem is None:
         return check
+    if check.first_refused_kind == "stages" and not _stages_would_load(weights, network, encoder, adapter):
+        check.first_refused_kind = None  # unrelated architectures: loading the common stages would load nothing
     ctor, arch = record.backbone_kwargs, target.architecture
     diffs = architecture_differences(ctor["arch_class_name"], ctor["arch_kwargs"], arch["network_class_name"],
                                      arch["arch_kwargs"])

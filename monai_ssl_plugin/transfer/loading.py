@@ -16,9 +16,26 @@ from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.transfer.keymap import strip_wrapper_prefixes, unwrap
 
 
+def alias_names(module: nn.Module) -> dict[str, str]:
+    """State-dict names that are a second name of an earlier entry's tensor -> that first name.
+
+    nnU-Net's U-Nets register modules twice (``decoder.encoder.*`` is the encoder; a stem conv also sits in
+    ``all_modules``): the state dict lists such a tensor once per name, but it is one tensor.
+    """
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    named = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
+    for name, tensor in named:
+        canonical = first.setdefault(id(tensor), name)
+        if canonical != name:
+            aliases[name] = canonical
+    return aliases
+
+
 @dataclass
 class LoadReport:
-    """Outcome of a weight transfer. Counts are of state-dict entries (parameters and buffers)."""
+    """Outcome of a weight transfer. Counts are of tensors: a tensor with several state-dict names (an alias,
+    see :func:`alias_names`) counts once, under its first name; its other names are in ``aliases``."""
 
     loaded: list[str] = field(default_factory=list)
     skipped_shape: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, source, target shape
@@ -26,6 +43,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)  # in the source, not in the target
     missing: list[str] = field(default_factory=list)  # in the target (selected part), not in the source
     adapted: list[str] = field(default_factory=list)  # loaded after an explicit adaptation
+    aliases: list[str] = field(default_factory=list)  # second names of tensors counted under their first name
     n_target_params: int = 0  # number of scalar parameters in the targeted part
     n_loaded_params: int = 0
 
@@ -124,12 +142,19 @@ def load_weights(
     exclude = exclude or (lambda k: False)
     report = LoadReport()
     new_state = {}
+    aliases, counted = alias_names(module), set()
     for key, dst in target.items():
         if exclude(key):
             report.skipped_filtered.append(key)
             continue
         if not include(key):
             continue
+        if aliases.get(key, key) in counted:  # another name of a tensor already handled: load it, count it once
+            report.aliases.append(key)
+            if key in source and tuple(source[key].shape) == tuple(dst.shape):
+                new_state[key] = source[key].to(dtype=dst.dtype)
+            continue
+        counted.add(aliases.get(key, key))
         if dst.is_floating_point():
             report.n_target_params += dst.numel()
         if key not in source:

@@ -277,3 +277,16 @@ def test_adaptation_hint_follows_the_first_problem_only(tmp_path: Path, preproce
     with pytest.raises(PluginError, match=r"encoder stage 3\) is in the network but not in the checkpoint.*"
                                           r"load the stages both networks have: nnUNet_SSL_adapt=channels,stages"):
         export_nnunet(ckpt, dataset=901)
+
+
+def test_export_does_not_offer_the_stage_adaptation_between_unrelated_classes(tmp_path: Path, preprocessed: Path):
+    write_preprocessed_dataset(preprocessed, tiny_plans())
+    resenc = NnUNetBackbone(DNA + "ResidualEncoderUNet", tiny_resenc_kwargs(features=(8, 16, 32, 64)), REQ_IMPORT,
+                            in_channels=1)
+    ckpt = write_checkpoint(tmp_path / "r.pt", resenc)
+    with pytest.raises(PluginError, match="network class ResidualEncoderUNet vs PlainConvUNet") as err:
+        export_nnunet(ckpt, tmp_path / "a.pth", dataset=901)
+    assert "nnUNet_SSL_adapt" not in str(err.value)
+    with pytest.raises(PluginError, match=r"has no counterpart in the checkpoint: under 50% of it would load"):
+        export_nnunet(ckpt, tmp_path / "b.pth", dataset=901, allowed_adaptations="channels,stages")
+    assert not (tmp_path / "a.pth").exists() and not (tmp_path / "b.pth").exists()

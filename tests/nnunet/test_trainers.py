@@ -504,3 +504,23 @@ def test_a_patch_with_a_one_voxel_bottleneck_is_refused_before_the_first_step(nn
     with pytest.raises(PluginError, match=r"patch size \[4, 4, 4\] does not fit.*bottleneck holds \[1, 1, 1\].*"
                                           r"--patch_size \"\[8, 8, 8\]\""):
         trainer.initialize()
+
+
+def test_a_resenc_checkpoint_on_plainconvunet_plans_is_not_offered_the_stage_adaptation(
+        tmp_path: Path, dataset, monkeypatch: pytest.MonkeyPatch):
+    """Different classes share no key: loading 'the stages both have' would load nothing, so that hint is not given,
+    and when asked for anyway the refusal names the plans command, not a lower minimum."""
+    from nnunet_helpers import DNA
+
+    resenc = NnUNetBackbone(DNA + "ResidualEncoderUNet", tiny_resenc_kwargs(features=(8, 16, 32, 64)),
+                            ["conv_op", "norm_op", "dropout_op", "nonlin"], in_channels=1)
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(write_checkpoint(tmp_path / "r.pt", resenc)))
+    with pytest.raises(PluginError, match=r"network class ResidualEncoderUNet vs PlainConvUNet.*monai-ssl nnunet-plans"
+                                          r" Dataset901_Tiny --checkpoint") as err:
+        make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    assert "nnUNet_SSL_adapt" not in str(err.value)
+    monkeypatch.setenv("nnUNet_SSL_adapt", "channels,stages")
+    with pytest.raises(PluginError, match=r"Only 0\.0% .*nothing of the pretrained network has a place") as err:
+        make_trainer(nnUNetTrainerSSL_short, dataset).initialize()
+    assert "nnunet-plans Dataset901_Tiny --checkpoint" in str(err.value)
+    assert "min_loaded_fraction" not in str(err.value).split("Fix:")[1]

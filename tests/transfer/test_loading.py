@@ -59,3 +59,31 @@ def test_keymap():
     assert remap_keys({"encoder.a": 1, "decoder.b": 2}, {"encoder.": "feature_extractor.body."}) == \
         {"feature_extractor.body.a": 1}
     assert remap_keys({"a": 1}, {"": "net."}) == {"net.a": 1}
+
+
+def test_a_tensor_with_several_names_counts_once():
+    """nnU-Net's ResidualEncoderUNet lists each encoder tensor under up to four names (``decoder.encoder.*``, the
+    stem conv also in ``all_modules``); the report counts tensors, each under its first name."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    from monai_ssl_plugin.transfer.loading import alias_names
+
+    kwargs = {"n_stages": 2, "features_per_stage": [4, 8], "conv_op": "torch.nn.modules.conv.Conv3d",
+              "kernel_sizes": [[3, 3, 3]] * 2, "strides": [[1, 1, 1], [2, 2, 2]], "n_blocks_per_stage": [1, 1],
+              "n_conv_per_stage_decoder": [1], "conv_bias": True,
+              "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+              "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+              "nonlin_kwargs": {"inplace": True}}
+    net = get_network_from_plans("dynamic_network_architectures.architectures.unet.ResidualEncoderUNet", kwargs,
+                                 ["conv_op", "norm_op", "dropout_op", "nonlin"], 1, 2, deep_supervision=False)
+    state = {k: v + 1 for k, v in net.state_dict().items()}
+    aliases = alias_names(net)
+    assert aliases["decoder.encoder.stages.0.blocks.0.conv1.conv.weight"] == "encoder.stages.0.blocks.0.conv1.conv.weight"
+    assert aliases["encoder.stem.convs.0.all_modules.0.weight"] == "encoder.stem.convs.0.conv.weight"
+    report = load_weights(net, state, log=None)
+    params = list(net.parameters())  # unique tensors
+    assert len(report.loaded) == len(params) < len(state)
+    assert report.n_loaded_params == report.n_target_params == sum(p.numel() for p in params)
+    assert sorted(report.aliases) == sorted(aliases)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, state[key]), key
