@@ -156,8 +156,10 @@ def nnssl_adaptation_plan(record: CheckpointRecord, configuration: str = "3d_ful
 # ---------------------------------------------------------------------------------------------
 DNA_UNET = "dynamic_network_architectures.architectures.unet."
 DEFAULT_REQ_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
-# nnssl preset names that are dynamic U-Nets nnU-Net builds, and the plugin preset with the same architecture
-NNSSL_PRESETS = {"ResEncL": "nnunet_resenc_l"}
+# nnssl preset names and the plugin preset whose stem + encoder are theirs (nnssl's own downstream loader
+# takes only those). NoSkipResEncL (MAE without skip connections) has ResEncL's encoder and its own decoder,
+# so its stem + encoder fine-tune in nnU-Net's ResEnc-L; the decoder starts fresh.
+NNSSL_PRESETS = {"ResEncL": "nnunet_resenc_l", "NoSkipResEncL": "nnunet_resenc_l"}
 NNSSL_CLASSES = {"ResidualEncoderUNet": DNA_UNET + "ResidualEncoderUNet", "PlainConvUNet": DNA_UNET + "PlainConvUNet"}
 NNSSL_ZSCORE = "ZScoreNormalization"  # nnssl normalises everything this way (no CT path)
 
@@ -175,9 +177,10 @@ def _pretrain_configuration(plan: dict[str, Any]) -> dict[str, Any]:
 def architecture_from_adaptation_plan(plan: dict[str, Any], in_channels: int) -> dict[str, Any]:
     """nnU-Net's constructor (``arch_class_name``, ``arch_kwargs``, ``arch_kwargs_req_import``) of an nnssl plan.
 
-    ``ResEncL`` (nnssl's preset, usually without ``arch_kwargs``) is the plugin's ``nnunet_resenc_l``;
-    ``ResidualEncoderUNet`` / ``PlainConvUNet`` (short or full class names) need ``arch_kwargs``.
-    Primus (a ViT) and ``NoSkipResEncL`` (no skip connections) are not nnU-Net U-Nets: refused.
+    ``ResEncL`` and ``NoSkipResEncL`` (nnssl's presets, usually without ``arch_kwargs``) are the plugin's
+    ``nnunet_resenc_l`` (for NoSkipResEncL: its stem + encoder); ``ResidualEncoderUNet`` / ``PlainConvUNet``
+    (short or full class names) need ``arch_kwargs``. Primus (a ViT; the plugin has no Primus backbone) is
+    refused.
     """
     arch = plan.get("architecture_plans") or {}
     name = str(arch.get("arch_class_name") or "")
@@ -201,9 +204,9 @@ def architecture_from_adaptation_plan(plan: dict[str, Any], in_channels: int) ->
         raise PluginError(f"The nnssl adaptation plan names {short} without arch_kwargs.",
                           "Add architecture_plans.arch_kwargs (nnU-Net's plans format) to the checkpoint's plan.")
     raise PluginError(f"nnssl architecture {name or '<none>'!r} is not an nnU-Net U-Net the plugin can fine-tune "
-                      "(Primus is a ViT; NoSkipResEncL has no skip connections).",
-                      "Use a ResEncL / ResidualEncoderUNet / PlainConvUNet checkpoint, or fine-tune it with nnssl's "
-                      "own adaptation code.")
+                      "(Primus is a ViT, and the plugin has no Primus backbone).",
+                      "Use a ResEncL / NoSkipResEncL / ResidualEncoderUNet / PlainConvUNet checkpoint, or fine-tune a "
+                      "Primus one with nnU-Net master's nnUNetv2_train_pretrained -tr PretrainedTrainer_Primusx.")
 
 
 def record_from_adaptation_plan(plan: dict[str, Any]) -> CheckpointRecord:

@@ -197,16 +197,17 @@ def test_nnssl_checkpoint_is_read_through_its_adaptation_plan(tmp_path: Path, pr
     assert plan["key_to_encoder"] == "encoder.stages"
 
 
-def test_nnssl_architectures_nnunet_cannot_build_are_refused(tmp_path: Path):
+def test_nnssl_presets_map_to_resenc_l_and_primus_is_refused(tmp_path: Path):
     state = {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)}
-    for name in ("PrimusM", "NoSkipResEncL"):
+    path, _ = write_nnssl_checkpoint(tmp_path / "PrimusM.pth", "PrimusM", state=state)
+    with pytest.raises(PluginError, match="nnssl architecture 'PrimusM' is not an nnU-Net U-Net.*PretrainedTrainer_Primusx"):
+        read_weights(path, require_record=True)
+    for name in ("ResEncL", "NoSkipResEncL"):  # nnssl's presets: the plugin's nnunet_resenc_l (stem + encoder)
         path, _ = write_nnssl_checkpoint(tmp_path / f"{name}.pth", name, state=state)
-        with pytest.raises(PluginError, match=f"nnssl architecture '{name}' is not an nnU-Net U-Net"):
-            read_weights(path, require_record=True)
-    path, _ = write_nnssl_checkpoint(tmp_path / "resencl.pth", "ResEncL", state=state)
-    rec = read_weights(path, require_record=True).record  # nnssl's preset: the plugin's nnunet_resenc_l architecture
-    assert rec.backbone_kwargs["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320, 320]
-    assert rec.backbone_kwargs["arch_kwargs"]["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6]
+        rec = read_weights(path, require_record=True).record
+        assert rec.backbone_kwargs["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+        assert rec.backbone_kwargs["arch_kwargs"]["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6]
+        assert rec.pretrained_parts == ["stem", "encoder"] and rec.data["nnssl_arch_class_name"] == name
 
 
 def test_first_mismatch_helpers():
@@ -273,10 +274,16 @@ def test_adaptation_hint_follows_the_first_problem_only(tmp_path: Path, preproce
     with pytest.raises(PluginError, match=r"encoder stage 0\): checkpoint 8 out.*vs network 16 out") as err:
         export_nnunet(ckpt, dataset=901)
     assert "nnUNet_SSL_adapt" not in str(err.value)
-    write_preprocessed_dataset(preprocessed, tiny_plans(features=(8, 16, 32, 64)))  # only the extra stage differs
+    write_preprocessed_dataset(preprocessed, tiny_plans(features=(8, 16, 32, 8)))  # only a small extra stage differs
     with pytest.raises(PluginError, match=r"encoder stage 3\) is in the network but not in the checkpoint.*"
                                           r"load the stages both networks have: nnUNet_SSL_adapt=channels,stages"):
         export_nnunet(ckpt, dataset=901)
+    # the extra stage holds most of the encoder: the common stages would be under half of it, which the trainer
+    # refuses by default, so the hint is not given
+    write_preprocessed_dataset(preprocessed, tiny_plans(features=(8, 16, 32, 64)))
+    with pytest.raises(PluginError, match=r"encoder stage 3\) is in the network but not in the checkpoint") as err:
+        export_nnunet(ckpt, dataset=901)
+    assert "nnUNet_SSL_adapt" not in str(err.value)
 
 
 def test_export_does_not_offer_the_stage_adaptation_between_unrelated_classes(tmp_path: Path, preprocessed: Path):

@@ -283,6 +283,37 @@ def test_nnssl_checkpoint_initialises_the_trainer(tmp_path: Path, nnunet_env, mo
     assert "loading pretrained stem + encoder from" in log
 
 
+def test_every_nnssl_cnn_family_fine_tunes_through_the_trainer(tmp_path: Path, nnunet_env,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """nnssl's CNN families: ResidualEncoderUNet / ResEncL (a ResEnc), NoSkipResEncL (ResEnc-L's encoder, its own
+    decoder: stem + encoder load, the decoder starts fresh), PlainConvUNet. Scaled-down architectures, same keys."""
+    from nnunet_helpers import DNA
+
+    resenc_plans = tiny_plans()
+    conf = resenc_plans["configurations"]["3d_fullres"]
+    conf["architecture"]["network_class_name"] = DNA + "ResidualEncoderUNet"
+    conf["architecture"]["arch_kwargs"] = tiny_resenc_kwargs()
+    resenc = _extra_dataset(resenc_plans, "Dataset901_Tiny")
+    _, canonical = write_nnssl_checkpoint(tmp_path / "r.pth", "ResidualEncoderUNet", tiny_resenc_kwargs())
+    noskip_state = {k: v for k, v in canonical.items() if k.startswith("encoder.")}
+    noskip_state["decoder.stages.0.convs.0.conv.weight"] = torch.zeros(16, 32, 3, 3, 3)  # no skips: other shapes
+    cases = [("ResidualEncoderUNet", tmp_path / "r.pth", resenc, canonical),
+             ("NoSkipResEncL", write_nnssl_checkpoint(tmp_path / "n.pth", "NoSkipResEncL", tiny_resenc_kwargs(),
+                                                      state=noskip_state)[0], resenc, noskip_state)]
+    plain_path, plain_state = write_nnssl_checkpoint(tmp_path / "p.pth", "PlainConvUNet",
+                                                     tiny_plans()["configurations"]["3d_fullres"]["architecture"][
+                                                         "arch_kwargs"])
+    cases.append(("PlainConvUNet", plain_path, _extra_dataset(tiny_plans(), "Dataset903_Plain"), plain_state))
+    for family, path, dataset, state in cases:
+        monkeypatch.setenv("nnUNet_SSL_pretrained", str(path))
+        trainer = make_trainer(nnUNetTrainerSSL_short, dataset)
+        trainer.initialize()
+        loaded = trainer.network.state_dict()
+        assert all(torch.equal(loaded[k], state[k]) for k in trainer.pretrained_report.loaded), family
+        assert trainer.pretrained_report.loaded_fraction == 1.0 and "pretrained stem + encoder:" in log_text(trainer)
+        assert all(k.startswith("encoder.") for k in trainer.pretrained_report.loaded), family  # decoder fresh
+
+
 def test_axis_order_is_transposed_or_refused_and_normalisation_checked(tmp_path: Path, dataset,
                                                                        monkeypatch: pytest.MonkeyPatch):
     plans, _ = dataset
