@@ -62,13 +62,21 @@ def test_route_b_plans_take_the_pretrained_architecture_and_keep_the_target(rout
     assert any("repeat the stem's input weights x2" in n for n in route_b.notes)
 
 
-def test_route_b_stem_is_repeated_and_reported_then_predicts(route_b):
+def test_route_b_stem_is_repeated_in_the_export_then_loads_whole_and_predicts(route_a, route_b):
+    """A PlainConvUNet pretrained on 1 channel, for a 2-channel target: the export holds the stem already
+    repeated (divided by the repeat, so the first layer's response is unchanged), which nnU-Net master's
+    nnssl loader needs; the plugin's trainer then loads the file as it is."""
+    from monai_ssl_plugin.transfer.formats import read_weights
+
+    key = "encoder.stages.0.0.convs.0.conv.weight"
+    original = torch.load(route_a.checkpoint, weights_only=True)["network"][key]
+    exported = read_weights(route_b.exported, log=None)
+    assert exported.record.in_channels == 2 and exported.record.data["in_channels_adapted_from"] == 1
+    stem = next(v for k, v in exported.state.items() if k == key or k.endswith("." + key))
+    assert torch.allclose(stem, original.repeat(1, 2, 1, 1, 1) / 2)
     log = next((route_b.model / "fold_0").glob("training_log_*.txt")).read_text()
-    assert ("adapted encoder.stages.0.0.convs.0.conv.weight: input channels 1 -> 2 (repeated x2, divided by 2)"
-            in log)
-    assert "100.0%" in log and "4 adapted" in log
-    assert "normalisation ['ZScoreNormalization', 'ZScoreNormalization'] matches the pretraining record (1 channel " \
-           "repeated)" in log
+    assert "100.0%" in log
+    assert "normalisation ['ZScoreNormalization', 'ZScoreNormalization'] matches the pretraining record" in log
     assert_valid_predictions(route_b.raw, route_b.predictions)
 
 
