@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -119,6 +119,12 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     """Write a binary file atomically."""
     return _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
+def atomic_write_stream(write: Callable[[BinaryIO], None], path: str | os.PathLike) -> Path:
+    """Write a binary file atomically through ``write(file)``: for writers that stream (a zip archive of
+    a bundle with its weights) instead of holding every byte in memory first."""
+    return _atomic_write(path, write, binary=True)
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

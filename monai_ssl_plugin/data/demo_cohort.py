@@ -143,14 +143,9 @@ def _scanner(t1: torch.Tensor, rng: np.random.Generator, contrasts: tuple[str, .
     return img, attrs
 
 
-def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, spacing: float,
-             rng: np.random.Generator, atrophy: bool, n_lesions: int, tissue_means: dict[str, float],
-             scanner: tuple | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One warped subject: image (x, y, z) int16, label (x, y, z) uint8 and its attributes.
-
-    ``grid`` comes from :func:`base_grid`; ``templates`` is (3, x, y, z): T1, GM, WM. ``scanner``:
-    the arguments of :func:`_scanner` after the image (its own generator first), or None for T1 only.
-    """
+def _warp(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, spacing: float,
+          rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The templates sampled through a random pose, head size and smooth warp: (t1, gm, wm, scale)."""
     shape = tuple(grid.shape[:3])
     # grid_sample wants coordinates in [-1, 1] (align_corners=True) with the last axis ordered
     # (W, H, D) = our (z, y, x): fold that scaling and axis flip into one affine map.
@@ -166,53 +161,86 @@ def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, sp
     ctrl = tuple(max(2, int(round(s * spacing / 30.0)) + 1) for s in shape)
     coarse = np.einsum("ij,j...->i...", to_norm, rng.normal(0.0, 2.0 / _TEMPLATE_SPACING, (3, *ctrl)))
     sample_grid = grid @ matrix + offset + _upsample(coarse, shape).permute(1, 2, 3, 0)
-    # ``templates`` in channels-last layout makes CPU grid_sample ~3x faster (one gather for all maps).
+    # ``templates`` in channels-last layout makes CPU grid_sample faster (one gather for all maps).
     t1, gm, wm = F.grid_sample(templates[None], sample_grid[None], mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0].contiguous()
+    return t1, gm, wm, scale
 
+
+def _tissue_labels(gm: torch.Tensor, wm: torch.Tensor) -> torch.Tensor:
+    """argmax over (background = 1 - gm - wm, gm, wm), written as comparisons (no stacked maps to reduce)."""
+    label = torch.where(wm >= gm, torch.where(2 * wm + gm >= 1, 2, 0), torch.where(2 * gm + wm >= 1, 1, 0))
+    return label.to(torch.uint8)
+
+
+def _add_lesions(t1: torch.Tensor, label: torch.Tensor, n_lesions: int, spacing: float, csf: float,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    """Small T1-hypointense spheres inside white matter, labelled in place; (image, lesion voxels)."""
+    wm_idx = torch.nonzero(label == 2)
+    if not len(wm_idx):
+        return t1, 0
+    shape = tuple(label.shape)
+    pos = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
+    for _ in range(n_lesions):
+        c = wm_idx[int(rng.integers(len(wm_idx)))].float().view(3, 1, 1, 1)
+        r = float(rng.uniform(2.5, 5.0)) / spacing  # radius in voxels
+        dist = ((pos - c) ** 2).sum(0).sqrt()
+        m = ((r - dist) + 0.5).clamp(0.0, 1.0)  # one-voxel soft edge
+        t1 = t1 * (1 - m) + m * csf
+        label[m > 0.5] = LESION_LABEL
+    return t1, int((label == LESION_LABEL).sum())
+
+
+def _acquire(t1: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Acquisition: contrast (gamma), smooth multiplicative bias, arbitrary scale, Rician noise."""
+    shape = tuple(t1.shape)
+    gamma = float(np.exp(rng.normal(0.0, 0.15)).clip(0.7, 1.4))
+    bias = torch.exp(0.15 * _upsample(rng.normal(0.0, 1.0, (1, 4, 4, 4)), shape)[0])
+    scale_i = float(rng.uniform(300.0, 1000.0))
+    img = t1.clamp(min=0.0) ** gamma * bias * scale_i
+    sigma = float(rng.uniform(0.01, 0.04)) * scale_i
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # torch's normal sampler beats numpy's here
+    n1, n2 = torch.randn((2, *shape), generator=gen) * sigma
+    img = torch.sqrt((img + n1) ** 2 + n2 ** 2)  # magnitude of complex Gaussian noise = Rician
+    return img, {"gamma": round(gamma, 4), "intensity_scale": round(scale_i, 2),
+                 "noise_sigma_rel": round(sigma / scale_i, 4)}
+
+
+def _volumes(label: torch.Tensor, spacing: float, lesion_voxels: int, n_lesions: int) -> dict[str, Any]:
+    """Tissue volumes in ml, the attributes a probe predicts."""
+    voxel_ml = spacing ** 3 / 1000.0
+    gm_v, wm_v = int((label == 1).sum()), int((label == 2).sum())
+    return {"gm_volume_ml": round(gm_v * voxel_ml, 2), "wm_volume_ml": round(wm_v * voxel_ml, 2),
+            "brain_volume_ml": round((gm_v + wm_v + lesion_voxels) * voxel_ml, 2), "n_lesions": int(n_lesions),
+            "lesion_volume_ml": round(lesion_voxels * voxel_ml, 3)}
+
+
+def _subject(templates: torch.Tensor, grid: torch.Tensor, center: np.ndarray, spacing: float,
+             rng: np.random.Generator, atrophy: bool, n_lesions: int, tissue_means: dict[str, float],
+             scanner: tuple | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One warped subject: image (x, y, z) int16, label (x, y, z) uint8 and its attributes.
+
+    ``grid`` comes from :func:`base_grid`; ``templates`` is (3, x, y, z): T1, GM, WM. ``scanner``:
+    the arguments of :func:`_scanner` after the image (its own generator first), or None for T1 only.
+    The steps draw from ``rng`` in a fixed order (warp, atrophy, lesions, acquisition), so a seed
+    always gives the same cohort.
+    """
+    t1, gm, wm, scale = _warp(templates, grid, center, spacing, rng)
     attrs: dict[str, Any] = {"head_scale": round(1.0 / scale, 4), "atrophy": bool(atrophy), "atrophy_strength": 0.0}
     if atrophy:  # thinner cortex: grey matter partly replaced by CSF, in the maps and in the image
         a = float(rng.uniform(0.2, 0.4))
         t1 = t1 - a * gm * (tissue_means["gm"] - tissue_means["csf"])
         gm = gm * (1.0 - a)
         attrs["atrophy_strength"] = round(a, 4)
-    # argmax over (background = 1 - gm - wm, gm, wm), written as comparisons (much faster).
-    label = torch.where(wm >= gm, torch.where(2 * wm + gm >= 1, 2, 0), torch.where(2 * gm + wm >= 1, 1, 0))
-    label = label.to(torch.uint8)
-
+    label = _tissue_labels(gm, wm)
     lesion_voxels = 0
-    if n_lesions:  # small T1-hypointense spheres inside white matter
-        wm_idx = torch.nonzero(label == 2)
-        if len(wm_idx):
-            pos = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
-            for _ in range(n_lesions):
-                c = wm_idx[int(rng.integers(len(wm_idx)))].float().view(3, 1, 1, 1)
-                r = float(rng.uniform(2.5, 5.0)) / spacing  # radius in voxels
-                dist = ((pos - c) ** 2).sum(0).sqrt()
-                m = ((r - dist) + 0.5).clamp(0.0, 1.0)  # one-voxel soft edge
-                t1 = t1 * (1 - m) + m * tissue_means["csf"]
-                label[m > 0.5] = LESION_LABEL
-            lesion_voxels = int((label == LESION_LABEL).sum())
-
+    if n_lesions:
+        t1, lesion_voxels = _add_lesions(t1, label, n_lesions, spacing, tissue_means["csf"], rng)
     if scanner is not None:
         t1, scanner_attrs = _scanner(t1, *scanner)
         attrs.update(scanner_attrs)
-    # Acquisition: contrast (gamma), smooth multiplicative bias, arbitrary scale, Rician noise.
-    gamma = float(np.exp(rng.normal(0.0, 0.15)).clip(0.7, 1.4))
-    bias = torch.exp(0.15 * _upsample(rng.normal(0.0, 1.0, (1, 4, 4, 4)), shape)[0])
-    scale_i = float(rng.uniform(300.0, 1000.0))
-    img = t1.clamp(min=0.0) ** gamma * bias * scale_i
-    sigma = float(rng.uniform(0.01, 0.04)) * scale_i
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # torch's sampler is ~5x faster
-    n1, n2 = torch.randn((2, *shape), generator=gen) * sigma
-    img = torch.sqrt((img + n1) ** 2 + n2 ** 2)  # magnitude of complex Gaussian noise = Rician
-
-    voxel_ml = spacing ** 3 / 1000.0
-    gm_v, wm_v = int((label == 1).sum()), int((label == 2).sum())
-    attrs.update(gamma=round(gamma, 4), intensity_scale=round(scale_i, 2), noise_sigma_rel=round(sigma / scale_i, 4),
-                 gm_volume_ml=round(gm_v * voxel_ml, 2), wm_volume_ml=round(wm_v * voxel_ml, 2),
-                 brain_volume_ml=round((gm_v + wm_v + lesion_voxels) * voxel_ml, 2), n_lesions=int(n_lesions),
-                 lesion_volume_ml=round(lesion_voxels * voxel_ml, 3))
+    img, acquisition = _acquire(t1, rng)
+    attrs.update(**acquisition, **_volumes(label, spacing, lesion_voxels, n_lesions))
     # Stored as int16 like scanner output: half the bytes to gzip, and noise >> rounding error.
     return img.round().numpy().astype(np.int16), label.numpy(), attrs
 

@@ -26,9 +26,11 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from monai_ssl_plugin.checkpoint import atomic_save, atomic_write_text, safe_load, sha256_file, software_versions
+from monai_ssl_plugin.bundles import bundle_dir
+from monai_ssl_plugin.checkpoint import (atomic_save, atomic_write_stream, atomic_write_text, safe_load, sha256_file,
+                                         software_versions)
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.sharing.manifest import write_manifest
 
@@ -100,21 +102,69 @@ def _large_files_yaml(name: str, sha: str, url: str | None) -> str:
 
 def _write_zip(folder: Path, name: str, zip_path: Path) -> Path:
     """Zip ``folder`` as ``name/...`` into ``zip_path`` atomically (temporary file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{zip_path.name}.", suffix=".tmp", dir=zip_path.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for file in sorted(p for p in folder.rglob("*") if p.is_file()):
                 zf.write(file, f"{name}/{file.relative_to(folder).as_posix()}")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, zip_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return zip_path
+
+    return atomic_write_stream(write, zip_path)
+
+
+def _read_run(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record (as plain JSON) and network state of a plugin checkpoint; refuses anything else."""
+    ckpt = safe_load(checkpoint)
+    if "network" not in ckpt or "record" not in ckpt:
+        raise PluginError(f"{checkpoint} has no 'network' and 'record' entries.",
+                          "Package a checkpoint written by monai-ssl pretrain (RUN/checkpoints/final.pt).")
+    return _json(ckpt["record"]), ckpt["network"]
+
+
+def _bundle_name(name: str | None, src: Path, record: dict[str, Any]) -> str:
+    """The zoo bundle name: the caller's, else ``<bundle>_<pretext>_<steps>steps``; one plain folder name."""
+    name = name or f"{src.name}_{record.get('pretext', 'ssl')}_{record.get('steps', 0)}steps"
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise PluginError(f"Bundle name {name!r} is not a plain folder name.", "Use letters, digits, '_' and '-'.")
+    return name
+
+
+def _copy_bundle_files(src: Path, stage: Path) -> None:
+    """The source bundle's configs, docs, licence and README: what the zoo expects next to the weights."""
+    for item in ("configs", "docs", "LICENSE", "README.md"):
+        if (src / item).is_dir():
+            shutil.copytree(src / item, stage / item, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        elif (src / item).is_file():
+            shutil.copy2(src / item, stage / item)
+
+
+def _metadata(meta: dict[str, Any], name: str, version: str | None, changelog: str | None,
+              record: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with the new version and changelog line, the schema and the versions the weights were made with."""
+    version = str(version or _bump(meta.get("version", "0.1.0")))
+    versions = {**software_versions(), **record.get("versions", {})}
+    meta["version"] = version
+    meta["changelog"] = {version: changelog or (
+        f"pretrained weights: {record.get('pretext')} for {record.get('steps')} steps on "
+        f"{record.get('data', {}).get('description') or record.get('data', {}).get('kind') or 'user data'}"),
+        **meta.get("changelog", {})}
+    meta.setdefault("schema", "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+                              "meta_schema_20240725.json")
+    meta["monai_version"] = versions.get("monai", meta.get("monai_version"))
+    meta["pytorch_version"] = str(versions.get("torch", meta.get("pytorch_version"))).split("+")[0]
+    meta["numpy_version"] = versions.get("numpy", meta.get("numpy_version"))
+    meta.setdefault("required_packages_version", {})["monai-ssl-plugin"] = versions.get("monai_ssl_plugin")
+    meta["name"] = name
+    return meta
+
+
+def _swap_into_place(stage: Path, target: Path) -> None:
+    """Rename the staged folder to ``target``; an old ``target`` is moved aside first, then removed."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(stage, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def package_bundle(run_or_ckpt: str | os.PathLike, bundle: str = "mae_ssl_pretraining", name: str | None = None,
@@ -132,63 +182,28 @@ def package_bundle(run_or_ckpt: str | os.PathLike, bundle: str = "mae_ssl_pretra
         url: the download URL of model.pt for ``large_files.yml`` (default: :data:`URL_PLACEHOLDER`).
         large_file_bytes: size above which ``large_files.yml`` is written (the zoo's 25 MB).
     """
-    from monai_ssl_plugin.engine.run import bundle_dir
-
     src = bundle_dir(bundle)
     checkpoint = resolve_checkpoint(run_or_ckpt)
-    ckpt = safe_load(checkpoint)
-    if "network" not in ckpt or "record" not in ckpt:
-        raise PluginError(f"{checkpoint} has no 'network' and 'record' entries.",
-                          "Package a checkpoint written by monai-ssl pretrain (RUN/checkpoints/final.pt).")
-    record = _json(ckpt["record"])
-    network = ckpt["network"]
-    name = name or f"{src.name}_{record.get('pretext', 'ssl')}_{record.get('steps', 0)}steps"
-    if not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise PluginError(f"Bundle name {name!r} is not a plain folder name.", "Use letters, digits, '_' and '-'.")
+    record, network = _read_run(checkpoint)
+    name = _bundle_name(name, src, record)
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     target = out / name
 
     stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=out))
     try:
-        for item in ("configs", "docs", "LICENSE", "README.md"):
-            if (src / item).is_dir():
-                shutil.copytree(src / item, stage / item, ignore=shutil.ignore_patterns("__pycache__", ".*"))
-            elif (src / item).is_file():
-                shutil.copy2(src / item, stage / item)
+        _copy_bundle_files(src, stage)
         model = atomic_save({"network": network, "record": record}, stage / MODEL_FILE)
         sha = sha256_file(model)
-
         meta_path = stage / "configs" / "metadata.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        version = str(version or _bump(meta.get("version", "0.1.0")))
-        versions = {**software_versions(), **record.get("versions", {})}
-        meta["version"] = version
-        meta["changelog"] = {version: changelog or (
-            f"pretrained weights: {record.get('pretext')} for {record.get('steps')} steps on "
-            f"{record.get('data', {}).get('description') or record.get('data', {}).get('kind') or 'user data'}"),
-            **meta.get("changelog", {})}
-        meta.setdefault("schema", "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
-                                  "meta_schema_20240725.json")
-        meta["monai_version"] = versions.get("monai", meta.get("monai_version"))
-        meta["pytorch_version"] = str(versions.get("torch", meta.get("pytorch_version"))).split("+")[0]
-        meta["numpy_version"] = versions.get("numpy", meta.get("numpy_version"))
-        meta.setdefault("required_packages_version", {})["monai-ssl-plugin"] = versions.get("monai_ssl_plugin")
-        meta["name"] = name
+        meta = _metadata(json.loads(meta_path.read_text()) if meta_path.is_file() else {},
+                         name, version, changelog, record)
         meta[PROVENANCE_KEY] = provenance(record, sha, checkpoint, network)
         atomic_write_text(json.dumps(meta, indent=4) + "\n", meta_path)
         if model.stat().st_size > large_file_bytes:
             atomic_write_text(_large_files_yaml(name, sha, url), stage / "large_files.yml")
         write_manifest(stage)  # last: it covers every file above
-
-        # swap the staged folder into place (an old NAME/ is moved aside first, then removed)
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=out))
-            os.replace(target, old / name)
-        os.replace(stage, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_into_place(stage, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
