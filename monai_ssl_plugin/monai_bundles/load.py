@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.monai_bundles.nnunet_sources import plain_unet_into_dynunet, refusal_fix
 from monai_ssl_plugin.monai_bundles.targets import Target, first_conv, map_source, resolve_target
 from monai_ssl_plugin.transfer.axes import check_axis_order
 from monai_ssl_plugin.transfer.formats import PretrainedWeights, SourceLike, read_weights
@@ -118,8 +119,13 @@ def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target
         accepted = ", ".join(k.rstrip("*") for k in tgt.families)
         raise PluginError(f"{src.origin} holds a {family} backbone, which cannot initialise {tgt.describe()} "
                           f"(accepts {accepted}).",
+                          refusal_fix(family, tgt) or
                           f"Pretrain a {accepted.split(',')[0]} backbone, or pass target='<prefix>' to load by key names.")
-    mapped = map_source(tgt, family, src.state, src.record.key_prefixes if src.record else None, source_prefix)
+    not_mapped: list[str] = []
+    if family in tgt.key_maps:  # names differ structurally: the transfer layer's exact map (see nnunet_sources)
+        mapped, not_mapped = plain_unet_into_dynunet(network, tgt, src, axis_order, on_axis_mismatch, log)
+    else:
+        mapped = map_source(tgt, family, src.state, src.record.key_prefixes if src.record else None, source_prefix)
     check_channels(src, mapped, network, tgt, in_channels)
     dst_state = unwrap(network).state_dict()
     spatial = (first_conv(dst_state, tgt.includes) or (None, torch.zeros(1, 1, 1, 1, 1)))[1].ndim - 2
@@ -136,6 +142,7 @@ def load_pretrained(network: nn.Module, source: SourceLike, target: str | Target
     if log is not None:
         log(f"[monai-ssl] SSL init: {src.describe()} -> {tgt.describe()}")
     report = load_weights(network, mapped, include=tgt.includes, min_fraction=min_fraction, log=None)
+    report.skipped_filtered += not_mapped  # source tensors the key map leaves out on purpose (logged above)
     if log is not None:
         log(f"[monai-ssl] SSL init {tgt.name}: {report.summary()}")
         if report.skipped_shape or report.missing:

@@ -4,7 +4,7 @@
 (``network_def`` / ``network``), decides which sub-module receives the weights from its ``_target_``
 (RetinaNet built with ``resnet_fpn_feature_extractor`` -> ``feature_extractor.body``; SwinUNETR ->
 ``swinViT``; UNETR -> ``vit``; DenseNet -> ``features``; ResNet -> all but ``fc``; SegResNet / UNet /
-DynUNet -> their encoder), builds the network once to dry-run the load (so a wrong checkpoint fails now,
+DynUNet -> their encoder; nnU-Net's ResidualEncoderUNet / PlainConvUNet -> ``encoder``), builds the network once to dry-run the load (so a wrong checkpoint fails now,
 not after an hour of data loading), and writes an overlay that
 
 - defines ``ssl_init#handler`` (an :class:`~.handler.SSLInitHandler`) and appends it to the trainer's
@@ -50,6 +50,8 @@ _NETWORK_TARGETS: dict[str, tuple[str, str]] = {
     "SegResNet": ("auto", "convInit + down_layers (the encoder)"),
     "UNet": ("auto", "the down path and the bottom (the encoder)"),
     "DynUNet": ("auto", "input_block + downsamples + bottleneck (the encoder)"),
+    "ResidualEncoderUNet": ("auto", "nnU-Net's encoder: stem + stages (names as nnU-Net's trainers load them)"),
+    "PlainConvUNet": ("auto", "nnU-Net's encoder: stages (names as nnU-Net's trainers load them)"),
 }
 _ALIASES = {**{f"resnet{d}": "ResNet" for d in (10, 18, 34, 50, 101, 152, 200)}, "ResNetFeatures": "ResNet",
             **{n: "DenseNet" for n in ("DenseNet121", "DenseNet169", "DenseNet201", "DenseNet264", "densenet121",

@@ -12,7 +12,8 @@
 | ``UNETR`` | ``vit`` | CNN encoders, decoder |
 | ``SegResNet`` | ``convInit``, ``down_layers`` | decoder |
 | ``UNet`` | the down path and the bottom | up path |
-| ``DynUNet`` | ``input_block``, ``downsamples``, ``bottleneck`` | up path, heads |
+| ``DynUNet`` | ``input_block``, ``downsamples``, ``bottleneck`` (also from nnU-Net's ``PlainConvUNet``) | up path, heads |
+| nnU-Net's ``ResidualEncoderUNet`` / ``PlainConvUNet`` (``dynamic_network_architectures``) | ``encoder`` (stem + stages) | decoder |
 
 Any other network: pass ``target="some.prefix"`` (a sub-module name) or ``target=""`` (the whole network).
 """
@@ -30,6 +31,7 @@ from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.transfer.keymap import remap_keys, unwrap
+from monai_ssl_plugin.transfer.unet_keymap import PLAIN_FAMILY
 
 RESNET_FAMILIES = ("monai.ResNet", "monai.ResNetFeatures")
 VIT_FAMILIES = ("monai.ViT", "monai.ViTAutoEnc", "monai.MaskedAutoEncoderViT")
@@ -44,6 +46,9 @@ FAMILY_ENCODER_PREFIXES = {
     "monai.UNETR": ("vit",),
 }
 
+# Families whose names differ from the target's and need a structural key map (see load.py), by target kind.
+KEY_MAPS = {"dynunet": {PLAIN_FAMILY: "plain_unet_to_dynunet"}}
+
 
 @dataclass(frozen=True)
 class Target:
@@ -53,12 +58,13 @@ class Target:
     as DDP looked through); ``roots == ("",)`` means the whole network.
     """
 
-    kind: str  # retinanet | resnet | densenet | swinunetr | unetr | segresnet | unet | dynunet | prefix
+    kind: str  # retinanet | resnet | densenet | swinunetr | unetr | segresnet | unet | dynunet | nnunet | prefix
     base: str  # where the recognised network sits inside the one given ("" or e.g. "network.")
     roots: tuple[str, ...]
     heads: tuple[str, ...] = ()
     network_name: str = ""
     families: Mapping[str, str] = field(default_factory=dict)  # accepted family -> new root for its encoder keys
+    key_maps: Mapping[str, str] = field(default_factory=dict)  # family -> the key map its names need (not a new root)
 
     @property
     def name(self) -> str:
@@ -99,6 +105,12 @@ def _classes() -> list[tuple[str, type]]:
         pass
     out += [("swinunetr", nets.SwinUNETR), ("unetr", nets.UNETR), ("resnet", nets.ResNet), ("densenet", nets.DenseNet),
             ("segresnet", nets.SegResNet), ("dynunet", nets.DynUNet), ("unet", nets.UNet)]
+    try:  # nnU-Net's networks as a bundle's network_def (installed with nnunetv2)
+        from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+
+        out += [("nnunet", ResidualEncoderUNet), ("nnunet", PlainConvUNet)]
+    except ImportError:
+        pass
     return out
 
 
@@ -143,7 +155,9 @@ def _spec(kind: str, module: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...
     if kind == "segresnet":
         return ("convInit.", "down_layers."), (), {"monai.SegResNet": ""}
     if kind == "dynunet":
-        return ("input_block.", "downsamples.", "bottleneck."), (), {"monai.DynUNet": ""}
+        return ("input_block.", "downsamples.", "bottleneck."), (), {"monai.DynUNet": "", PLAIN_FAMILY: ""}
+    if kind == "nnunet":  # the same network nnU-Net's trainers build: names are kept (identity map)
+        return ("encoder.",), (), {"nnunet.*": ""}
     if kind == "unet":
         return _unet_encoder(module), (), {"monai.UNet": ""}
     raise AssertionError(kind)
@@ -162,7 +176,7 @@ def resolve_target(network: nn.Module, target: str = "auto") -> Target:
         kind, base, module = found
         roots, heads, families = _spec(kind, module)
         auto = Target(kind, base, tuple(base + r for r in roots), tuple(base + h for h in heads),
-                      type(module).__name__, families)
+                      type(module).__name__, families, KEY_MAPS.get(kind, {}))
     if target in ("auto", None):
         if auto is None:
             raise PluginError(f"Cannot tell which part of {type(unwrap(network)).__name__} receives SSL weights.",
@@ -226,8 +240,8 @@ def map_source(target: Target, family: str, state: Mapping[str, torch.Tensor],
         selected = {k: v for k, v in state.items() if k.startswith(src)}
         return remap_keys(selected, {src: root})
     new_root = _family_root(target.families, family)
-    if new_root is None:
-        raise AssertionError("check accepts() first")
+    if new_root is None or family in target.key_maps:
+        raise AssertionError("check accepts() first; structural key maps are applied by the caller")
     new_root = target.base + new_root
     if new_root == "":
         return dict(state)
