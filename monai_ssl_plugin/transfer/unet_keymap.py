@@ -26,7 +26,7 @@ from monai_ssl_plugin.transfer.keymap import remap_keys, strip_wrapper_prefixes
 
 PLAIN_FAMILY = "nnunet.PlainConvUNet"
 CONVS_PER_STAGE = 2  # DynUNet's UnetBasicBlock: conv1/norm1, conv2/norm2
-BIAS_NOTE = ("convolution bias not mapped: DynUNet's convolutions have none, and the instance norm right after "
+BIAS_NOTE = ("convolution biases not mapped: DynUNet's convolutions have none, and the instance norm right after "
              "each convolution removes any per-channel constant, so the encoder computes the same features")
 
 

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+for folder in ("pretrained", "export"):  # published-layout files (OpenMind) and the nnU-Net helpers they use
+    if str(Path(__file__).resolve().parent.parent / folder) not in sys.path:
+        sys.path.append(str(Path(__file__).resolve().parent.parent / folder))
 
 
 @pytest.fixture(autouse=True)

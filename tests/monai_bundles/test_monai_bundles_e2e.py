@@ -1,6 +1,7 @@
 """`python -m monai.bundle run` on an unchanged bundle + the generated overlay, as a subprocess: the
 zoo-style detection and classification configs (written here the way the model zoo writes them) and
-the plugin's three fine-tuning bundles. Each asserts from the log that the SSL weights loaded and the
+the plugin's three fine-tuning bundles, and a bundle whose network is nnU-Net's own ResidualEncoderUNet
+initialised from a converted OpenMind (nnssl) checkpoint. Each asserts from the log that the SSL weights loaded and the
 run finished, and where the pretrained part stays frozen, that the saved model still holds them."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import pytest
 import torch
 from monai_ssl_helpers import (ZOO_DETECTION_TRAINER, densenet, resnet, save_checkpoint, swinunetr, write_bundle,
-                               zoo_classification_config, zoo_detection_config)
+                               zoo_classification_config, zoo_detection_config, zoo_segmentation_config)
 
 from monai_ssl_plugin.bundles import BUNDLES_DIR
 from monai_ssl_plugin.monai_bundles import write_overlay
@@ -103,3 +104,29 @@ def test_segmentation_finetune_bundle(tmp_path, data):
     log = _run(plan, f"--dataset_dir {data} --epochs 1 --val_interval 1 --roi_size '[32,32,32]'")
     _assert_loaded(log, "swinViT")
     assert "val_mean_dice" in log
+
+
+def test_nnunet_resencl_bundle_network_from_converted_openmind_weights(tmp_path, data, monkeypatch):
+    from nnunet_helpers import tiny_resenc_kwargs
+    from published_layouts import bundle_network_def, write_openmind
+
+    from monai_ssl_plugin.pretrained import get
+    from monai_ssl_plugin.pretrained.cache import ENV_HOME
+
+    monkeypatch.setenv(ENV_HOME, str(tmp_path / "cache"))
+    arch = tiny_resenc_kwargs((4, 8, 16))
+    published, expected = write_openmind(tmp_path / "checkpoint_final.pth", "MAE", arch)
+    converted = get("openmind-resencl-mae", file=str(published), log=None)  # what `monai-ssl pretrained get` writes
+    config = zoo_segmentation_config(data, bundle_network_def(arch))
+    config["run"].append("$torch.save(@network.state_dict(), @bundle_root + '/trained.pt')")
+    bundle = write_bundle(tmp_path / "nnunet_resenc_seg", config)
+    plan = write_overlay(converted, bundle, log=None)
+    assert plan.network_class == "ResidualEncoderUNet" and plan.target == "auto" and plan.checked
+    log = _run(plan)
+    _assert_loaded(log, "encoder")
+    assert "transposed" in log  # nnssl's (z, y, x) kernels into a LoadImage (x, y, z) pipeline
+    trained = torch.load(bundle / "trained.pt", weights_only=True)
+    stem = "encoder.stem.convs.0.conv.weight"
+    pretrained = expected[stem].permute(0, 1, 4, 3, 2)  # the exact transposition the overlay applied
+    assert torch.allclose(trained[stem], pretrained, atol=5e-3)  # one small AdamW step away from the SSL weights
+    assert not torch.allclose(trained[stem], expected[stem], atol=5e-3)  # and not the untransposed kernel

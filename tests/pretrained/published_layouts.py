@@ -113,3 +113,9 @@ def write_voco_head(path: Path, feature_size: int = 12) -> tuple[Path, dict[str,
             published[f"{head}.layer{i}.0.bias"] = torch.randn(n_out)
     torch.save(published, path)
     return path, state
+
+
+def bundle_network_def(arch_kwargs: dict, num_classes: int = 2, arch_class_name: str = "ResidualEncoderUNet") -> dict:
+    """A MONAI bundle's ``network_def`` that builds nnU-Net's network from ``arch_kwargs`` (classes as expressions)."""
+    args = {k: (f"${v}" if k in REQ_IMPORT and v else v) for k, v in arch_kwargs.items()}
+    return {"_target_": DNA + arch_class_name, "input_channels": 1, "num_classes": num_classes, **args}

@@ -14,7 +14,7 @@ from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.pretrained import get
 from monai_ssl_plugin.pretrained.cache import ENV_HOME, read_provenance
 
-from published_layouts import write_model_swinvit, write_openmind, write_voco_head
+from published_layouts import bundle_network_def, write_model_swinvit, write_openmind, write_voco_head
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +80,28 @@ def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, 
     arch = written["configurations"]["3d_fullres"]["architecture"]
     assert arch["network_class_name"].endswith("ResidualEncoderUNet")
     assert arch["arch_kwargs"]["features_per_stage"] == tiny_resenc_kwargs()["features_per_stage"]
+
+
+def test_openmind_converted_file_loads_the_whole_encoder_into_resencl_built_as_a_bundle_network(tmp_path: Path):
+    from monai.bundle import ConfigParser
+
+    from monai_ssl_plugin.monai_bundles import load_pretrained
+
+    path, expected = write_openmind(tmp_path / "checkpoint_final.pth", "MAE")  # ResEnc-L's 1-3-4-6-6-6 structure
+    out_path = get("openmind-resencl-mae", file=str(path), log=None)
+    arch = converted(out_path)["record"]["backbone_kwargs"]["arch_kwargs"]
+    parser = ConfigParser({"network_def": bundle_network_def(arch, num_classes=3)})
+    network = parser.get_parsed_content("network_def", instantiate=True)  # as `monai.bundle run` builds it
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    report = load_pretrained(network, out_path, axis_order="nnunet", log=None)
+    encoder = {k: v for k, v in expected.items() if k.startswith("encoder.")}
+    assert report.loaded_fraction == 1.0 and not report.missing and not report.skipped_shape
+    assert len(report.loaded) + len(report.aliases) == len(encoder)  # every encoder tensor, aliases counted once
+    for key, value in network.state_dict().items():
+        if key in encoder:
+            assert torch.equal(value, encoder[key]), key
+        elif key.startswith("decoder.") and not key.startswith("decoder.encoder."):
+            assert torch.equal(value, before[key]), key  # the decoder stays new (another task's head)
 
 
 def test_model_swinvit_converts_and_loads_into_monai_swinunetr(tmp_path: Path):
