@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+import monai
+import numpy
 import torch
 
+import monai_ssl_plugin
 from monai_ssl_plugin.errors import PluginError
 
 # Axis orders a volume can have when it reaches the network: nnU-Net transposes images read with
@@ -59,19 +63,12 @@ class CheckpointRecord:
 
 def software_versions() -> dict[str, str]:
     """Versions of the packages a checkpoint depends on, for provenance."""
-    import monai
-    import numpy
-
-    import monai_ssl_plugin
-
     # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses
     out = {"torch": str(torch.__version__), "monai": str(monai.__version__), "numpy": str(numpy.__version__),
            "monai_ssl_plugin": monai_ssl_plugin.__version__}
     try:
-        from importlib.metadata import version
-
         out["nnunetv2"] = version("nnunetv2")
-    except Exception:  # nnunetv2 is optional for pure-MONAI use
+    except PackageNotFoundError:  # nnunetv2 is optional for pure-MONAI use
         pass
     return out
 

@@ -7,9 +7,12 @@ recorded ``constructor`` rebuilds either side: ``SwinUNETR(**c)`` for a downstre
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import monai
 
 from monai_ssl_plugin.backbones.compatibility import declare_capabilities
 from monai_ssl_plugin.backbones.registry import register_backbone
@@ -42,13 +45,9 @@ def json_kwargs(kwargs: dict[str, Any], network: str) -> dict[str, Any]:
 
 def build_network(cls: type, ctor: dict[str, Any]) -> Any:
     """``cls(**ctor)``, with a one-line error naming the argument this MONAI version does not take."""
-    import inspect
-
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = sorted(set(ctor) - accepted)
     if unknown:
-        import monai
-
         hint = (" (SwinUNETR no longer takes img_size: any multiple of 32 works)"
                 if cls.__name__ == "SwinUNETR" and "img_size" in unknown else "")
         raise PluginError(f"{cls.__name__} in MONAI {monai.__version__} takes no argument {', '.join(unknown)}{hint}.",

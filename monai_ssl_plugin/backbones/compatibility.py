@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from monai_ssl_plugin.backbones.registry import create_backbone, list_backbones
 from monai_ssl_plugin.errors import PluginError
 
 _CAPS: dict[str, dict[str, Any]] = {}
@@ -40,15 +41,11 @@ def declare_capabilities(name: str, *, family: str, dense: bool, dims: list[int]
 
 def compatibility(backbone_name: str) -> dict[str, Any]:
     """Capabilities of a registered backbone (see the module docstring for the keys)."""
-    from monai_ssl_plugin.backbones.registry import list_backbones
-
     if backbone_name in _CAPS:
         return copy.deepcopy(_CAPS[backbone_name])
     if backbone_name not in list_backbones():
         raise PluginError(f"Unknown backbone {backbone_name!r}.", f"Choose one of: {', '.join(list_backbones())}.")
     # registered by a module that declares nothing: build it with its defaults and look
-    from monai_ssl_plugin.backbones.registry import create_backbone
-
     b = create_backbone(backbone_name)
     try:
         sparse = bool(b.encoder_stages())
@@ -60,6 +57,4 @@ def compatibility(backbone_name: str) -> dict[str, Any]:
 
 def compatibility_table() -> dict[str, dict[str, Any]]:
     """``compatibility`` for every registered backbone, by name."""
-    from monai_ssl_plugin.backbones.registry import list_backbones
-
     return {name: compatibility(name) for name in list_backbones()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.networks.nets import DenseNet
 from torch import nn
 
 from monai_ssl_plugin.backbones._monai import build_network, check_spatial_dims, json_kwargs, register_monai
@@ -48,8 +49,6 @@ class MonaiDenseNetBackbone(BackboneAdapter):
     has_decoder = False
 
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2, **kwargs: Any):
-        from monai.networks.nets import DenseNet
-
         check_spatial_dims(spatial_dims, "DenseNet")
         defaults = {"init_features": 64, "growth_rate": 32, "block_config": _ARCHS["densenet121"]}
         ctor = json_kwargs({"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,

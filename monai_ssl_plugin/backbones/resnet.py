@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm
+from monai.networks.nets.resnet import ResNet
 from torch import nn
 
 from monai_ssl_plugin.backbones._monai import build_network, check_spatial_dims, json_kwargs, register_monai
@@ -58,8 +59,6 @@ class MonaiResNetBackbone(BackboneAdapter):
 
     def __init__(self, block: str, layers: Sequence[int], block_inplanes: Sequence[int] = tuple(_INPLANES),
                  spatial_dims: int = 3, n_input_channels: int = 1, **kwargs: Any):
-        from monai.networks.nets.resnet import ResNet
-
         check_spatial_dims(spatial_dims, "ResNet")
         ctor = json_kwargs({"block": block, "layers": list(layers), "block_inplanes": list(block_inplanes),
                             "spatial_dims": spatial_dims, "n_input_channels": n_input_channels, **kwargs}, "ResNet")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.networks.nets import SwinUNETR
 from torch import nn
 
 from monai_ssl_plugin.backbones._monai import (build_network, check_divisible, check_spatial_dims, json_kwargs,
@@ -46,8 +47,6 @@ class MonaiSwinUNETRBackbone(BackboneAdapter):
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, feature_size: int = 24,
                  spatial_dims: int = 3, **kwargs: Any):
-        from monai.networks.nets import SwinUNETR
-
         check_spatial_dims(spatial_dims, "SwinUNETR")
         out_channels = in_channels if out_channels is None else out_channels
         ctor = json_kwargs({"in_channels": in_channels, "out_channels": out_channels, "feature_size": feature_size,

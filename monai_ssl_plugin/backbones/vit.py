@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.networks.nets import UNETR, ViT
 from torch import nn
 
 from monai_ssl_plugin.backbones._monai import build_network, check_spatial_dims, json_kwargs, present, register_monai
@@ -87,8 +88,6 @@ class MonaiViTBackbone(BackboneAdapter):
 
     def __init__(self, in_channels: int = 1, img_size: Sequence[int] | int = 96, spatial_dims: int = 3,
                  **kwargs: Any):
-        from monai.networks.nets import ViT
-
         check_spatial_dims(spatial_dims, "ViT")
         kw = {**UNETR_VIT, **kwargs}
         ctor = json_kwargs({"in_channels": in_channels, "img_size": img_size, "spatial_dims": spatial_dims, **kw},
@@ -144,8 +143,6 @@ class MonaiUNETRBackbone(BackboneAdapter):
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, img_size: Sequence[int] | int = 96,
                  spatial_dims: int = 3, **kwargs: Any):
-        from monai.networks.nets import UNETR
-
         check_spatial_dims(spatial_dims, "UNETR")
         out_channels = in_channels if out_channels is None else out_channels
         ctor = json_kwargs({"in_channels": in_channels, "out_channels": out_channels, "img_size": img_size,

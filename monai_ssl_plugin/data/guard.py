@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ignite.engine import Events
 
 from monai_ssl_plugin.data.sources import (
     NIFTI_ENDINGS,
@@ -226,8 +227,6 @@ class GuardedSource(UnlabelledSource):
 
     def attach(self, engine: Any) -> None:
         """As an ignite handler: log :meth:`summary` when the run completes."""
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.COMPLETED, lambda _: logger.info("%s.", self.summary()))
 
 

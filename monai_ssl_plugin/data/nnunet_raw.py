@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from monai_ssl_plugin.errors import PluginError
@@ -59,8 +60,6 @@ def nifti_affine(spacing: Sequence[float], origin: Sequence[float] | None = None
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
     """Save one NIfTI with both qform and sform set, so SimpleITK and nibabel agree on geometry."""
-    import nibabel as nib
-
     img = nib.Nifti1Image(array, affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.metrics import DiceMetric, compute_roc_auc
 
 
 def knn_probabilities(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, n_classes: int,
@@ -68,8 +69,6 @@ def linear_probabilities(train_x: torch.Tensor, train_y: torch.Tensor, test_x: t
 def classification_metrics(probabilities: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Accuracy and ROC AUC (MONAI's ``compute_roc_auc``; macro one-vs-rest; NaN when the labels
     hold one class) of class probabilities (M, K) against labels (M,)."""
-    from monai.metrics import compute_roc_auc
-
     y = y.long()
     acc = float((probabilities.argmax(1) == y).float().mean())
     n_classes = probabilities.shape[1]
@@ -86,8 +85,6 @@ def classification_metrics(probabilities: torch.Tensor, y: torch.Tensor) -> dict
 def dice_scores(pred: torch.Tensor, ref: torch.Tensor, n_classes: int) -> list[float]:
     """Per foreground class Dice of label maps (*spatial) with MONAI's ``DiceMetric`` (NaN where the
     reference lacks the class: ``ignore_empty``)."""
-    from monai.metrics import DiceMetric
-
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     onehot = [F.one_hot(t.long(), n_classes).movedim(-1, 0)[None].float() for t in (pred, ref)]
     return [float(v) for v in metric(onehot[0], onehot[1])[0]]

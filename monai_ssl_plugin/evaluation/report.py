@@ -11,6 +11,7 @@ Everything is computed from ``record["cells"]``; the writer never runs a model.
 
 from __future__ import annotations
 
+import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -165,8 +166,6 @@ def plot_names(record: dict[str, Any]) -> list[str]:
 
 
 def _png(fig: Any) -> bytes:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()

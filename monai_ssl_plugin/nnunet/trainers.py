@@ -53,6 +53,7 @@ from typing import Union
 
 import numpy as np
 
+import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as base
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -262,8 +263,6 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         """nnU-Net's loaders; with a seed, its augmentation workers get seeds derived from it."""
         if self.seed is None:
             return super().get_dataloaders()
-        import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as base
-
         original = base.NonDetMultiThreadedAugmenter
         base.NonDetMultiThreadedAugmenter = functools.partial(_seeded_augmenter, original, self.rank_seed())
         try:  # nnU-Net builds its augmenters by this module-level name; restored right after

@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from monai_ssl_plugin.bundles import BUNDLES_DIR
 from monai_ssl_plugin.errors import PluginError
 
 OWN_ROOTS = ("monai", "monai_ssl_plugin")
@@ -40,8 +43,6 @@ def _entries(node: Any, where: str) -> Iterator[tuple[str, str]]:
 
 
 def _load(path: Path) -> Any:
-    import yaml
-
     try:
         text = path.read_text()
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -62,8 +63,6 @@ def config_entries(folder: Path) -> list[tuple[str, str]]:
 @functools.lru_cache(maxsize=1)
 def shipped_code() -> frozenset[str]:
     """Every code entry of the configs the plugin ships (its own bundles)."""
-    from monai_ssl_plugin.bundles import BUNDLES_DIR
-
     return frozenset(code for bundle in sorted(BUNDLES_DIR.glob("*/")) if (bundle / "configs").is_dir()
                      for _, code in config_entries(bundle))
 

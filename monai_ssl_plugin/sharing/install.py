@@ -38,6 +38,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import yaml
+
 from monai_ssl_plugin.checkpoint import safe_load, sha256_file
 from monai_ssl_plugin.errors import PluginError, disk_error
 from monai_ssl_plugin.sharing.config_code import foreign_code
@@ -122,8 +124,6 @@ def verify_bundle(folder: str | os.PathLike, sha256: str | None = None) -> dict[
     recorded = _check_hex((meta.get(PROVENANCE_KEY) or {}).get("model_sha256"))
     large = folder / "large_files.yml"
     if large.is_file():
-        import yaml
-
         for entry in (yaml.safe_load(large.read_text()) or {}).get("large_files", []):
             if entry.get("path") == MODEL_FILE and str(entry.get("hash_type", "")).lower() == "sha256":
                 listed = _check_hex(entry.get("hash_val"))

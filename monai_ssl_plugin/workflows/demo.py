@@ -25,11 +25,20 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
+from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
+from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
+from monai_ssl_plugin.engine.run import auto_device, bundle_dir, pretrain
+from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.export.nnunet import export_nnunet
 from monai_ssl_plugin.nnunet.env import ENV_EXT_TRAINER
+from monai_ssl_plugin.nnunet.plans import write_plans_variant
 from monai_ssl_plugin.nnunet_paths import PATH_VARS, PREPROCESSED, RAW, dataset_folder, env_root
 from monai_ssl_plugin.workflows.few_label import (CONFIGURATION, RunResult, as_records, finetune_and_score,
                                                   label_budget_folds, paired_gains, write_splits)
 from monai_ssl_plugin.workflows.nnunet_commands import nnunet_environment, run_nnunet
+from monai_ssl_plugin.workflows.shipped_weights import verified_model_file, write_shipped_weights
 
 DATASET_ID = 501
 BUNDLE = "models_genesis_ssl_pretraining"  # the recommender's first choice for this cohort (see above)
@@ -59,11 +68,7 @@ def _step(timings: dict, name: str, t0: float, t_start: float) -> None:
 
 def write_cohort(raw_root: str | Path, cohort: str = "mri") -> Path:
     """The raw dataset of ``cohort`` (``mri``: the demo cohort; ``ct``: :data:`CT_COHORT`)."""
-    from monai_ssl_plugin.data.demo_cohort import make_demo_dataset
-    from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
-
     if cohort not in COHORTS:
-        from monai_ssl_plugin.errors import PluginError
         raise PluginError(f"cohort {cohort!r} is not a choice.", f"Use one of: {', '.join(COHORTS)}.")
     if cohort == "ct":
         return make_synthetic_dataset(raw_root, **CT_COHORT)
@@ -72,8 +77,6 @@ def write_cohort(raw_root: str | Path, cohort: str = "mri") -> Path:
 
 def prepare_dataset(env: dict, log: Path, cohort: str = "mri") -> tuple[Path, Path]:
     """Cohort (step 1) and plans (step 2); returns the raw dataset folder and the plans variant file."""
-    from monai_ssl_plugin.nnunet.plans import write_plans_variant
-
     raw = write_cohort(env_root(RAW, env), cohort)
     dataset_id = COHORTS[cohort]["dataset_id"]
     if not (dataset_folder(PREPROCESSED, raw.name, env) / "nnUNetPlans.json").is_file():
@@ -88,8 +91,6 @@ def pretrain_ssl(raw: Path, plans: Path, output_dir: Path, steps: int, device: s
                  steps_per_epoch: int = 100) -> Path:
     """The demo's bundle on every imagesTr + imagesUnlabelled scan, preprocessed with ``plans`` and cropped at
     the plans' patch size and batch (so the network is exactly the one nnU-Net fine-tunes); returns final.pt."""
-    from monai_ssl_plugin.engine.run import pretrain
-
     per_epoch = min(steps, steps_per_epoch)
     return pretrain(BUNDLE, dataset_dir=raw, output_dir=output_dir, plans=str(plans), configuration=CONFIGURATION,
                     patch_size=PLANS["patch_size"], batch_size=PLANS["batch_size"], quiet=True,
@@ -101,9 +102,6 @@ def make_demo_weights(output_dir: str | Path = "runs/demo_weights", steps: int =
                       bundle: str | Path | None = None) -> Path:
     """Pretrain the demo's shipped weights: cohort + plans as the demo makes them, ``steps`` pretraining steps,
     then ``<bundle>/models/model.pt`` with the command and data in its record (``large_files.yml`` updated)."""
-    from monai_ssl_plugin.engine.run import auto_device, bundle_dir
-    from monai_ssl_plugin.workflows.shipped_weights import write_shipped_weights
-
     out = Path(output_dir).resolve()
     env = _activate(nnunet_environment(out))
     raw, plans = prepare_dataset(env, out / "logs" / "nnunet_commands.log")
@@ -122,8 +120,6 @@ def _activate(env: dict) -> dict:
 
 def export_weights(checkpoint: Path, plans: Path, env: dict, dest: Path, dataset_id: int = DATASET_ID) -> Path:
     """Export a checkpoint for the plans variant and point the SSL trainers at it (``nnUNet_SSL_pretrained``)."""
-    from monai_ssl_plugin.export.nnunet import export_nnunet
-
     exported = export_nnunet(checkpoint, dest, dataset=dataset_id, configuration=CONFIGURATION,
                              plans_identifier=plans.stem)
     env["nnUNet_SSL_pretrained"] = str(exported)
@@ -157,11 +153,7 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
     ``weights``: ``shipped`` (the bundle's verified ``models/model.pt``) or ``live`` (fine-tune from
     this run's short pretraining, which shows how little a few CPU minutes of pretraining give).
     """
-    from monai_ssl_plugin.engine.run import auto_device, bundle_dir
-    from monai_ssl_plugin.workflows.shipped_weights import verified_model_file
-
     if weights not in ("shipped", "live"):
-        from monai_ssl_plugin.errors import PluginError
         raise PluginError(f"weights={weights!r} is not a choice.", "Use --weights shipped or --weights live.")
     t_start, timings = time.time(), {}
     out = Path(output_dir).resolve()
@@ -191,8 +183,6 @@ def run_demo(output_dir: str | Path = "demo_output", device: str = "auto", seed:
 def _summarise(out: Path, raw: Path, plans: Path, live: Path, shipped: Path | None, exported: Path,
                results: list[RunResult], timings: dict, t_start: float, device: str) -> dict:
     """Write summary.json and print the artifacts and the paired verdict per budget."""
-    import torch
-
     gains = paired_gains(results, *TRAINERS)
     summary = {"dataset": str(raw), "plans": str(plans), "live_pretraining": str(live),
                "fine_tuned_from": str(shipped or live), "nnunet_weights": str(exported), "finetune_budget": FINETUNE,

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from torch import nn
 from torch.utils.data import Dataset
@@ -87,8 +88,6 @@ def gather_rng_states() -> list[dict[str, Any]]:
     """Every rank's :func:`rng_state`, in rank order (a collective under DDP: all ranks must call it)."""
     if not is_distributed():
         return [rng_state()]
-    import torch.distributed as dist
-
     states: list[Any] = [None] * world_size()
     dist.all_gather_object(states, rng_state())
     return states

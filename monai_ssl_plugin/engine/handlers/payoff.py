@@ -43,6 +43,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from monai_ssl_plugin.checkpoint import atomic_write_text
+from monai_ssl_plugin.data.labelled import labelled_case_ids, read_labelled
 from monai_ssl_plugin.distributed import is_main_process
 from monai_ssl_plugin.engine.handlers.online_probe import OnlineProbeHandler, side_effect_free
 from monai_ssl_plugin.engine.probes import segmentation_probe
@@ -136,8 +137,6 @@ class PayoffMonitor:
     # -- set-up -------------------------------------------------------------------------------
     def _load_cases(self, labels: str | Path, images: str | Path | None, n_fit: int, n_score: int,
                     patch_size: Sequence[int] | None) -> None:
-        from monai_ssl_plugin.data.labelled import labelled_case_ids, read_labelled
-
         ids = labelled_case_ids(labels, images)
         if len(ids) < n_fit + n_score:
             raise PluginError(f"The pay-off monitor needs {n_fit + n_score} labelled cases (n_fit {n_fit} + n_score "
