@@ -1,7 +1,8 @@
 """``monai-ssl``: the command line (fire). Thin: parse, call the library, print. Imported by nobody.
 
 Every command turns a :class:`~monai_ssl_plugin.errors.PluginError` into one line on stderr and
-exit code 2, so bad input never ends in a traceback.
+exit code 2, so bad input never ends in a traceback. Each command imports its own stack inside the
+method, so `monai-ssl --help` and the light commands do not pay for torch, MONAI and nnU-Net.
 """
 
 from __future__ import annotations
