@@ -51,17 +51,17 @@ import os
 import platform
 import random
 import statistics
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from _common import check_device as _check_device  # noqa: E402
+from _common import interleaved_ms, run_cli, use_checkout  # noqa: E402
+
+use_checkout()
 
 from monai_ssl_plugin import transforms as C  # noqa: E402
 from monai_ssl_plugin.transforms import _cpu_kernels  # noqa: E402
@@ -291,11 +291,6 @@ def baselines() -> dict[str, Callable[[torch.Tensor], object]]:
 # ------------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_calls(fns: list[Callable[[], object]], device: torch.device, repeats: int) -> list[tuple[float, float, float]]:
     """(minimum wall, median wall, minimum CPU) time in ms of each function after one warm-up call
     each; the functions run interleaved (a, b, a, b, ...) so that they see the same machine load.
@@ -306,19 +301,9 @@ def time_calls(fns: list[Callable[[], object]], device: torch.device, repeats: i
     exceed it (some thread of the call is always running), so it bounds the quiet wall time from
     above -- the load-robust figure to hold against references measured on a quiet machine. (It is
     still inflated somewhat by cache and memory-bandwidth contention from the other jobs.)"""
-    for fn in fns:
-        fn()
-    _sync(device)
-    times: list[list[float]] = [[] for _ in fns]
-    cpu: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, record, record_cpu in zip(fns, times, cpu):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            _sync(device)
-            record.append((time.perf_counter() - start) * 1e3)
-            record_cpu.append((time.process_time() - start_cpu) * 1e3)
-    return [(min(t), statistics.median(t), min(c)) for t, c in zip(times, cpu)]
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    wall, cpu = interleaved_ms(fns, repeats, sync)
+    return [(min(t), statistics.median(t), min(c)) for t, c in zip(wall, cpu)]
 
 
 def tune_malloc() -> bool:
@@ -350,16 +335,11 @@ def machine() -> str:
 
 def check_device(name: str) -> torch.device:
     """The device to run on; a CUDA device without a GPU is refused in one line."""
-    from monai_ssl_plugin.errors import PluginError
-
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PluginError(f"--device {name} was asked for, but torch sees no CUDA GPU on this machine.",
-                          "Run on a machine with a GPU, or use --device cpu (with --tensor-path for the code CUDA runs).")
-    return device
+    return _check_device(name, "Run on a machine with a GPU, or use --device cpu (with --tensor-path for the code "
+                               "CUDA runs).")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -375,17 +355,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep glibc's default mmap/trim thresholds (default: raise them, see above)")
     parser.add_argument("--mallopt", dest="mallopt", action="store_true", help=argparse.SUPPRESS)  # the old flag
     parser.set_defaults(mallopt=True)
-    args = parser.parse_args(argv)
-    if args.mallopt and not tune_malloc():
-        print("mallopt unavailable: running with the default allocator settings")
+    return parser.parse_args(argv)
 
-    device = check_device(args.device)
-    if args.tensor_path:
-        _cpu_kernels.HAVE_NUMBA = False  # every generator takes its tensor form, as on a GPU
-    torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    base = {} if args.no_baseline else baselines()
+
+WIDTHS = [38, 9, 8, 8, 8, 9, 8, 8, 8, 11, 10, 10]
+
+
+def print_header(args: argparse.Namespace, device: torch.device) -> None:
     print(f"machine: {machine()}")
     print(
         f"device {device}{' (tensor form)' if args.tensor_path else ''}, batch {args.batch}, float32, min / median of {args.repeats} after 1 warm-up; ms per sample; "
@@ -393,26 +369,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     cols = ["generator", "size", "ours min", "ours med", "ours CPU", "recorded", "x (min)", "x (med)", "same-run",
             "x same-run", "x CPU time", "10x?"]
-    widths = [38, 9, 8, 8, 8, 9, 8, 8, 8, 11, 10, 10]
-    print("| " + " | ".join(f"{c:{w}s}" for c, w in zip(cols, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("| " + " | ".join(f"{c:{w}s}" for c, w in zip(cols, WIDTHS)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in WIDTHS) + "|")
 
-    def row(name: str, size: str, t: tuple[float, float, float], ref: float | None,
-            paired: tuple[float, float, float] | None) -> None:
-        # recorded: the reference medians measured earlier (x: against our minimum and median run alone).
-        # paired: (reference median, reference median / our median) from the interleaved same-run round;
-        # the verdict holds our median against the same-run reference where there is one
-        ms, med, cpu = t
-        cells = [f"{name:38s}", f"{size:9s}", f"{ms:8.2f}", f"{med:8.2f}", f"{cpu:8.2f}"]
-        cells += [f"{ref:9.1f}", f"{ref / ms:7.1f}x", f"{ref / med:7.1f}x"] if ref is not None else [" " * 9] + [" " * 8] * 2
-        cells += [f"{paired[0]:8.1f}", f"{paired[1]:10.1f}x", f"{paired[2]:9.1f}x"] if paired is not None else [
-            " " * 8, " " * 11, " " * 10]
-        ratio = paired[1] if paired else ref / med if ref is not None else None
-        verdict = "" if ratio is None else "yes" if ratio >= 10 else "no"
-        cells.append(f"{verdict:10s}")
-        print("| " + " | ".join(cells) + " |", flush=True)
 
-    gen = torch.Generator(device=device)
+def print_row(name: str, size: str, t: tuple[float, float, float], ref: float | None,
+              paired: tuple[float, float, float] | None) -> None:
+    """One table row. ``ref``: the reference median measured earlier (x: against our minimum and median
+    run alone). ``paired``: (reference median, reference median / our median, CPU-time ratio) from the
+    interleaved same-run round; the verdict holds our median against the same-run reference where there is one."""
+    ms, med, cpu = t
+    cells = [f"{name:38s}", f"{size:9s}", f"{ms:8.2f}", f"{med:8.2f}", f"{cpu:8.2f}"]
+    cells += [f"{ref:9.1f}", f"{ref / ms:7.1f}x", f"{ref / med:7.1f}x"] if ref is not None else [" " * 9] + [" " * 8] * 2
+    cells += [f"{paired[0]:8.1f}", f"{paired[1]:10.1f}x", f"{paired[2]:9.1f}x"] if paired is not None else [
+        " " * 8, " " * 11, " " * 10]
+    ratio = paired[1] if paired else ref / med if ref is not None else None
+    verdict = "" if ratio is None else "yes" if ratio >= 10 else "no"
+    cells.append(f"{verdict:10s}")
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def bench_generators(args: argparse.Namespace, device: torch.device, gen: torch.Generator,
+                     base: dict[str, Callable[[torch.Tensor], object]]) -> None:
+    """A row per generator and size: ours alone (as the references were measured), then interleaved
+    with the same-run reference where there is one (same load)."""
     for name, fn in generators().items():
         if args.only not in name:
             continue
@@ -425,15 +405,17 @@ def main(argv: list[str] | None = None) -> int:
             x_dev = x.to(device)
             gen.manual_seed(args.seed)
             ours = lambda: fn(x_dev, gen)  # noqa: E731
-            # ours alone, as the references were measured; then interleaved with the baseline (same load)
             t = time_calls([ours], device, args.repeats)[0]
             paired = None
             if name in base:
                 baseline = lambda: base[name](x)  # noqa: E731
                 ours_paired, base_t = time_calls([ours, baseline], device, args.repeats)
                 paired = (base_t[1] / args.batch, base_t[1] / ours_paired[1], base_t[2] / ours_paired[2])
-            row(name, size_name, tuple(v / args.batch for v in t), ref, paired)
+            print_row(name, size_name, tuple(v / args.batch for v in t), ref, paired)
 
+
+def bench_mask_and_floor(args: argparse.Namespace, device: torch.device, gen: torch.Generator) -> None:
+    """The MAE mask row (against its recorded reference) and the memory-bandwidth floor rows."""
     if random_block_mask is None:
         print("(masking.random_block_mask not available: MAE mask row skipped)")
     elif args.only in MAE:
@@ -441,21 +423,32 @@ def main(argv: list[str] | None = None) -> int:
         (t,) = time_calls(
             [lambda: random_block_mask(2, (160, 160, 160), 16, 0.75, generator=gen, device=device)], device, args.repeats
         )
-        row(MAE, "160^3", tuple(v / 2 for v in t), REFERENCE_MS[(MAE, "160^3")], None)
+        print_row(MAE, "160^3", tuple(v / 2 for v in t), REFERENCE_MS[(MAE, "160^3")], None)
     if args.only in "floor":  # memory-bandwidth floor: one plain copy of the input batch per size
         for size_name in args.sizes:
             x = torch.rand(args.batch, 1, *SIZES[size_name], device=device)
             (t,) = time_calls([lambda: x.clone()], device, args.repeats)
-            row("floor: x.clone() of the batch", size_name, tuple(v / args.batch for v in t), None, None)
+            print_row("floor: x.clone() of the batch", size_name, tuple(v / args.batch for v in t), None, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.mallopt and not tune_malloc():
+        print("mallopt unavailable: running with the default allocator settings")
+    device = check_device(args.device)
+    if args.tensor_path:
+        _cpu_kernels.HAVE_NUMBA = False  # every generator takes its tensor form, as on a GPU
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    base = {} if args.no_baseline else baselines()
+    print_header(args, device)
+    gen = torch.Generator(device=device)
+    bench_generators(args, device, gen, base)
+    bench_mask_and_floor(args, device, gen)
     print(f"\nafter: {machine()}")
     return 0
 
 
 if __name__ == "__main__":
-    from monai_ssl_plugin.errors import PluginError
-
-    try:
-        raise SystemExit(main())
-    except PluginError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_cli(main)

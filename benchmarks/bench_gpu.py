@@ -34,10 +34,8 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_corruptions.py
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from _common import check_device as _check_device  # noqa: E402
+from _common import run_cli, select, use_checkout  # noqa: E402
+
+use_checkout()
 
 from monai_ssl_plugin.errors import PluginError  # noqa: E402
 
@@ -69,11 +70,7 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
 
 def check_device(name: str) -> torch.device:
     """The device to run on; a CUDA device without a GPU is refused in one line."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PluginError(f"--device {name} was asked for, but torch sees no CUDA GPU on this machine.",
-                          "Run on a machine with a GPU, or use --device cpu --tiny for the CPU check.")
-    return device
+    return _check_device(name, "Run on a machine with a GPU, or use --device cpu --tiny for the CPU check.")
 
 
 def published(bundle: str) -> tuple[list[int], int, str]:
@@ -320,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from monai_ssl_plugin.bundles import list_bundles
 
-    wanted = [w for w in args.only.split(",") if w]
-    bundles = [b for b in list_bundles() if b.endswith("_ssl_pretraining") and (not wanted or any(w in b for w in wanted))]
+    bundles = select([b for b in list_bundles() if b.endswith("_ssl_pretraining")], args.only)
     print(header(device, args), flush=True)
     cols = ["bundle", "patch", "batch", "backbone", "bundle s/step", "data wait", "bundle peak MB", "bare s/step",
             "bundle / bare"] + [f"{v} (speed-up, peak)" if v != "fp32" else "bare fp32 peak" for v in args.variants]
@@ -349,8 +345,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except PluginError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_cli(main)

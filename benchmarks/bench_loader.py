@@ -36,9 +36,7 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +46,9 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # one worker = one thread
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from _common import interleaved_ms, select, use_checkout  # noqa: E402
+
+use_checkout()
 
 from monai_ssl_plugin import transforms as C  # noqa: E402
 from monai_ssl_plugin.transforms import views as V  # noqa: E402
@@ -197,17 +197,8 @@ def time_interleaved(fns: list[Callable[[], object]], repeats: int) -> list[tupl
     """(median wall, median CPU) time in ms of each function, after one warm-up call each, called
     a, b, c, a, b, c... The CPU time (this process) is what the call costs a dedicated core: on a
     loaded machine the wall time also holds the waits for a core."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    cpu: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, record, record_cpu in zip(fns, times, cpu):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            record.append((time.perf_counter() - start) * 1e3)
-            record_cpu.append((time.process_time() - start_cpu) * 1e3)
-    return [(statistics.median(t), statistics.median(c)) for t, c in zip(times, cpu)]
+    wall, cpu = interleaved_ms(fns, repeats)
+    return [(statistics.median(t), statistics.median(c)) for t, c in zip(wall, cpu)]
 
 
 COLUMNS = ["nnU-Net", "nnU-Net crop", "plugin b2nd stream", "plugin b2nd cached", "plugin nifti stream",
@@ -246,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    wanted = [w for w in args.only.split(",") if w]
-    bundles = [b for b in BUNDLES if not wanted or any(w in b for w in wanted)]
+    bundles = select(BUNDLES, args.only)
     print(f"# {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}, 1 thread "
           f"per worker, median of {args.repeats} batches after 1 warm-up, ms per patch; "
           f"volumes {args.margin:g} x the patch per side, {args.cases} cases", flush=True)

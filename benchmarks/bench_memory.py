@@ -22,13 +22,10 @@ import subprocess
 import sys
 import time
 
+from _common import rss_mb
+
 CONFIGS = {"fp32": (False, False), "bf16 autocast": (True, False), "checkpointing": (False, True),
            "bf16 + checkpointing": (True, True)}
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: str, pretext_name: str = "mae") -> dict:
@@ -62,7 +59,7 @@ def one(backbone: str, patch: int, batch: int, amp: bool, ckpt: bool, device: st
         step()
         torch.cuda.synchronize()
         return {"peak_above_base_mb": torch.cuda.max_memory_allocated() / 2**20 - base, "step_s": time.perf_counter() - t}
-    base = _rss_mb()
+    base = rss_mb()
     t = time.perf_counter()
     step()
     elapsed = time.perf_counter() - t

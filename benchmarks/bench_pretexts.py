@@ -41,16 +41,10 @@ import sys
 import time
 from pathlib import Path
 
+from _common import rss_mb
+
 DEFAULT_BACKBONES = ["nnunet_plain_small", "monai_resnet10", "monai_segresnet", "monai_unetr_small"]
 MIN_BATCH = {"barlow_twins": 3}
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def run_cell(pretext: str, backbone: str, dims: int, patch: int, batch: int, steps: int, device: str,
@@ -85,7 +79,7 @@ def run_cell(pretext: str, backbone: str, dims: int, patch: int, batch: int, ste
                 model.after_step(i)
             return float(loss.detach())
 
-        base = _rss_mb()
+        base = rss_mb()
         step(0)  # warm-up
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -141,7 +135,7 @@ def bundle_cells(names: str, dims: int, patch: int) -> list[tuple[str, str, str,
     return cells
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pretexts", default="", help="comma-separated; default: all registered except composed")
     ap.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES))
@@ -157,7 +151,51 @@ def main() -> None:
                     help="merge measured cells into PATH (default: the packaged guide/measured.yaml)")
     ap.add_argument("--cell", nargs=2, metavar=("PRETEXT", "BACKBONE"), help=argparse.SUPPRESS)
     ap.add_argument("--pretext-kwargs", default="{}", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def cells(args: argparse.Namespace) -> list[tuple[str, str, str, dict]]:
+    """(bundle, pretext, backbone, pretext kwargs) to measure: the bundles' own, or pretexts × backbones."""
+    if args.bundles:
+        return bundle_cells(args.bundles, args.dims, args.patch)
+    if args.pretexts:
+        pretexts = args.pretexts.split(",")
+    else:
+        from monai_ssl_plugin.pretext import list_pretexts
+        pretexts = [p for p in list_pretexts() if p != "composed"]
+    return [(f"{p}_ssl_pretraining", p, b, {}) for b in args.backbones.split(",") for p in pretexts]
+
+
+def measure(args: argparse.Namespace, p: str, b: str, kwargs: dict, env: dict[str, str]) -> dict:
+    """One cell in a fresh single-threaded process; a crash or timeout is a result, not the end of the run."""
+    cmd = [sys.executable, __file__, "--cell", p, b, "--dims", str(args.dims), "--patch", str(args.patch),
+           "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device,
+           "--pretext-kwargs", json.dumps(kwargs)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        return json.loads(lines[-1]) if lines else {"status": "error", "reason": proc.stderr.strip()[-200:]}
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"timeout after {args.timeout:.0f} s"}
+
+
+def measured_entry(args: argparse.Namespace, bundle: str, p: str, b: str, r: dict, load: list[float]) -> dict:
+    """The recommender's record of one measured cell, with the command that measures it again."""
+    again = ("OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_pretexts.py "
+             + (f"--bundles {bundle}" if args.bundles else f"--pretexts {p} --backbones {b}")
+             + f" --dims {args.dims} --patch {args.patch} --batch {args.batch} --steps {args.steps}"
+             f" --device {args.device} --write-measured"
+             + (f" {shlex.quote(args.write_measured)}" if args.write_measured else ""))
+    return {"device": args.device, "patch": [args.patch] * args.dims, "batch": int(r["batch"]),
+            "volumes_per_s": round(r["vol_per_s"], 4), "peak_mem_mb": round(r["peak_mb"], 1),
+            "backbone": b, "pretext": p, "threads": 1, "steps": args.steps,
+            "s_per_step": round(r["s_per_step"], 4),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "host_cpus": os.cpu_count(), "load_avg": load, "command": again}
+
+
+def main() -> None:
+    args = parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     if args.cell:
@@ -165,15 +203,7 @@ def main() -> None:
                                   json.loads(args.pretext_kwargs))))
         return
 
-    if args.bundles:
-        cells = bundle_cells(args.bundles, args.dims, args.patch)
-    else:
-        if args.pretexts:
-            pretexts = args.pretexts.split(",")
-        else:
-            from monai_ssl_plugin.pretext import list_pretexts
-            pretexts = [p for p in list_pretexts() if p != "composed"]
-        cells = [(f"{p}_ssl_pretraining", p, b, {}) for b in args.backbones.split(",") for p in pretexts]
+    todo = cells(args)
     measured_path = None
     if args.write_measured is not None:
         from monai_ssl_plugin.guide.recommender import DEFAULT_MEASURED_PATH
@@ -185,40 +215,20 @@ def main() -> None:
     print("| pretext | backbone | volumes/s | s/step | peak RSS (MB) | above built (MB) | params (M) |")
     print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
-    for bundle, p, b, kwargs in cells:
-        cmd = [sys.executable, __file__, "--cell", p, b, "--dims", str(args.dims), "--patch", str(args.patch),
-               "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device,
-               "--pretext-kwargs", json.dumps(kwargs)]
+    for bundle, p, b, kwargs in todo:
         load = [round(v, 2) for v in os.getloadavg()]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            r = json.loads(lines[-1]) if lines else {"status": "error", "reason": proc.stderr.strip()[-200:]}
-        except subprocess.TimeoutExpired:
-            r = {"status": "error", "reason": f"timeout after {args.timeout:.0f} s"}
-        if r["status"] == "ok":
-            above = "" if r["above_built_mb"] is None else f"{r['above_built_mb']:.0f}"
-            batch_note = f" (batch {r['batch']})" if r["batch"] != args.batch else ""
-            print(f"| `{p}`{batch_note} | `{b}` | {r['vol_per_s']:.2f} | {r['s_per_step']:.2f} | "
-                  f"{r['peak_mb']:.0f} | {above} | {r['params_m']:.1f} |", flush=True)
-            if measured_path is not None:  # after every cell: an interrupted run keeps what it measured
-                from monai_ssl_plugin.guide.measured import write_measured
-
-                again = (f"OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_pretexts.py "
-                         + (f"--bundles {bundle}" if args.bundles else f"--pretexts {p} --backbones {b}")
-                         + f" --dims {args.dims} --patch {args.patch} --batch {args.batch} --steps {args.steps}"
-                         f" --device {args.device} --write-measured"
-                         + (f" {shlex.quote(args.write_measured)}" if args.write_measured else ""))
-                write_measured({bundle: [{
-                    "device": args.device, "patch": [args.patch] * args.dims, "batch": int(r["batch"]),
-                    "volumes_per_s": round(r["vol_per_s"], 4), "peak_mem_mb": round(r["peak_mb"], 1),
-                    "backbone": b, "pretext": p, "threads": 1, "steps": args.steps,
-                    "s_per_step": round(r["s_per_step"], 4),
-                    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "host_cpus": os.cpu_count(), "load_avg": load, "command": again,
-                }]}, measured_path)
-        else:
+        r = measure(args, p, b, kwargs, env)
+        if r["status"] != "ok":
             print(f"| `{p}` | `{b}` | {r['status']}: {r['reason']} | | | | |", flush=True)
+            continue
+        above = "" if r["above_built_mb"] is None else f"{r['above_built_mb']:.0f}"
+        batch_note = f" (batch {r['batch']})" if r["batch"] != args.batch else ""
+        print(f"| `{p}`{batch_note} | `{b}` | {r['vol_per_s']:.2f} | {r['s_per_step']:.2f} | "
+              f"{r['peak_mb']:.0f} | {above} | {r['params_m']:.1f} |", flush=True)
+        if measured_path is not None:  # after every cell: an interrupted run keeps what it measured
+            from monai_ssl_plugin.guide.measured import write_measured
+
+            write_measured({bundle: [measured_entry(args, bundle, p, b, r, load)]}, measured_path)
     if measured_path is not None:
         print(f"# measured figures merged into {measured_path}", flush=True)
 

@@ -22,11 +22,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import add_child_args, child_result, print_result
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -105,13 +106,11 @@ def main() -> None:
     p.add_argument("--shape", type=int, default=96, help="side of the synthetic volumes")
     p.add_argument("--json", help="also write the results here")
     # internal: one configuration per child process
-    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    add_child_args(p)
     p.add_argument("--patch", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--dataset", help=argparse.SUPPRESS)
-    p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(args)), flush=True)
+        print_result(run_one(args))
         return
 
     from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
@@ -125,11 +124,10 @@ def main() -> None:
                    "--backbone", args.backbone, "--batch_size", str(args.batch_size), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--num_workers", str(args.num_workers), "--threads", str(args.threads),
                    "--device", args.device]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
+            r, proc = child_result(cmd)
+            if r is None:
                 sys.exit(f"patch {patch} failed:\n{proc.stderr[-3000:]}")
-            results.append(json.loads(line[-1][7:]))
+            results.append(r)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| patch | backbone | batch | device | workers | step (s) | volumes/s | CPU s/step | data wait | peak RSS (MiB) "

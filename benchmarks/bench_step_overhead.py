@@ -30,15 +30,15 @@ import functools
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import ROOT, add_child_args, child_result, print_result, select, use_checkout
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_corruptions.py: spinning threads on a shared CPU
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # CPU patch per bundle (z, y, x): each bundle's constraints kept (square rotation planes, multiples
 # of 32 for Swin UNETR, the ViT's fixed img_size, cells of the relative-position grid >= 17 voxels).
@@ -159,24 +159,20 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=4)
     p.add_argument("--shape", type=int, default=96, help="side of the synthetic volumes")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    add_child_args(p)
     p.add_argument("--bundle", help=argparse.SUPPRESS)
     p.add_argument("--patch", help=argparse.SUPPRESS)
-    p.add_argument("--dataset", help=argparse.SUPPRESS)
-    p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(args)), flush=True)
+        print_result(run_one(args))
         return
 
-    sys.path.insert(0, str(ROOT))
+    use_checkout()
     from monai_ssl_plugin.data.synthetic import make_synthetic_dataset
 
     from monai_ssl_plugin.bundles import list_bundles
 
-    bundles = [b for b in list_bundles() if b.endswith("_ssl_pretraining")]
-    wanted = [w for w in args.only.split(",") if w]
-    bundles = [b for b in bundles if not wanted or any(w in b for w in wanted)]
+    bundles = select([b for b in list_bundles() if b.endswith("_ssl_pretraining")], args.only)
     print(f"# {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, device {args.device}, "
           f"{args.steps} steps per bundle (first excluded), load average {os.getloadavg()[0]:.1f}", flush=True)
     print("| bundle | patch | s/step | data wait | data path (s/step) | data path share | step / bare | targets met |")
@@ -191,13 +187,11 @@ def main() -> None:
                    "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
             if patch:
                 cmd += ["--patch", json.dumps(patch)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
+            r, proc = child_result(cmd, cwd=ROOT)
+            if r is None:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
                 print(f"| {bundle} | {patch or 'default'} | failed: {tail[0][:150]} | | | | | |", flush=True)
                 continue
-            r = json.loads(line[-1][7:])
             results.append(r)
             ok = r["wait_share"] < 0.05 and r["step_over_bare"] <= 1.10
             patch_txt = "×".join(map(str, r["patch"])) if isinstance(r["patch"], list) else r["patch"]

@@ -22,10 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from _common import rss_mb
 
 
 def generate(folder: Path, cases: int, size: int) -> Path:
@@ -49,10 +46,10 @@ def measure(folder: Path, size: int, samples: int, cache: int) -> dict:
     from monai_ssl_plugin.data.sources import NiftiFolderSource
 
     torch.set_num_threads(1)
-    start = _rss_mb()
+    start = rss_mb()
     t = time.perf_counter()
     source = NiftiFolderSource(folder)
-    opened = _rss_mb()
+    opened = rss_mb()
     open_s = time.perf_counter() - t
     patch = [size] * 3
     ds = RandomPatchDataset(source, patch, num_samples=samples, seed=0, cache_size=cache)
@@ -61,7 +58,7 @@ def measure(folder: Path, size: int, samples: int, cache: int) -> dict:
     for i in range(samples):
         ds[i]
         if (i + 1) % max(1, samples // 5) == 0:
-            trace.append(round(_rss_mb(), 1))
+            trace.append(round(rss_mb(), 1))
     return {"cases": len(source), "cache_size": cache, "rss_start_mb": round(start, 1), "rss_opened_mb": round(opened, 1),
             "open_s": round(open_s, 2), "rss_trace_mb": trace, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "samples": samples, "samples_per_s": round(samples / (time.perf_counter() - t), 1),

@@ -22,17 +22,14 @@ import subprocess
 import sys
 import time
 
+from _common import rss_mb
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads on a shared CPU: see bench_corruptions.py
 
 # name -> (channels_last_3d, torch.compile, glibc allocator thresholds raised)
 CONFIGS = {"fp32 (reference)": (False, False, False), "channels_last_3d": (True, False, False),
            "torch.compile": (False, True, False), "channels_last_3d + torch.compile": (True, True, False),
            "allocator thresholds raised (mallopt)": (False, False, True)}
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def one(backbone: str, patch: int, batch: int, steps: int, channels_last: bool, compiled: bool, mallopt: bool,
@@ -76,7 +73,7 @@ def one(backbone: str, patch: int, batch: int, steps: int, channels_last: bool, 
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     else:
-        base = _rss_mb()
+        base = rss_mb()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
