@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 from monai_ssl_plugin.checkpoint import atomic_write_text
+from monai_ssl_plugin.nnunet.env import ENV_EXT_TRAINER
+from monai_ssl_plugin.nnunet_paths import PATH_VARS
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, t0 = parse(argv), time.time()
     out = Path(args.output_dir).resolve()
     env = {**nnunet_environment(out), **demo.FINETUNE}
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")})
+    os.environ.update({k: env[k] for k in (*PATH_VARS, ENV_EXT_TRAINER)})
     log = out / "logs" / "nnunet_commands.log"
     raw, plans = demo.prepare_dataset(env, log, args.cohort)
     weights = Path(args.weights) if args.weights else None

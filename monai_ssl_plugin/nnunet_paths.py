@@ -99,6 +99,8 @@ def pretrained_file_path(dataset_name: str, configuration: str = "3d_fullres",
     return env_root(PREPROCESSED) / dataset_name / PRETRAINED_DIR / f"{plans_identifier}__{configuration}.pth"
 
 
-def results_folder(dataset_name: str, trainer: str, plans_identifier: str, configuration: str) -> Path:
-    """Where ``nnUNetv2_train`` writes a model: ``$nnUNet_results/<Dataset>/<trainer>__<plans>__<configuration>``."""
-    return env_root(RESULTS) / dataset_name / f"{trainer}__{plans_identifier}__{configuration}"
+def results_folder(dataset_name: str, trainer: str, plans_identifier: str, configuration: str,
+                   env: Mapping[str, str] | None = None) -> Path:
+    """Where ``nnUNetv2_train`` writes a model: ``$nnUNet_results/<Dataset>/<trainer>__<plans>__<configuration>``
+    (``nnUNet_results`` read from ``env``, default this process's environment)."""
+    return dataset_folder(RESULTS, dataset_name, env) / f"{trainer}__{plans_identifier}__{configuration}"

@@ -33,6 +33,10 @@ def test_folders_follow_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
         preprocessed_dataset_dir("502")
     assert pretrained_file_path("Dataset501_X", "3d_lowres", "P") == pre / "Dataset501_X/ssl_pretrained/P__3d_lowres.pth"
     assert results_folder("Dataset501_X", "T", "P", "3d_fullres") == tmp_path / "res/Dataset501_X/T__P__3d_fullres"
+    other = {"nnUNet_results": str(tmp_path / "other")}  # a subprocess's environment, not this process's
+    assert results_folder("Dataset501_X", "T", "P", "2d", other) == tmp_path / "other/Dataset501_X/T__P__2d"
+    with pytest.raises(PluginError, match="nnUNet_results is not set"):
+        results_folder("Dataset501_X", "T", "P", "2d", {})
 
 
 def test_environment_sets_the_three_folders_and_restores_them(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.nnunet_paths import dataset_prefix
 
 FILE_ENDING = ".nii.gz"
 SPLITS = {"train": ("imagesTr", "labelsTr"), "unlabelled": ("imagesUnlabelled", None), "test": ("imagesTs", "labelsTs")}
@@ -47,7 +48,7 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise PluginError(f"Dataset name {name!r} has characters nnU-Net does not accept.",
                           "Use letters, digits, '-' and '_' only.")
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    return f"{dataset_prefix(int(dataset_id))}{name}"
 
 
 def nifti_affine(spacing: Sequence[float], origin: Sequence[float] | None = None) -> np.ndarray:
@@ -118,7 +119,7 @@ class RawDatasetWriter:
     def _check_id_is_free(self, dataset_id: int) -> None:
         if not self.raw_root.is_dir():
             return
-        prefix = f"Dataset{dataset_id:03d}_"
+        prefix = dataset_prefix(dataset_id)
         others = sorted(p.name for p in self.raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix)
                         and p.name != self.folder_name)
         if others:

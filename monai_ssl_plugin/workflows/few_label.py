@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_ssl_plugin import nnunet_paths
 from monai_ssl_plugin.workflows.nnunet_commands import run_nnunet
 
 CONFIGURATION = "3d_fullres"
@@ -110,9 +111,9 @@ def finetune_and_score(env: dict, raw: Path, plans_id: str, trainer: str, fold: 
     exists is not trained again (a killed benchmark resumes run by run).
     """
     t0 = time.time()
-    dataset_id = raw.name[len("Dataset"):len("Dataset") + 3]
+    dataset_id = f"{nnunet_paths.dataset_id(raw.name):03d}"
     run_env = dict(env, nnUNet_SSL_seed=str(fold.seed))
-    model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans_id}__{CONFIGURATION}"
+    model = nnunet_paths.results_folder(raw.name, trainer, plans_id, CONFIGURATION, env)
     if not (model / f"fold_{fold.index}" / "checkpoint_final.pth").is_file():
         run_nnunet(["nnUNetv2_train", dataset_id, CONFIGURATION, fold.index, "-tr", trainer, "-p", plans_id,
                     "-device", device], run_env, log)

@@ -40,3 +40,18 @@ def test_paired_gains_pair_by_budget_and_seed_only():
                run("scratch", 4, 1, 0.65), run("ssl", 1, 0, 0.5), run("ssl", 4, 2, 0.9)]  # last two: no twin
     gains = paired_gains(results, "ssl", "scratch")
     assert list(gains) == [4] and gains[4] == pytest.approx([0.10, -0.05])
+
+
+def test_finetune_finds_the_model_in_the_given_environment_and_passes_the_dataset_id(tmp_path, monkeypatch):
+    from monai_ssl_plugin.workflows import few_label
+
+    calls = []
+    monkeypatch.setattr(few_label, "run_nnunet", lambda args, env, log=None: calls.append((args, env)))
+    monkeypatch.delenv("nnUNet_results", raising=False)  # only the subprocess environment names it
+    env = {"nnUNet_results": str(tmp_path / "results")}
+    fold = few_label.Fold(budget=1, seed=3, index=2, train=("a",), val=("b",))
+    r = few_label.finetune_and_score(env, tmp_path / "Dataset007_Brain", "P", "T", fold, [1], tmp_path,
+                                     score_test=False)
+    assert r.model == str(tmp_path / "results" / "Dataset007_Brain" / "T__P__3d_fullres")
+    ((args, run_env),) = calls
+    assert args[:4] == ["nnUNetv2_train", "007", "3d_fullres", 2] and run_env["nnUNet_SSL_seed"] == "3"
