@@ -20,7 +20,15 @@ OPENMIND_DATA = ("OpenMind: public 3D brain MRI from OpenNeuro, standardised (hu
 OPENMIND_ARCH = ("nnU-Net ResidualEncoderUNet 'ResEnc-L' (6 stages, 32-320 features, blocks 1-3-4-6-6-6), "
                  "nnssl_adaptation_plan inside the file")
 NNSSL_KEYS = ("network_weights: nnssl's names = nnU-Net's ResidualEncoderUNet names (encoder.stem.*, "
-              "encoder.stages.*, decoder.* where the pretext has one); pretext heads (projector.*, *_proj_head.*) dropped")
+              "encoder.stages.*, decoder.* where the pretext has one); pretext heads (projector.*, *_proj_head.*) dropped. "
+              "Identity map into both consumers. No MONAI network has ResEnc-L's encoder (DynUNet(res_block=True) "
+              "has one block per stage and a strided 1x1 skip; ResEnc-L has 1-3-4-6-6-6 blocks with an avg-pool "
+              "skip), so MONAI bundles use nnU-Net's own ResidualEncoderUNet as their network")
+OPENMIND_CONSUMERS = ("nnU-Net trainers (-tr nnUNetTrainerSSL ...); MONAI overlay / load_pretrained with nnU-Net's "
+                      "ResidualEncoderUNet as the bundle's network_def (_target_: dynamic_network_architectures."
+                      "architectures.unet.ResidualEncoderUNet, the record's arch_kwargs): encoder.* loads unchanged")
+PRIMUS_ARCH = ("nnssl Primus-M (a ViT: 8x8x8 patch embedding 'down_projection', EVA transformer 'eva', learned position "
+               "embedding 'eva.pos_embed'), nnssl_adaptation_plan inside the file")
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class PretrainedEntry:
     title: str
     source: str
     filename: str
-    converter: str  # a key of convert.CONVERTERS
+    converter: str  # a key of convert.CONVERTERS, or of convert.VERIFIERS for a file used as published
     paper: str
     data: str
     licence: str
@@ -68,8 +76,25 @@ def _openmind(method: str, repo_id: str, title: str, notes: str = "") -> Pretrai
         name=f"openmind-resencl-{method.lower()}", title=f"ResEnc-L pretrained with {title} on OpenMind (nnssl)",
         source="hf", repo_id=repo_id, filename="checkpoint_final.pth", converter="nnssl_resenc",
         paper=OPENMIND_PAPER, data=OPENMIND_DATA, licence="CC-BY-4.0 (model card)", architecture=OPENMIND_ARCH,
-        key_map=NNSSL_KEYS, consumer="nnU-Net trainers (-tr nnUNetTrainerSSL ...)",
+        key_map=NNSSL_KEYS, consumer=OPENMIND_CONSUMERS,
         homepage="https://github.com/MIC-DKFZ/nnssl", notes=notes, extra={"method": method})
+
+
+def _openmind_primus(method: str, repo_id: str, title: str) -> PretrainedEntry:
+    return PretrainedEntry(
+        name=f"openmind-primusm-{method.lower()}", title=f"Primus-M pretrained with {title} on OpenMind (nnssl)",
+        source="hf", repo_id=repo_id, filename="checkpoint_final.pth", converter="nnssl_primus",
+        paper=OPENMIND_PAPER, data=OPENMIND_DATA, architecture=PRIMUS_ARCH,
+        licence="CC-BY-4.0? (the OpenMind collection's ResEnc-L model cards; this repository's card not read here)",
+        key_map=("none: used as published (nnssl's names; nnU-Net master maps them). Not converted: the plugin has "
+                 "no Primus backbone"),
+        consumer=("nnU-Net master only: nnUNetv2_preprocess_like_nnssl ... -pc <file>, then nnUNetv2_train_pretrained "
+                  "... -tr PretrainedTrainer_Primusx (not the plugin's trainers, not the MONAI overlay)"),
+        homepage="https://github.com/MIC-DKFZ/nnssl",
+        notes=("The Hub repository holds checkpoint_final.pth and adaptation_plan.json (what nnU-Net master's -pc "
+               "download fetches); the plan: arch_class_name PrimusM, Dataset745_OpenNeuro_v2, nnsslPlans, "
+               "configuration onemmiso. `get` fetches and checks the checkpoint, which carries the plan too."),
+        extra={"method": method, "arch_class_name": "PrimusM"})
 
 
 _AVOID_AS_IS = "The authors recommend fine-tuning, not frozen feature extraction."
@@ -86,6 +111,7 @@ CATALOG: dict[str, PretrainedEntry] = {e.name: e for e in [
               "Published under AnonRes/ (the Hub redirects to MIC-DKFZ/). " + _AVOID_AS_IS),
     _openmind("SwinUNETR", "AnonRes/ResEncL-OpenMind-SwinUNETR", "the Swin UNETR pretext (on a CNN)",
               "Encoder only. Published under AnonRes/ (the Hub redirects to MIC-DKFZ/). " + _AVOID_AS_IS),
+    _openmind_primus("SimMIM", "AnonRes/PrimusM-OpenMind-SimMIM", "SimMIM"),
     PretrainedEntry(
         name="monai-swinunetr-ssl", title="Swin UNETR encoder (swinViT) self-supervised on 5,050 CT volumes",
         source="https", filename="model_swinvit.pt",

@@ -10,18 +10,28 @@ from monai_ssl_plugin.pretrained.fetch import get, info
 
 def catalog_table() -> str:
     """One line per entry: name, architecture family, pretraining data, licence."""
-    rows = [f"{'name':<28} {'use with':<16} {'licence':<12} title"]
+    rows = [f"{'name':<28} {'use with':<18} {'licence':<12} title"]
+    uses = {"nnssl_resenc": "nnU-Net -tr, MONAI", "nnssl_primus": "nnU-Net master"}
     for e in CATALOG.values():
-        use = "nnU-Net -tr" if e.converter == "nnssl_resenc" else "MONAI overlay"
-        rows.append(f"{e.name:<28} {use:<16} {e.licence.split()[0]:<12} {e.title}")
+        use = uses.get(e.converter, "MONAI overlay")
+        rows.append(f"{e.name:<28} {use:<18} {e.licence.split()[0]:<12} {e.title}")
     rows.append(f"cache: {cache_root()} (set {ENV_HOME} to move it)")
     return "\n".join(rows)
 
 
 def _how_to_use(name: str, path: str) -> str:
+    if CATALOG[name].converter == "nnssl_primus":
+        return ("not converted (the plugin has no Primus backbone); use it with nnU-Net master (its "
+                "documentation/finetuning_from_nnssl_checkpoints.md, Workflow B, after nnUNetv2_extract_fingerprint -d "
+                f"DATASET and nnUNetv2_plan_experiment -d DATASET):\n  nnUNetv2_preprocess_like_nnssl -d DATASET -n {name} "
+                f"-pc {path} -am like_pretrained\n  nnUNetv2_train_pretrained DATASET 3d_fullres FOLD -p "
+                f"ptPlans__{name}____<data identifier> -tr PretrainedTrainer_Primusx   (the plans file the previous "
+                "command wrote in $nnUNet_preprocessed/<Dataset>/)")
     if CATALOG[name].converter == "nnssl_resenc":
         return (f"use it: export nnUNet_SSL_pretrained={path}; nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainerSSL "
-                "(plans with the same architecture: monai-ssl nnunet-plans DATASET --checkpoint " + path + ")")
+                "(plans with the same architecture: monai-ssl nnunet-plans DATASET --checkpoint " + path + ")\n"
+                "or in a MONAI bundle whose network_def is nnU-Net's ResidualEncoderUNet (the record's arch_kwargs): "
+                f"monai-ssl monai-overlay --ssl {path} --bundle BUNDLE")
     return f"use it: monai-ssl monai-overlay --ssl {path} --bundle BUNDLE (or load_pretrained(net, '{path}'))"
 
 

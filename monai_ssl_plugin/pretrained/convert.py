@@ -124,6 +124,28 @@ CONVERTERS: dict[str, Callable[[Mapping[str, Any], PretrainedEntry], Converted]]
     "nnssl_resenc": convert_nnssl_resenc, "swin_ssl": convert_swin_ssl, "voco_swin": convert_voco_swin}
 
 
+def check_nnssl_primus(obj: Mapping[str, Any], entry: PretrainedEntry) -> dict[str, Any]:
+    """An nnssl Primus checkpoint, checked for the published layout (``network_weights`` + an adaptation plan naming
+    the catalog's architecture, the encoder and patch-embedding keys it names present) and left as it is: the
+    plugin has no Primus backbone to convert it into; nnU-Net master's ``PretrainedTrainer_Primusx`` reads it."""
+    weights, plan = obj.get("network_weights"), obj.get("nnssl_adaptation_plan")
+    if not isinstance(weights, Mapping) or not isinstance(plan, Mapping):
+        raise _layout_error(entry, "no network_weights / nnssl_adaptation_plan")
+    arch = (plan.get("architecture_plans") or {}).get("arch_class_name")
+    if arch != entry.extra["arch_class_name"]:
+        raise _layout_error(entry, f"its adaptation plan names {arch!r}, the catalog {entry.extra['arch_class_name']!r}")
+    for part in ("key_to_encoder", "key_to_stem"):
+        prefix = str(plan.get(part) or "")
+        if not prefix or not any(str(k).startswith(prefix + ".") for k in weights):
+            raise _layout_error(entry, f"no tensor under its {part} {prefix!r}")
+    return {"source_tensors": len(weights), "converted_tensors": 0, "dropped_tensors": 0, "architecture": arch}
+
+
+# Entries used as published: checked, never converted (no plugin backbone exists for them).
+VERIFIERS: dict[str, Callable[[Mapping[str, Any], PretrainedEntry], dict[str, Any]]] = {
+    "nnssl_primus": check_nnssl_primus}
+
+
 def converted_checkpoint(obj: Mapping[str, Any], entry: PretrainedEntry, provenance: dict[str, Any]
                          ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The plugin's checkpoint dict for ``obj`` (``network`` + ``record``; the catalog's facts in ``record.data``)

@@ -15,7 +15,7 @@ from monai_ssl_plugin.checkpoint import atomic_save, safe_load, seal, sha256_fil
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.pretrained import cache
 from monai_ssl_plugin.pretrained.catalog import PretrainedEntry, get_entry
-from monai_ssl_plugin.pretrained.convert import converted_checkpoint
+from monai_ssl_plugin.pretrained.convert import VERIFIERS, converted_checkpoint
 from monai_ssl_plugin.pretrained.download import download, hub_sha256, place_verified
 
 
@@ -54,14 +54,29 @@ def _now() -> str:
 
 
 def _cached(entry: PretrainedEntry, known: dict[str, Any]) -> Path | None:
-    """The converted file when it is there and intact (its sha256 as recorded at conversion)."""
+    """The converted file when it is there and intact (its sha256 as recorded at conversion); for an entry used as
+    published, the verified original."""
+    if entry.converter in VERIFIERS:
+        original = cache.original_path(entry.name, entry.filename)
+        intact = known.get("verified") and original.is_file() and known.get("sha256") == sha256_file(original)
+        return original if intact else None
     converted = cache.converted_path(entry.name)
     intact = converted.is_file() and known.get("converted_sha256") == sha256_file(converted)
     return converted if intact else None
 
 
+def _verify_only(entry: PretrainedEntry, original: Path, record: dict[str, Any], log: Any) -> Path:
+    """Check an entry used as published (no conversion) and record that it was checked."""
+    summary = VERIFIERS[entry.converter](safe_load(original), entry)
+    cache.write_provenance(entry.name, {**record, "verified": True, "converted": None, **summary})
+    log(f"[monai-ssl] {entry.name}: {summary['architecture']} checkpoint with the published layout "
+        f"({summary['source_tensors']} tensors); not converted (the plugin has no backbone for it)")
+    return original
+
+
 def get(name: str, file: str | None = None, force: bool = False, log: Any = print) -> Path:
-    """Download (or take ``file``), verify, convert once and cache ``name``; returns the converted checkpoint."""
+    """Download (or take ``file``), verify, convert once and cache ``name``; returns the converted checkpoint (for an
+    entry used as published, such as Primus: the verified original)."""
     entry = get_entry(name)
     known = cache.read_provenance(entry.name)
     log = log or (lambda _message: None)
@@ -72,6 +87,8 @@ def get(name: str, file: str | None = None, force: bool = False, log: Any = prin
     record = {"name": entry.name, "location": entry.location, "sha256": sha, "sha256_source": how,
               "first_downloaded": known.get("first_downloaded") if known.get("sha256") == sha else _now()}
     log(f"[monai-ssl] {entry.name}: {original} sha256 {sha} ({how})")
+    if entry.converter in VERIFIERS:
+        return _verify_only(entry, original, record, log)
     checkpoint, summary = converted_checkpoint(safe_load(original), entry, record)
     converted = atomic_save(seal(checkpoint), cache.converted_path(entry.name))
     cache.write_provenance(entry.name, {**record, "converted": str(converted), "converted_sha256": sha256_file(converted),
@@ -87,7 +104,11 @@ def info(name: str) -> dict[str, Any]:
     known = cache.read_provenance(entry.name)
     return {"name": entry.name, "title": entry.title, "location": entry.location, "paper": entry.paper,
             "data": entry.data, "licence": entry.licence, "architecture": entry.architecture, "key map": entry.key_map,
-            "use with": entry.consumer, "sha256": entry.hash_policy, "homepage": entry.homepage, "notes": entry.notes,
+            "use with": entry.consumer,
+            "converted": ("no: used as published (the plugin has no backbone for it); `get` checks its layout and "
+                          "caches the verified original" if entry.converter in VERIFIERS
+                          else "once, into the plugin's checkpoint (network + record)"),
+            "sha256": entry.hash_policy, "homepage": entry.homepage, "notes": entry.notes,
             "cache": str(cache.entry_dir(entry.name)),
             "cached": (f"yes, sha256 {known.get('sha256')} ({known.get('sha256_source')})" if _cached(entry, known)
                        else "no (run `monai-ssl pretrained get " + entry.name + "`)")}

@@ -18,7 +18,7 @@ from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.pretrained import CATALOG, get, get_entry
 from monai_ssl_plugin.pretrained.cache import ENV_HOME, read_provenance
 
-from published_layouts import write_model_swinvit, write_voco_head
+from published_layouts import write_model_swinvit, write_openmind, write_primus, write_voco_head
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +119,50 @@ def test_catalog_states_provenance_and_invents_no_hash():
         assert entry.location.startswith("https://"), entry.name
         assert entry.sha256 is None  # no publisher of these files gives one: the policy must say so
         assert "no sha256 published" in entry.hash_policy
+
+
+def printed(out: str) -> list[str]:
+    """What the command printed, without the progress lines logged before it."""
+    return [line for line in out.splitlines() if not line.startswith("[monai-ssl]")]
+
+
+def test_primus_entry_is_verified_and_cached_not_converted_and_names_masters_trainer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_home: Path, capsys: pytest.CaptureFixture):
+    import huggingface_hub
+
+    published, plan = write_primus(tmp_path / "checkpoint_final.pth")
+    data, requested = published.read_bytes(), []
+
+    def hf_hub_download(repo_id, filename, revision=None, local_dir=None):
+        requested.append((repo_id, filename))
+        (Path(local_dir) / filename).write_bytes(data)
+        return str(Path(local_dir) / filename)
+
+    def get_paths_info(self, repo_id, paths, revision=None):
+        return [SimpleNamespace(path=paths[0], lfs=SimpleNamespace(sha256=hashlib.sha256(data).hexdigest()))]
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", get_paths_info)
+    main(["pretrained", "get", "openmind-primusm-simmim"])
+    out = capsys.readouterr().out
+    assert requested == [("AnonRes/PrimusM-OpenMind-SimMIM", "checkpoint_final.pth")]
+    path = Path(printed(out)[0])
+    assert path.read_bytes() == data  # the verified original, unchanged: nothing converted
+    assert not (cache_home / "openmind-primusm-simmim" / "converted.pt").exists()
+    assert "-tr PretrainedTrainer_Primusx" in out and f"-pc {path}" in out and "nnUNetv2_preprocess_like_nnssl" in out
+    prov = read_provenance("openmind-primusm-simmim")
+    assert prov["verified"] and prov["architecture"] == "PrimusM" and prov["converted"] is None
+    main(["pretrained", "get", "openmind-primusm-simmim"])  # cached: no second download
+    assert len(requested) == 1 and Path(printed(capsys.readouterr().out)[0]) == path
+    main(["pretrained", "info", "openmind-primusm-simmim"])
+    info = capsys.readouterr().out
+    assert "converted:" in info and "used as published" in info and "PretrainedTrainer_Primusx" in info
+    assert plan["architecture_plans"]["arch_class_name"] == "PrimusM" and plan["key_to_encoder"] == "eva"
+
+
+def test_a_resencl_file_offered_as_primus_is_refused_in_one_line(tmp_path: Path, cache_home: Path):
+    path, _ = write_openmind(tmp_path / "checkpoint_final.pth", "MAE")
+    with pytest.raises(PluginError) as err:
+        get("openmind-primusm-simmim", file=str(path), log=None)
+    assert "names 'ResEncL', the catalog 'PrimusM'" in str(err.value) and "\n" not in str(err.value)
+    assert not read_provenance("openmind-primusm-simmim").get("verified")
