@@ -1,4 +1,4 @@
-"""Issue 3's compatibility matrix, produced by running it: every pretext on every small backbone, 2D and 3D.
+"""The pretext × backbone compatibility matrix, produced by running it: every pretext on every small backbone, 2D and 3D.
 
 Each cell builds ``create_pretext(name, backbone=create_backbone(...))``, runs one forward + backward
 on a tiny batch, and records
@@ -201,7 +201,7 @@ def test_compatibility_doc_is_generated():
 
 
 def test_every_pretext_trains_somewhere_in_2d_and_3d():
-    """Issue 3: every method works in 2D as well as 3D, on at least one backbone."""
+    """Every method works in 2D as well as 3D, on at least one backbone."""
     for p in PRETEXTS:
         for d in DIMS:
             assert any(run_cell(p, b, d)[0] == "ok" for b in BACKBONES), f"{p} trains on no backbone in {d}D"

@@ -1,4 +1,5 @@
-"""What each registered backbone can do, without building it: the rows of issue 3's compatibility matrix.
+"""What each registered backbone can do, without building it: the rows of the
+pretext × backbone compatibility matrix (docs/compatibility.md).
 
 ``compatibility("monai_swinunetr")`` → ``{"family": "monai.SwinUNETR", "global": True, "dense": True,
 "dims": [2, 3], "sparse_masking": True, "light_decoder": False, "input": "multiple of patch_size**5 (32); …"}``:

@@ -134,7 +134,7 @@ def _arch_kwargs(features: list[int], strides: list[int], dims: int, *, residual
 
 @register_backbone("nnunet_plain_small")
 def nnunet_plain_small(in_channels: int = 1, out_channels: int | None = None, spatial_dims: int = 3) -> NnUNetBackbone:
-    """CPU-friendly PlainConvUNet: 4 stages, 16→128 features (the issue's compute-floor network)."""
+    """CPU-friendly PlainConvUNet: 4 stages, 16→128 features (small enough for CPU pretraining runs)."""
     kw = _arch_kwargs([16, 32, 64, 128], [1, 2, 2, 2], spatial_dims, residual=False, blocks=[2, 2, 2, 2],
                       decoder_convs=[2, 2, 2])
     return NnUNetBackbone(_DNA + "PlainConvUNet", kw, _REQ_IMPORT, in_channels, out_channels)

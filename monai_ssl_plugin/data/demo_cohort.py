@@ -297,8 +297,8 @@ def make_demo_dataset(raw_root: str | os.PathLike, dataset_id: int = 501, name: 
                     "csf": float(np.median(t1[((gm + wm) < 0.2) & (t1 > 0.02)]))}
     templates = torch.from_numpy(vols)[None].contiguous(memory_format=torch.channels_last_3d)[0]
     grid = base_grid(shape, float(spacing))
-    # One thread: per-subject tensors are small, so extra threads mostly spin; measured on 2 cores
-    # it halves the CPU time and is faster in wall time too (restored afterwards).
+    # One thread: per-subject tensors are small, so extra threads mostly spin, costing CPU time
+    # without saving wall time (restored afterwards).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     anchors = torch.tensor([0.0, tissue_means["csf"], tissue_means["gm"], tissue_means["wm"], 1.0])

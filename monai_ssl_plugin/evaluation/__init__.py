@@ -1,4 +1,5 @@
-"""Standard low-label evaluation of SSL pretexts (issue 6): protocol, splits, routes, runner, report.
+"""Standard low-label evaluation of SSL pretexts, so that "does pretraining pay off with few labels?" has one
+reproducible answer: protocol, splits, routes, runner, report.
 
 ``monai-ssl evaluate --config PROTOCOL.yaml --output_dir DIR`` runs :func:`runner.evaluate`.
 """

@@ -3,7 +3,7 @@ training device from ``batch["image"]``, a light intensity augmentation, view si
 backbone, a batch-size guard, the frozen copy an EMA teacher starts from, and the running
 standardiser that goes in front of the heads.
 
-The data pipeline only delivers patches ``(B, C, *spatial)`` (issue 8). Crops come from
+The data pipeline only delivers patches ``(B, C, *spatial)``, the same for every pretext. Crops come from
 :mod:`monai_ssl_plugin.transforms.views` (``overlapping_crop_pair``, ``multi_crop``, the VoCo
 grid), flips from :func:`monai_ssl_plugin.transforms.corruptions.random_flip`; the intensity
 jitter below is the only new op. All of them act on the whole batch as tensor operations, with

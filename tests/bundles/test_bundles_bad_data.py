@@ -1,4 +1,4 @@
-"""The ``bad_data`` policy in every pretraining bundle (issue 7).
+"""The ``bad_data`` policy in every pretraining bundle: bad volumes are skipped with a reason, or refused.
 
 One dataset, every ``bundles/*_ssl_pretraining``: an nnU-Net raw dataset (read with nnU-Net's
 NibabelIO, which keeps NaN voxels; SimpleITK, the NIfTI default, turns them into 0) holding 3 good

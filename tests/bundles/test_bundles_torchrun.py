@@ -1,7 +1,7 @@
 """Every pretraining bundle under ``torchrun --nproc_per_node=2`` with ``multi_gpu_train.yaml`` (gloo on CPU).
 
 The documented command, unchanged, on tiny synthetic data and a tiny network, 2 steps of per-rank
-batch 2 (issue 7). ``output_dir`` is given per rank (``$...'rank' + RANK``) so the test can see who
+batch 2. ``output_dir`` is given per rank (``$...'rank' + RANK``) so the test can see who
 writes what: rank 0's folder holds ``final.pt`` (iteration 2) and its logs, rank 1's folder stays
 empty (checkpoints, TensorBoard, timing and progress are rank 0's) but for ``bad_data.tsv``, the record
 of bad or padded cases that every process appends to. Both ranks join the process group.

@@ -1,4 +1,4 @@
-"""DDP resume and rank-0-only writing, 2 processes with gloo on CPU (issue 7).
+"""DDP resume and rank-0-only writing, 2 processes with gloo on CPU.
 
 Each rank draws its own random noise every step from its own generator (seeded ``seed + rank`` as
 ``multi_gpu_train.yaml`` does), so a resume is exact only if every rank gets back *its own* RNG

@@ -1,4 +1,4 @@
-"""What runs around the optimiser step under DDP, 2 processes with gloo on CPU (issue 7).
+"""What runs around the optimiser step under DDP, 2 processes with gloo on CPU.
 
 A tiny pretext with the pieces of BYOL / MoCo / DINO that live outside the gradient: an EMA teacher
 moved in ``after_step`` (called through :class:`SSLDistributedDataParallel`, which must hand the
