@@ -6,7 +6,8 @@
 - :mod:`.coarse`: MONAI's coarse dropout / shuffle and the ViTAutoEnc tutorial's views;
 - :mod:`.swin_unetr`: Swin UNETR's rotation + cut-out views;
 - :mod:`.views`: crops, rotations and grids for contrastive, self-distillation and predictive pretexts;
-- :mod:`.presets`: MONAI intensity transforms per modality (the recommender names them);
+- :mod:`.foreground`: the pathology-preserving guard (a corruption destroys at most a share of a
+  lesion or organ mask), on batches and on data dicts;
 - underneath: :mod:`._common` (the shared opening: batch check, generator, which samples),
   :mod:`._random` (seeded draws), :mod:`._boxes` (box primitives of the tensor form),
   :mod:`._cpu_kernels` (compiled CPU loops) and :mod:`._ops` (which of the two runs an operation).
