@@ -142,7 +142,11 @@ class PublishedSetting:
 
 @dataclass(frozen=True)
 class RankedPretext:
-    """One recommended pretext bundle."""
+    """One recommended pretext bundle.
+
+    ``normalization`` is the intensity scheme the pretraining data source applies to the query's
+    modality (nnU-Net's name), the one the checkpoint will record and the consumers will compare.
+    """
 
     rank: int
     bundle: str
@@ -151,7 +155,7 @@ class RankedPretext:
     score: float
     reasons: tuple[str, ...]
     evidence: tuple[Evidence, ...]
-    preset: str
+    normalization: str
     backbone: str
     settings: Settings
     estimate: Estimate
@@ -164,7 +168,7 @@ class RankedPretext:
         return cls(
             rank=int(d["rank"]), bundle=d["bundle"], paradigm=d["paradigm"], family=d["family"],
             score=float(d["score"]), reasons=tuple(d["reasons"]),
-            evidence=tuple(Evidence.from_dict(e) for e in d["evidence"]), preset=d["preset"],
+            evidence=tuple(Evidence.from_dict(e) for e in d["evidence"]), normalization=d["normalization"],
             backbone=d["backbone"], settings=Settings.from_dict(d["settings"]),
             estimate=Estimate.from_dict(d["estimate"]),
             score_terms=tuple(ScoreTerm.from_dict(t) for t in d.get("score_terms", ())),
@@ -341,7 +345,7 @@ def recommend(
         items.append(RankedPretext(
             rank=rank, bundle=name, paradigm=b["paradigm"], family=b["family"], score=it["score"],
             reasons=tuple(it["reasons"]), evidence=_evidence(sources, it["evidence"]),
-            preset=rules["modalities"][q.modality]["preset"],
+            normalization=rules["modalities"][q.modality]["normalization"],
             backbone=backbone,
             settings=settings, estimate=_estimate(measured.get(name, []), settings, q.device, backbone),
             score_terms=tuple(ScoreTerm(n, round(v, 4)) for n, v in it["terms"]),
@@ -585,6 +589,7 @@ def _expected_gain(rules: Mapping[str, Any], q: Query, fraction: float) -> tuple
 
 def _query_notes(rules: Mapping[str, Any], q: Query) -> list[str]:
     notes = [n["text"] for n in rules["modalities"][q.modality].get("notes", [])]
+    notes.append(rules["normalization_note"]["text"])
     for t in q.traits:
         if t != "small_lesions":  # that note is attached to the generative / hybrid items it concerns
             notes.append(rules["traits"][t]["note"])

@@ -11,7 +11,7 @@ from monai_ssl_plugin.guide.recommender import Estimate, Recommendation, format_
 
 __all__ = ["from_json", "recommend_command", "to_json", "to_table"]
 
-_COLUMNS = ("#", "bundle", "paradigm", "score", "preset", "patch", "batch", "steps", "time / memory")
+_COLUMNS = ("#", "bundle", "paradigm", "score", "normalisation", "patch", "batch", "steps", "time / memory")
 
 
 def to_json(rec: Recommendation, indent: int | None = 2) -> str:
@@ -50,7 +50,7 @@ def to_table(rec: Recommendation, verbose: bool = True) -> str:
     ]
     rows = [list(_COLUMNS)]
     for it in rec.items:
-        rows.append([str(it.rank), it.bundle, it.paradigm, f"{it.score:.3f}", it.preset,
+        rows.append([str(it.rank), it.bundle, it.paradigm, f"{it.score:.3f}", it.normalization,
                      "x".join(map(str, it.settings.patch)), str(it.settings.batch), str(it.settings.steps),
                      _time_memory(it.estimate)])
     lines += _align(rows)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
 
+from monai_ssl_plugin.data.sources import ZSCORE
 from monai_ssl_plugin.guide import (
     GuideInputError,
     Recommendation,
@@ -21,6 +23,7 @@ from monai_ssl_plugin.guide import (
     to_table,
     valid_choices,
 )
+from monai_ssl_plugin.transfer.normalization import NORMALIZATION_CATEGORIES, normalization_category
 
 BUNDLES = {
     "mae_ssl_pretraining": "generative",
@@ -90,10 +93,16 @@ def test_rules_cover_every_bundle_with_sources():
         assert sources[f"review_f{i}"]["seeds"], i
 
 
-def test_rules_presets_exist():
-    presets = pytest.importorskip("monai_ssl_plugin.transforms.presets")
-    for spec in load_rules()["modalities"].values():
-        assert spec["preset"] in presets.list_presets()
+def test_rules_normalization_is_what_nnunet_applies():
+    """Each modality names the scheme nnU-Net picks for a channel of that name (CT: CTNormalization,
+    the rest: the ZScoreNormalization a plain NIfTI folder gets too), a scheme the consumers compare."""
+    schemes = {}
+    for name, spec in load_rules()["modalities"].items():
+        schemes[name] = spec["normalization"]
+        assert get_normalization_scheme(name).__name__ == spec["normalization"], name
+        assert normalization_category(spec["normalization"]) in NORMALIZATION_CATEGORIES, name
+    assert schemes["ct"] == "CTNormalization"
+    assert {v for k, v in schemes.items() if k != "ct"} == {ZSCORE}
 
 
 # ------------------------------------------------------------------------------ the review's mapping
@@ -202,11 +211,12 @@ def test_fewer_labels_larger_expected_gain():
 # ------------------------------------------------------------------------------------ items' content
 
 
-def test_items_carry_reasons_evidence_preset_settings():
+def test_items_carry_reasons_evidence_normalization_settings():
     rec = recommend("ultrasound", "segmentation", 10, 300, top_k=3, measured_path=NOWHERE)
     assert len(rec.items) == 3 and [i.rank for i in rec.items] == [1, 2, 3]
+    assert recommend("ct", "segmentation", 10, 300, top_k=1, measured_path=NOWHERE).items[0].normalization == "CTNormalization"
     for it in rec.items:
-        assert it.preset == "ultrasound"
+        assert it.normalization == "ZScoreNormalization"
         assert it.reasons and all(r.endswith(".") for r in it.reasons)
         assert it.evidence and all(e.citation for e in it.evidence)
         assert it.settings.steps > 0 and it.settings.batch > 0 and len(it.settings.patch) == 3
