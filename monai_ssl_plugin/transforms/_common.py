@@ -1,5 +1,6 @@
 """The opening every batched transform shares: the batch checked once, the generator resolved,
-and which samples a corruption touches, drawn the same way everywhere.
+and which samples a corruption touches, drawn the same way everywhere (:func:`open_batch`); box
+corruptions (coarse dropout / shuffle, in- / out-painting) then draw their boxes (:func:`open_boxes`).
 
 Keeping these draws in one place keeps every transform's random stream in the same order, which
 the seeded outputs (and the tests pinning them) depend on.
@@ -41,6 +42,34 @@ def open_batch(x: Tensor, generator: GeneratorLike, prob: float | None = None, a
     batch, dev = x.shape[0], x.device
     selected = None if prob is None else samples_to_corrupt(prob, apply, batch, gen, dev)
     return Opening(spatial, gen, batch, dev, selected)
+
+
+# (spatial, batch, gen, device) -> starts, sizes (B, K, D) and active (B, K): a box corruption's draw
+BoxDraw = Callable[[tuple[int, ...], int, torch.Generator | None, torch.device], tuple[Tensor, Tensor, Tensor]]
+
+
+class BoxOpening(NamedTuple):
+    """What a box corruption (holes, painted windows) knows after its opening draw."""
+
+    gen: torch.Generator | None
+    selected: Tensor  # (B,) bool: the samples to corrupt
+    starts: Tensor  # (B, K, D) first voxel of each box
+    sizes: Tensor  # (B, K, D) sides of each box
+    active: Tensor  # (B, K) bool: the boxes drawn for each sample, whether or not it is selected
+
+    @property
+    def active_selected(self) -> Tensor:
+        """(B, K) bool: ``active`` with the boxes of the samples not selected cleared."""
+        return self.active & self.selected[:, None]
+
+
+def open_boxes(x: Tensor, generator: GeneratorLike, prob: float, apply: Tensor | None, draw: BoxDraw
+               ) -> BoxOpening:
+    """:func:`open_batch` with ``prob``, then the boxes from ``draw``: every box corruption draws
+    which samples first and its boxes second, from the same generator, so its stream order is fixed."""
+    spatial, gen, batch, dev, selected = open_batch(x, generator, prob, apply)
+    starts, sizes, active = draw(spatial, batch, gen, dev)
+    return BoxOpening(gen, selected, starts, sizes, active)
 
 
 def samples_to_corrupt(

@@ -53,6 +53,19 @@ if HAVE_NUMBA:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return state, z ^ (z >> np.uint64(31))
 
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _box_offset(starts, b, k, stride_z, stride_y):  # pragma: no cover - compiled
+        # flat index of the first voxel of box k of sample b in a (Z, Y, X) volume
+        return starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _largest_box(sizes, b):  # pragma: no cover - compiled
+        # voxels of sample b's largest box (at least 1): the length of its scratch buffer
+        max_vol = 1
+        for k in range(sizes.shape[1]):
+            max_vol = max(max_vol, sizes[b, k, 0] * sizes[b, k, 1] * sizes[b, k, 2])
+        return max_vol
+
     @numba.njit(nogil=True, cache=True, parallel=True)
     def _shuffle_kernel(x, out, starts, sizes, seeds):  # pragma: no cover - compiled
         # x, out: (B, C, N) flat views of (B, C, Z, Y, X); starts/sizes: (B, K, 3); seeds: (B,) uint64
@@ -65,19 +78,16 @@ if HAVE_NUMBA:
         for b in numba.prange(n_batch):
             xb = x[b].reshape(n_ch, -1)
             ob = out[b].reshape(n_ch, -1)
-            max_vol = 1
-            for k in range(n_box):
-                max_vol = max(max_vol, sizes[b, k, 0] * sizes[b, k, 1] * sizes[b, k, 2])
-            offsets = np.empty(max_vol, np.int64)
+            offsets = np.empty(_largest_box(sizes, b), np.int64)
             state = seeds[b]
             sink = 0.0
             for k in range(n_box):
                 sz, sy, sx = sizes[b, k, 0], sizes[b, k, 1], sizes[b, k, 2]
-                base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
+                base = _box_offset(starts, b, k, stride_z, stride_y)
                 # software prefetch: read the next block's rows now, so their cache misses overlap
                 # this block's shuffle (12-15 % faster per batch at 96^3 on this machine)
                 if k + 1 < n_box:
-                    nxt = starts[b, k + 1, 0] * stride_z + starts[b, k + 1, 1] * stride_y + starts[b, k + 1, 2]
+                    nxt = _box_offset(starts, b, k + 1, stride_z, stride_y)
                     for i in range(sizes[b, k + 1, 0]):
                         for j in range(sizes[b, k + 1, 1]):
                             sink += xb[0, nxt + i * stride_z + j * stride_y] + ob[0, nxt + i * stride_z + j * stride_y]
@@ -273,7 +283,7 @@ if HAVE_NUMBA:
                 sx = ends[b, k, 2] - starts[b, k, 2]
                 if sz <= 0 or sy <= 0 or sx <= 0:
                     continue
-                base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
+                base = _box_offset(starts, b, k, stride_z, stride_y)
                 _fill_box(ob, base, sz, sy, sx, stride_z, stride_y, lo, span, seed, tmp)
 
     @numba.njit(nogil=True, cache=True, inline="always")
@@ -418,16 +428,13 @@ if HAVE_NUMBA:
         n_box = starts.shape[1]
         for b in numba.prange(n_batch):
             ob = out[b].reshape(n_ch, -1)
-            max_vol = 1
-            for k in range(n_box):
-                max_vol = max(max_vol, sizes[b, k, 0] * sizes[b, k, 1] * sizes[b, k, 2])
-            buf = np.empty(max_vol, out.dtype)
+            buf = np.empty(_largest_box(sizes, b), out.dtype)
             state = seeds[b]
             for k in range(n_box):
                 if not active[b, k]:
                     continue
                 sz, sy, sx = sizes[b, k, 0], sizes[b, k, 1], sizes[b, k, 2]
-                base = starts[b, k, 0] * stride_z + starts[b, k, 1] * stride_y + starts[b, k, 2]
+                base = _box_offset(starts, b, k, stride_z, stride_y)
                 for c in range(n_ch):
                     n = 0
                     for i in range(sz):

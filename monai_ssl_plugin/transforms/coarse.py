@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._common import open_batch, per_dim
+from ._common import BoxDraw, open_batch, open_boxes, per_dim
 from ._ops import implementation
 from ._random import GeneratorLike, bernoulli, integers, uniform
 
@@ -55,6 +55,13 @@ def _coarse_holes(
     return starts, sizes, active
 
 
+def _holes(holes: int, spatial_size: int | Sequence[int], max_holes: int | None,
+           max_spatial_size: int | Sequence[int] | None) -> BoxDraw:
+    """:func:`_coarse_holes` with these settings, as the box draw of :func:`~._common.open_boxes`."""
+    return lambda spatial, batch, gen, dev: _coarse_holes(spatial, batch, holes, spatial_size, max_holes,
+                                                          max_spatial_size, gen, dev)
+
+
 def coarse_dropout(
     x: Tensor,
     generator: GeneratorLike = None,
@@ -93,12 +100,10 @@ def coarse_dropout(
     Returns:
         (B, C, *spatial) corrupted copy.
     """
-    spatial, gen, batch, dev, selected = open_batch(x, generator, prob, apply)
-    starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
-    active = active & selected[:, None]
+    o = open_boxes(x, generator, prob, apply, _holes(holes, spatial_size, max_holes, max_spatial_size))
     noise_fill = fill_value is None or isinstance(fill_value, (tuple, list))  # the compiled loop fills noise only
     drop = implementation("coarse_dropout", x, allowed=noise_fill)
-    return drop(x, starts, sizes, active, selected, dropout_holes, fill_value, gen)
+    return drop(x, o.starts, o.sizes, o.active_selected, o.selected, dropout_holes, fill_value, o.gen)
 
 
 def coarse_shuffle(
@@ -131,12 +136,10 @@ def coarse_shuffle(
     Returns:
         (B, C, *spatial) shuffled copy.
     """
-    spatial, gen, batch, dev, selected = open_batch(x, generator, prob, apply)
-    starts, sizes, active = _coarse_holes(spatial, batch, holes, spatial_size, max_holes, max_spatial_size, gen, dev)
+    o = open_boxes(x, generator, prob, apply, _holes(holes, spatial_size, max_holes, max_spatial_size))
     out = x.clone(memory_format=torch.contiguous_format)
-    implementation("coarse_shuffle_", out)(out, starts, sizes, active & selected[:, None], gen)
+    implementation("coarse_shuffle_", out)(out, o.starts, o.sizes, o.active_selected, o.gen)
     return out
-
 
 
 def monai_ssl_view(x: Tensor, generator: GeneratorLike = None) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ._boxes import _window_starts, shuffle_boxes
-from ._common import chain_active, on_samples, open_batch
+from ._common import BoxDraw, chain_active, on_samples, open_batch, open_boxes
 from ._ops import implementation
 from ._random import GeneratorLike, bernoulli, integers, uniform
 
@@ -226,6 +226,29 @@ def bezier_intensity(
     return on_samples(x, selected, lambda xs, idx: apply_bezier(xs, control[idx], inverted[idx]))
 
 
+def _windows(n_max: int, continue_prob: float, size_range: tuple[float, float], margin: int, *, out: bool
+             ) -> BoxDraw:
+    """The painting boxes as the box draw of :func:`~._common.open_boxes`, in the order both
+    paintings draw them: how many (up to ``n_max`` while ``random() < continue_prob``; out-painting
+    keeps at least one window), their sides, their starts at least ``margin`` from the border."""
+
+    def draw(spatial: tuple[int, ...], batch: int, gen: torch.Generator | None, dev: torch.device
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        active = chain_active(n_max, continue_prob, batch, gen, dev, first_always=out)
+        shape = (batch, n_max, len(spatial))
+        if out:  # side = dim - randint(a * dim, b * dim) with (a, b) = (1 - hi, 1 - lo), at least 1
+            cut_low = torch.tensor([int(v * (1 - size_range[1])) for v in spatial], device=dev)
+            cut_high = torch.tensor([int(v * (1 - size_range[0])) for v in spatial], device=dev)
+            sizes = (torch.tensor(spatial, device=dev) - integers(cut_low, cut_high, shape, gen, dev)).clamp(min=1)
+        else:  # side uniform in [dim * lo, dim * hi], at least 1
+            low = torch.tensor([max(1, int(v * size_range[0])) for v in spatial], device=dev)
+            high = torch.tensor([max(1, int(v * size_range[1])) for v in spatial], device=dev)
+            sizes = integers(low, high, shape, gen, dev)
+        return _window_starts(spatial, sizes, margin, gen), sizes, active
+
+    return draw
+
+
 def in_painting(
     x: Tensor,
     generator: GeneratorLike = None,
@@ -258,15 +281,9 @@ def in_painting(
     Returns:
         (B, C, *spatial) corrupted copy.
     """
-    spatial, gen, batch, dev, selected = open_batch(x, generator, prob, apply)
-    dims = len(spatial)
-    active = chain_active(max_blocks, continue_prob, batch, gen, dev, first_always=False) & selected[:, None]
-    low = torch.tensor([max(1, int(s * size_range[0])) for s in spatial], device=dev)
-    high = torch.tensor([max(1, int(s * size_range[1])) for s in spatial], device=dev)
-    sizes = integers(low, high, (batch, max_blocks, dims), gen, dev)
-    starts = _window_starts(spatial, sizes, margin, gen)
+    o = open_boxes(x, generator, prob, apply, _windows(max_blocks, continue_prob, size_range, margin, out=False))
     paint = implementation("in_painting", x)
-    return paint(x, starts, starts + sizes, active, noise_range[0], noise_range[1], gen)
+    return paint(x, o.starts, o.starts + o.sizes, o.active_selected, noise_range[0], noise_range[1], o.gen)
 
 
 def out_painting(
@@ -289,30 +306,18 @@ def out_painting(
     ``margin`` voxels from the border, keeps the original voxels; the rest is U[0, 1) noise.
 
     Args:
-        x: (B, C, *spatial).
-        generator: generator or seed.
         prob: per-sample probability of out-painting.
         max_windows: maximum restored windows per sample.
-        continue_prob: probability of each further window.
         size_range: window side range as fractions of each dim.
-        margin: distance of the windows from the border (dropped where it does not fit).
-        noise_range: uniform noise bounds.
-        apply: optional (B,) bool overriding the ``prob`` draw.
+        x, generator, continue_prob, margin, noise_range, apply: as in :func:`in_painting`
+            (``continue_prob`` and ``margin`` for windows instead of blocks).
 
     Returns:
         (B, C, *spatial) corrupted copy.
     """
-    spatial, gen, batch, dev, selected = open_batch(x, generator, prob, apply)
-    dims = len(spatial)
-    active = chain_active(max_windows, continue_prob, batch, gen, dev, first_always=True)
-    s = torch.tensor(spatial, device=dev)
-    # side = dim - randint(a*dim, b*dim) with (a, b) = (1 - hi, 1 - lo) of the side fractions
-    cut_low = torch.tensor([int(v * (1 - size_range[1])) for v in spatial], device=dev)
-    cut_high = torch.tensor([int(v * (1 - size_range[0])) for v in spatial], device=dev)
-    sizes = (s - integers(cut_low, cut_high, (batch, max_windows, dims), gen, dev)).clamp(min=1)
-    starts = _window_starts(spatial, sizes, margin, gen)
+    o = open_boxes(x, generator, prob, apply, _windows(max_windows, continue_prob, size_range, margin, out=True))
     paint = implementation("out_painting", x)
-    return paint(x, starts, starts + sizes, active, selected, noise_range[0], noise_range[1], gen)
+    return paint(x, o.starts, o.starts + o.sizes, o.active, o.selected, noise_range[0], noise_range[1], o.gen)
 
 
 def models_genesis(
