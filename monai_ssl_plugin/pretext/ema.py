@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-__all__ = ["cosine_momentum", "ema_update"]
+__all__ = ["CosineMomentum", "cosine_momentum", "ema_update", "update_teacher"]
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -67,3 +68,39 @@ def cosine_momentum(step: int, total: int, base: float, final: float = 1.0) -> f
         return final
     frac = min(max(step / total, 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * frac) + 1.0) / 2.0
+
+
+@torch.no_grad()
+def update_teacher(momentum: float, pairs: Iterable[tuple[nn.Module, nn.Module]]) -> None:
+    """One EMA step of a teacher made of several modules (backbone and head): each (teacher, student)
+    pair with the same ``momentum``, so the teacher's parts never drift apart."""
+    for teacher, student in pairs:
+        ema_update(teacher, student, momentum)
+
+
+class CosineMomentum:
+    """The teacher momentum of BYOL and DINO: constant ``base_momentum`` without ``total_steps``, else
+    rising to 1 on a half cosine over ``total_steps`` (:func:`cosine_momentum`).
+
+    A pretext calls :meth:`_init_momentum` in ``__init__`` and :meth:`_step_momentum` in ``after_step``;
+    ``momentum`` is the momentum of the last update (logged).
+    """
+
+    base_momentum: float
+    total_steps: int | None
+    momentum: float
+
+    def _init_momentum(self, base_momentum: float, total_steps: int | None) -> None:
+        self.base_momentum = float(base_momentum)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.momentum = self.base_momentum
+
+    def momentum_at(self, iteration: int) -> float:
+        if self.total_steps is None:
+            return self.base_momentum
+        return cosine_momentum(iteration, self.total_steps, self.base_momentum, 1.0)
+
+    def _step_momentum(self, iteration: int, pairs: Iterable[tuple[nn.Module, nn.Module]]) -> None:
+        """The teacher EMA after step ``iteration`` (the trainer's 1-based count of completed steps)."""
+        self.momentum = self.momentum_at(iteration)
+        update_teacher(self.momentum, pairs)

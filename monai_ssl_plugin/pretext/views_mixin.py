@@ -27,10 +27,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monai_ssl_plugin.distributed import world_size
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.transforms.models_genesis import random_flip
 from monai_ssl_plugin.transforms.views import overlapping_crop_pair
 
@@ -269,3 +271,27 @@ class ViewsMixin:
         """``backbone.embed`` of both views in one forward pass: two (B, embed_dim)."""
         h = backbone.embed(torch.cat([v1, v2]))
         return h[: v1.shape[0]], h[v1.shape[0]:]
+
+    # -- projection --------------------------------------------------------------------------
+    def _init_projector(self, hidden_dim: int, projection_dim: int, num_layers: int, norm: str | None,
+                        standardise: bool) -> None:
+        """``self.projector``: the MLP on ``backbone.embed`` that two-view pretexts train (behind a
+        :class:`RunningStandardiser` when ``standardise``); call it where the projector's parameters
+        are to be drawn, so the initial weights follow the same random stream."""
+        head = ProjectionHead(self.backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
+        self.projector = standardised(head, self.backbone.embed_dim, standardise)
+
+    def project_views(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Two views of each volume, embedded in one pass and projected: ``(v1, v2, z)`` with ``z``
+        (2B, P) the projections of the first views, then the second. ``z``, detached, is kept in
+        ``last_embeddings`` for the collapse monitor."""
+        v1, v2 = self.two_views(image)
+        h1, h2 = self.embed_pair(self.backbone, v1, v2)
+        z = self.projector(torch.cat([h1, h2]))
+        self.last_embeddings = z.detach()
+        return v1, v2, z
+
+
+def alignment(a: Tensor, b: Tensor) -> Tensor:
+    """Mean cosine between paired rows, detached: how alike the two views' outputs are (logged, not trained)."""
+    return F.cosine_similarity(a.detach(), b.detach(), dim=-1).mean()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from monai_ssl_plugin.pretext.ema import cosine_momentum, ema_update
+from monai_ssl_plugin.pretext.ema import CosineMomentum, cosine_momentum, ema_update, update_teacher
 from monai_ssl_plugin.pretext.heads import DINOHead
 
 
@@ -77,3 +77,23 @@ def test_cosine_momentum():
     assert cosine_momentum(100, 100, 0.996) == pytest.approx(1.0)
     assert cosine_momentum(25, 100, 0.99, final=0.999) == pytest.approx(0.999 - 0.009 * (math.cos(math.pi / 4) + 1) / 2)
     assert cosine_momentum(500, 100, 0.996) == pytest.approx(1.0)  # clamped
+
+
+def test_update_teacher_moves_every_part_with_one_momentum_and_cosine_momentum_schedules_it():
+    student = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 3)]
+    teacher = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 3)]
+    before = [t.weight.detach().clone() for t in teacher]
+    update_teacher(0.75, zip(teacher, student))
+    for t, s, b in zip(teacher, student, before):
+        torch.testing.assert_close(t.weight, 0.75 * b + 0.25 * s.weight)
+
+    class Pretext(CosineMomentum):
+        pass
+
+    p = Pretext()
+    p._init_momentum(0.5, total_steps=4)
+    assert p.momentum == 0.5 and p.momentum_at(0) == 0.5 and p.momentum_at(4) == 1.0
+    p._step_momentum(2, zip(teacher, student))
+    assert p.momentum == pytest.approx(0.75)  # half way along the half cosine
+    p._init_momentum(0.9, total_steps=None)
+    assert p.momentum_at(10**6) == 0.9  # no schedule: constant

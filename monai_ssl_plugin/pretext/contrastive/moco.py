@@ -13,14 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_ssl_plugin.losses import MoCoLoss
-from monai_ssl_plugin.pretext.ema import ema_update
-from monai_ssl_plugin.pretext.heads import ProjectionHead
+from monai_ssl_plugin.pretext.ema import update_teacher
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy, standardised
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, alignment, momentum_copy
 
 
 @register_pretext("moco", paradigm="contrastive")
@@ -69,8 +67,7 @@ class MoCo(ViewsMixin, nn.Module):
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
-        self.projector = standardised(head, backbone.embed_dim, standardise)
+        self._init_projector(hidden_dim, projection_dim, num_layers, norm, standardise)
         self.key_backbone = momentum_copy(backbone)
         self.key_projector = momentum_copy(self.projector)
         # the pretext enqueues itself, after every term of the step, so a symmetric step never
@@ -111,11 +108,9 @@ class MoCo(ViewsMixin, nn.Module):
         if self.training and self.criterion.queue is not None:
             self.criterion.queue.enqueue(keys)
         self.last_embeddings = queries.detach()
-        alignment = F.cosine_similarity(queries.detach(), keys, dim=-1).mean()
-        return {"loss": loss, "info_nce": loss.detach(), "alignment": alignment}
+        return {"loss": loss, "info_nce": loss.detach(), "alignment": alignment(queries, keys)}
 
     @torch.no_grad()
     def after_step(self, iteration: int) -> None:
         """Momentum update of the key encoder (constant momentum, as in MoCo v2)."""
-        ema_update(self.key_backbone, self.backbone, self.momentum)
-        ema_update(self.key_projector, self.projector, self.momentum)
+        update_teacher(self.momentum, [(self.key_backbone, self.backbone), (self.key_projector, self.projector)])

@@ -20,7 +20,7 @@ from torch import nn
 
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.losses import VoCoLoss, voco_logits
-from monai_ssl_plugin.pretext.ema import ema_update
+from monai_ssl_plugin.pretext.ema import update_teacher
 from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, fit_view_size, momentum_copy, standardised
@@ -136,5 +136,4 @@ class VoCo(ViewsMixin, nn.Module):
     @torch.no_grad()
     def after_step(self, iteration: int) -> None:
         """Teacher EMA with VoCo's constant momentum (0.9)."""
-        ema_update(self.teacher_backbone, self.backbone, self.momentum)
-        ema_update(self.teacher_head, self.head, self.momentum)
+        update_teacher(self.momentum, [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)])

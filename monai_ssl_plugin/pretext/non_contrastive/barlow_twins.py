@@ -10,13 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_ssl_plugin.losses import BarlowTwinsLoss
-from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, alignment
 
 
 @register_pretext("barlow_twins", paradigm="non_contrastive")
@@ -56,8 +54,7 @@ class BarlowTwins(ViewsMixin, nn.Module):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
-        self.projector = standardised(head, backbone.embed_dim, standardise)
+        self._init_projector(hidden_dim, projection_dim, num_layers, norm, standardise)
         self.criterion = BarlowTwinsLoss(lambd, gather_distributed=gather_distributed)
         self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
                       "num_layers": num_layers, "norm": norm}
@@ -71,11 +68,6 @@ class BarlowTwins(ViewsMixin, nn.Module):
                             "each standardised entry is +-1 whatever the network outputs, so nothing is learnt",
                             "Use batch_size >= 3 (the bundle uses 4), or several DDP processes, or byol / simsiam / "
                             "vicreg / dino at small batches.")
-        v1, v2 = self.two_views(image)
-        h1, h2 = self.embed_pair(self.backbone, v1, v2)
-        z = self.projector(torch.cat([h1, h2]))
-        z1, z2 = z.chunk(2)
+        z1, z2 = self.project_views(image)[2].chunk(2)
         loss = self.criterion(z1, z2)
-        self.last_embeddings = z.detach()
-        alignment = F.cosine_similarity(z1.detach(), z2.detach(), dim=-1).mean()
-        return {"loss": loss, "barlow_twins": loss.detach(), "alignment": alignment}
+        return {"loss": loss, "barlow_twins": loss.detach(), "alignment": alignment(z1, z2)}

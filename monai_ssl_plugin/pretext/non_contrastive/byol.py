@@ -11,18 +11,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_ssl_plugin.losses import BYOLLoss
-from monai_ssl_plugin.pretext.ema import cosine_momentum, ema_update
-from monai_ssl_plugin.pretext.heads import PredictionHead, ProjectionHead
+from monai_ssl_plugin.pretext.ema import CosineMomentum
+from monai_ssl_plugin.pretext.heads import PredictionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy, standardised
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, alignment, momentum_copy
 
 
 @register_pretext("byol", paradigm="non_contrastive")
-class BYOL(ViewsMixin, nn.Module):
+class BYOL(CosineMomentum, ViewsMixin, nn.Module):
     """BYOL over any backbone adapter with ``embed``, in 2D and 3D.
 
     Step: two overlapping augmented crops (B, C, *view) per volume; online
@@ -56,15 +55,12 @@ class BYOL(ViewsMixin, nn.Module):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 2, norm)
-        self.projector = standardised(head, backbone.embed_dim, standardise)
+        self._init_projector(hidden_dim, projection_dim, 2, norm, standardise)
         self.predictor = PredictionHead(projection_dim, hidden_dim, norm=norm)
         self.target_backbone = momentum_copy(backbone)
         self.target_projector = momentum_copy(self.projector)
         self.criterion = BYOLLoss()
-        self.base_momentum = float(base_momentum)
-        self.total_steps = None if total_steps is None else int(total_steps)
-        self.momentum = self.base_momentum
+        self._init_momentum(base_momentum, total_steps)
         self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
                       "norm": norm}
 
@@ -73,26 +69,15 @@ class BYOL(ViewsMixin, nn.Module):
                 "total_steps": self.total_steps, **self._head, **self.view_settings()}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        v1, v2 = self.two_views(batch["image"])
-        h1, h2 = self.embed_pair(self.backbone, v1, v2)
-        z = self.projector(torch.cat([h1, h2]))
+        v1, v2, z = self.project_views(batch["image"])
         p1, p2 = self.predictor(z).chunk(2)
         with torch.no_grad():
             t1, t2 = self.target_projector(torch.cat(self.embed_pair(self.target_backbone, v1, v2))).chunk(2)
         loss = self.criterion(p1, t2, p2, t1)
-        self.last_embeddings = z.detach()
-        alignment = 0.5 * (F.cosine_similarity(p1.detach(), t2, dim=-1).mean()
-                           + F.cosine_similarity(p2.detach(), t1, dim=-1).mean())
-        return {"loss": loss, "byol": loss.detach(), "alignment": alignment}
-
-    def momentum_at(self, iteration: int) -> float:
-        if self.total_steps is None:
-            return self.base_momentum
-        return cosine_momentum(iteration, self.total_steps, self.base_momentum, 1.0)
+        return {"loss": loss, "byol": loss.detach(), "alignment": 0.5 * (alignment(p1, t2) + alignment(p2, t1))}
 
     @torch.no_grad()
     def after_step(self, iteration: int) -> None:
         """Target EMA; ``iteration`` is the trainer's (1-based) count of completed steps."""
-        self.momentum = self.momentum_at(iteration)
-        ema_update(self.target_backbone, self.backbone, self.momentum)
-        ema_update(self.target_projector, self.projector, self.momentum)
+        self._step_momentum(iteration, [(self.target_backbone, self.backbone),
+                                        (self.target_projector, self.projector)])

@@ -17,7 +17,7 @@ from torch import nn
 
 from monai_ssl_plugin.losses import DINOLoss
 from monai_ssl_plugin.pretext.collapse import teacher_entropy
-from monai_ssl_plugin.pretext.ema import cosine_momentum, ema_update
+from monai_ssl_plugin.pretext.ema import CosineMomentum
 from monai_ssl_plugin.pretext.heads import DINOHead
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, momentum_copy, standardised
@@ -30,7 +30,7 @@ def _crop_major(views: torch.Tensor) -> torch.Tensor:
 
 
 @register_pretext("dino", paradigm="non_contrastive")
-class DINO(ViewsMixin, nn.Module):
+class DINO(CosineMomentum, ViewsMixin, nn.Module):
     """DINO over any backbone adapter with ``embed``, in 2D and 3D.
 
     Step, for ``batch["image"]`` (B, C, *patch):
@@ -101,9 +101,7 @@ class DINO(ViewsMixin, nn.Module):
         self.global_size, self.local_size = global_size, local_size
         self.global_scale = tuple(float(s) for s in global_scale)
         self.local_scale = tuple(float(s) for s in local_scale)
-        self.base_momentum = float(base_momentum)
-        self.total_steps = None if total_steps is None else int(total_steps)
-        self.momentum = self.base_momentum
+        self._init_momentum(base_momentum, total_steps)
         self.last_teacher_probs: torch.Tensor | None = None
         self._head = {"standardise": bool(standardise), "out_dim": out_dim, "hidden_dim": hidden_dim,
                       "bottleneck_dim": bottleneck_dim, "num_layers": num_layers, "head_norm": head_norm,
@@ -158,15 +156,8 @@ class DINO(ViewsMixin, nn.Module):
         return {"loss": loss, "dino": loss.detach(), "teacher_entropy": teacher_entropy(probs),
                 "teacher_temp": torch.tensor(self.criterion.teacher_temperature(step))}
 
-    def momentum_at(self, iteration: int) -> float:
-        if self.total_steps is None:
-            return self.base_momentum
-        return cosine_momentum(iteration, self.total_steps, self.base_momentum, 1.0)
-
     @torch.no_grad()
     def after_step(self, iteration: int) -> None:
         """Teacher EMA (cosine momentum) and the step count that drives the temperature warm-up."""
-        self.momentum = self.momentum_at(iteration)
-        ema_update(self.teacher_backbone, self.backbone, self.momentum)
-        ema_update(self.teacher_head, self.head, self.momentum)
+        self._step_momentum(iteration, [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)])
         self.step.fill_(int(iteration))

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.losses import SimSiamLoss
-from monai_ssl_plugin.pretext.heads import PredictionHead, ProjectionHead
+from monai_ssl_plugin.pretext.heads import PredictionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin
 
 
 @register_pretext("simsiam", paradigm="non_contrastive")
@@ -51,8 +51,7 @@ class SimSiam(ViewsMixin, nn.Module):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, 3, norm)
-        self.projector = standardised(head, backbone.embed_dim, standardise)
+        self._init_projector(hidden_dim, projection_dim, 3, norm, standardise)
         self.predictor = PredictionHead(projection_dim, predictor_dim, norm=norm)
         self.criterion = SimSiamLoss()
         self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
@@ -62,11 +61,8 @@ class SimSiam(ViewsMixin, nn.Module):
         return {**self._head, **self.view_settings()}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        v1, v2 = self.two_views(batch["image"])
-        h1, h2 = self.embed_pair(self.backbone, v1, v2)
-        z = self.projector(torch.cat([h1, h2]))
+        z = self.project_views(batch["image"])[2]
         p1, p2 = self.predictor(z).chunk(2)
         z1, z2 = z.chunk(2)
         loss = self.criterion(p1, z2, p2, z1)  # the loss stops the gradient at z
-        self.last_embeddings = z.detach()
         return {"loss": loss, "simsiam": loss.detach(), "alignment": -loss.detach()}

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from monai_ssl_plugin.losses import VICRegLoss, vicreg_terms
-from monai_ssl_plugin.pretext.heads import ProjectionHead
 from monai_ssl_plugin.pretext.registry import register_pretext
-from monai_ssl_plugin.pretext.views_mixin import ViewsMixin, standardised
+from monai_ssl_plugin.pretext.views_mixin import ViewsMixin
 
 
 @register_pretext("vicreg", paradigm="non_contrastive")
@@ -53,8 +52,7 @@ class VICReg(ViewsMixin, nn.Module):
         super().__init__()
         self.backbone = backbone
         self._init_views(view_size, min_overlap, augment)
-        head = ProjectionHead(backbone.embed_dim, hidden_dim, projection_dim, num_layers, norm)
-        self.projector = standardised(head, backbone.embed_dim, standardise)
+        self._init_projector(hidden_dim, projection_dim, num_layers, norm, standardise)
         self.criterion = VICRegLoss(sim_weight, var_weight, cov_weight, gather_distributed=gather_distributed)
         self._head = {"standardise": bool(standardise), "projection_dim": projection_dim, "hidden_dim": hidden_dim,
                       "num_layers": num_layers, "norm": norm}
@@ -68,12 +66,8 @@ class VICReg(ViewsMixin, nn.Module):
         image = batch["image"]
         self._require_batch(image, 2, "VICReg's variance and covariance terms are statistics over the batch",
                             "Use batch_size >= 2 (or several DDP processes), or byol / simsiam / dino at batch 1.")
-        v1, v2 = self.two_views(image)
-        h1, h2 = self.embed_pair(self.backbone, v1, v2)
-        z = self.projector(torch.cat([h1, h2]))
-        z1, z2 = z.chunk(2)
+        z1, z2 = self.project_views(image)[2].chunk(2)
         c = self.criterion
         inv, var, cov = vicreg_terms(z1, z2, c.gamma, c.eps, c.gather_distributed)
         loss = c.sim_weight * inv + c.var_weight * var + c.cov_weight * cov
-        self.last_embeddings = z.detach()
         return {"loss": loss, "invariance": inv.detach(), "variance": var.detach(), "covariance": cov.detach()}
