@@ -8,9 +8,6 @@ from monai_ssl_plugin.transforms import coarse_dropout, in_painting
 from monai_ssl_plugin.transforms._common import open_boxes
 from monai_ssl_plugin.transforms._random import integers
 
-torch.set_num_threads(1)
-
-
 def _draw(spatial: tuple[int, ...], batch: int, gen: torch.Generator | None, dev: torch.device):
     starts = integers(0, 3, (batch, 4, len(spatial)), gen, dev)
     return starts, torch.ones_like(starts), torch.ones(batch, 4, dtype=torch.bool, device=dev)

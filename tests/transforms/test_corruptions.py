@@ -1,4 +1,4 @@
-"""Property tests for monai_ssl_plugin.transforms.corruptions (tiny tensors, one thread)."""
+"""Property tests for the corruptions of monai_ssl_plugin.transforms (tiny tensors, one thread)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,8 @@ from monai_ssl_plugin.transforms.views import random_rotation90
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True, params=["compiled", "tensor"])
-def backend(request, monkeypatch):
-    """Every test runs on both CPU paths: the compiled box loops (numba) and the tensor form that
-    CUDA (and a CPU without numba) uses."""
-    if request.param == "compiled" and not K.HAVE_NUMBA:
-        pytest.skip("numba not installed")
-    if request.param == "tensor":
-        monkeypatch.setattr(K, "HAVE_NUMBA", False)
-    return request.param
+# every test runs on both CPU paths (the ``backend`` fixture of conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def _unique_batch(batch: int, channels: int, spatial: tuple[int, ...], device: str = "cpu", seed: int = 0) -> torch.Tensor:

@@ -12,9 +12,6 @@ from monai_ssl_plugin.transforms.foreground import (
     protect_foreground_mask,
 )
 
-torch.set_num_threads(1)
-
-
 def _sphere(b: int, size: int, radius: float) -> torch.Tensor:
     z, y, x = torch.meshgrid(*(torch.arange(size, dtype=torch.float32),) * 3, indexing="ij")
     c = (size - 1) / 2

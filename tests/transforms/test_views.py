@@ -7,28 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monai_ssl_plugin.transforms import _cpu_kernels as K
 from monai_ssl_plugin.transforms import views as V
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(params=["compiled", "tensor"])
-def backend(request, monkeypatch):
-    """The compiled CPU loop (numba) and the tensor form (CUDA, or CPU without numba)."""
-    if request.param == "compiled" and not K.HAVE_NUMBA:
-        pytest.skip("numba not installed")
-    if request.param == "tensor":
-        monkeypatch.setattr(K, "HAVE_NUMBA", False)
-    return request.param
 
 
 def _unique_batch(batch: int, channels: int, spatial: tuple[int, ...], device: str = "cpu") -> torch.Tensor:
