@@ -12,8 +12,9 @@ Figures per bundle, over the steps after the first (worker start-up, allocator w
 
 * data wait = time in ``next(loader)`` / step time (the bundle's ``DataWaitHandler``);
 * data path = time spent inside the plugin's corruption / view / mask generators
-  (``monai_ssl_plugin.transforms.corruptions``, ``.views``, ``.masking``; outermost calls only) during
-  the step -- these run in the pretext's forward, on the training device;
+  (``monai_ssl_plugin.transforms``: ``.models_genesis``, ``.coarse``, ``.swin_unetr``, ``.views``,
+  ``.masking``; outermost calls only) during the step -- these run in the pretext's forward, on the
+  training device;
 * step / bare = (step - wait) / (step - wait - data path): what the step costs against the same
   step without generating the corrupted views (network forward + backward + optimiser, losses and
   handlers). Targets: wait < 5 %, step / bare <= 1.10.

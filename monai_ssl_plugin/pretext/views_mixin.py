@@ -5,7 +5,7 @@ standardiser that goes in front of the heads.
 
 The data pipeline only delivers patches ``(B, C, *spatial)``, the same for every pretext. Crops come from
 :mod:`monai_ssl_plugin.transforms.views` (``overlapping_crop_pair``, ``multi_crop``, the VoCo
-grid), flips from :func:`monai_ssl_plugin.transforms.corruptions.random_flip`; the intensity
+grid), flips from :func:`monai_ssl_plugin.transforms.models_genesis.random_flip`; the intensity
 jitter below is the only new op. All of them act on the whole batch as tensor operations, with
 torch's global RNG on the data's device (the checkpoint handler saves and restores it, so a resumed
 run draws the same views).

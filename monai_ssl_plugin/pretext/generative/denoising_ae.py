@@ -31,11 +31,11 @@ class DenoisingAutoencoder(nn.Module):
     """Coarse dropout (in- or out-painting, one of the two per sample) + coarse shuffle, restore with L1.
 
     The corruption runs batched on the training device. At the tutorial's 96^3 ROI (``hole_scale``
-    1) it is exactly :func:`~monai_ssl_plugin.transforms.corruptions.monai_ssl_view`; for other
+    1) it is exactly :func:`~monai_ssl_plugin.transforms.coarse.monai_ssl_view`; for other
     patch sizes the hole sides are scaled by ``hole_scale`` (``"auto"``: smallest patch side / 96,
     so a 48^3 patch gets holes of the same relative size) and the same pipeline is composed from
-    :func:`~monai_ssl_plugin.transforms.corruptions.coarse_dropout` and
-    :func:`~monai_ssl_plugin.transforms.corruptions.coarse_shuffle`. Holes are filled with uniform
+    :func:`~monai_ssl_plugin.transforms.coarse.coarse_dropout` and
+    :func:`~monai_ssl_plugin.transforms.coarse.coarse_shuffle`. Holes are filled with uniform
     noise in each sample's [min, max) (MONAI's default).
 
     Args:

@@ -105,7 +105,7 @@ def to_unit_range(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tor
 class ModelsGenesis(nn.Module):
     """Corrupt with the four Models Genesis transformations, restore the original, MSE.
 
-    The corruptions (:func:`monai_ssl_plugin.transforms.corruptions.models_genesis`, batched on the
+    The corruptions (:func:`monai_ssl_plugin.transforms.models_genesis.models_genesis`, batched on the
     training device) expect intensities in [0, 1] (Models Genesis: CT clipped to [-1000, 1000] HU
     and scaled). The plugin's data are normalised as nnU-Net does (z-score), so with
     ``rescale=True`` each sample and channel is min-max mapped to [0, 1] for the corruption and
