@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from monai_ssl_plugin.backbones.base import BackboneAdapter
-from monai_ssl_plugin.pretext.generative.models_genesis import DenseOutput
+from monai_ssl_plugin.pretext.generative.models_genesis import DenseOutput, Restorative
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.transforms._random import bernoulli
 from monai_ssl_plugin.transforms.coarse import coarse_dropout, coarse_shuffle, monai_ssl_view
@@ -27,7 +26,7 @@ REFERENCE_ROI = 96  # the tutorial's ROI side: its hole sizes are for 96^3
 
 
 @register_pretext("denoising_ae", paradigm="generative")
-class DenoisingAutoencoder(nn.Module):
+class DenoisingAutoencoder(Restorative):
     """Coarse dropout (in- or out-painting, one of the two per sample) + coarse shuffle, restore with L1.
 
     The corruption runs batched on the training device. At the tutorial's 96^3 ROI (``hole_scale``
@@ -46,10 +45,8 @@ class DenoisingAutoencoder(nn.Module):
         decoder, decoder_width: dense output, see ``DenseOutput``.
 
     Shapes: image (B, C, *spatial) -> corrupted (B, C, *spatial) -> prediction (B, C, *spatial).
-    Returns ``{"loss", "reconstruction"}``.
+    Returns ``{"loss", "reconstruction"}``; ``last_outputs`` keeps input, target (the clean image) and prediction.
     """
-
-    needs = ("image",)
 
     def __init__(self, backbone: BackboneAdapter, hole_scale: float | str = "auto", shuffle_prob: float = 0.8,
                  loss: str = "l1", decoder: str = "auto", decoder_width: int = 64):
@@ -62,10 +59,6 @@ class DenoisingAutoencoder(nn.Module):
         self.loss_kind = loss
         self.dense = DenseOutput(backbone, decoder, decoder_width)
         self.last_outputs: dict[str, torch.Tensor] = {}
-
-    @property
-    def trains_decoder(self) -> bool:
-        return self.dense.trains_decoder
 
     def settings(self) -> dict[str, Any]:
         return {"hole_scale": self.hole_scale, "shuffle_prob": self.shuffle_prob, "loss": self.loss_kind,
@@ -95,7 +88,4 @@ class DenoisingAutoencoder(nn.Module):
         image = batch["image"]
         with torch.no_grad():
             corrupted = self.corrupt(image)
-        prediction = self.dense(self.backbone, corrupted)
-        loss = F.l1_loss(prediction, image) if self.loss_kind == "l1" else F.mse_loss(prediction, image)
-        self.last_outputs = {"input": corrupted, "prediction": prediction.detach()}
-        return {"loss": loss, "reconstruction": loss.detach()}
+        return self.restore(corrupted, image, F.l1_loss if self.loss_kind == "l1" else F.mse_loss)

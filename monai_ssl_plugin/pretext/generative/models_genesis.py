@@ -12,6 +12,7 @@ restorative pretexts (the network's own decoder, or a pretext-owned light decode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from monai_ssl_plugin.backbones.resnet import LightDecoder, make_light_decoder
 from monai_ssl_plugin.pretext.registry import register_pretext
 from monai_ssl_plugin.transforms.models_genesis import models_genesis
 
-__all__ = ["DenseOutput", "ModelsGenesis", "to_unit_range"]
+__all__ = ["DenseOutput", "ModelsGenesis", "Restorative", "to_unit_range"]
 
 
 # adapters whose first ``encode`` level is a full-resolution convolution on the raw image that belongs to the
@@ -93,6 +94,31 @@ class DenseOutput(nn.Module):
         return self.decode(backbone, self.encode(backbone, x), x.shape[2:])
 
 
+class Restorative(nn.Module):
+    """What the restorative pretexts share: a :class:`DenseOutput` of the backbone trained to undo a
+    corruption made without gradients (Models Genesis, the denoising autoencoder).
+
+    A pretext sets ``self.backbone`` and ``self.dense`` in ``__init__`` and calls :meth:`restore` in
+    ``forward``; ``last_outputs`` keeps the step's input, target and prediction (for figures).
+    """
+
+    needs = ("image",)
+    backbone: BackboneAdapter
+    dense: DenseOutput
+
+    @property
+    def trains_decoder(self) -> bool:
+        return self.dense.trains_decoder
+
+    def restore(self, corrupted: torch.Tensor, target: torch.Tensor,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Predict ``target`` from ``corrupted``: ``{"loss", "reconstruction"}``."""
+        prediction = self.dense(self.backbone, corrupted)
+        loss = loss_fn(prediction, target)
+        self.last_outputs = {"input": corrupted, "target": target, "prediction": prediction.detach()}
+        return {"loss": loss, "reconstruction": loss.detach()}
+
+
 def to_unit_range(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample and channel min-max scaling to [0, 1]: ``(x01, low, scale)`` with ``x = low + scale * x01``."""
     flat = x.detach().flatten(2)
@@ -102,7 +128,7 @@ def to_unit_range(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tor
 
 
 @register_pretext("models_genesis", paradigm="generative")
-class ModelsGenesis(nn.Module):
+class ModelsGenesis(Restorative):
     """Corrupt with the four Models Genesis transformations, restore the original, MSE.
 
     The corruptions (:func:`monai_ssl_plugin.transforms.models_genesis.models_genesis`, batched on the
@@ -125,8 +151,6 @@ class ModelsGenesis(nn.Module):
     Returns ``{"loss", "reconstruction"}``; ``last_outputs`` keeps input, target and prediction.
     """
 
-    needs = ("image",)
-
     def __init__(self, backbone: BackboneAdapter, flip_prob: float = 0.4, local_shuffle_prob: float = 0.5,
                  nonlinear_prob: float = 0.9, paint_prob: float = 0.9, inpaint_prob: float = 0.2,
                  n_blocks: int = 10_000, rescale: bool = True, decoder: str = "auto", decoder_width: int = 64):
@@ -139,10 +163,6 @@ class ModelsGenesis(nn.Module):
         self.rescale = bool(rescale)
         self.dense = DenseOutput(backbone, decoder, decoder_width)
         self.last_outputs: dict[str, torch.Tensor] = {}
-
-    @property
-    def trains_decoder(self) -> bool:
-        return self.dense.trains_decoder
 
     def settings(self) -> dict[str, Any]:
         return {**self.rates, "n_blocks": self.n_blocks, "rescale": self.rescale, "loss": "mse",
@@ -160,7 +180,4 @@ class ModelsGenesis(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             corrupted, target = self.corrupt(batch["image"])
-        prediction = self.dense(self.backbone, corrupted)
-        loss = F.mse_loss(prediction, target)
-        self.last_outputs = {"input": corrupted, "target": target, "prediction": prediction.detach()}
-        return {"loss": loss, "reconstruction": loss.detach()}
+        return self.restore(corrupted, target, F.mse_loss)
