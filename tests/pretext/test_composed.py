@@ -17,7 +17,7 @@ def _own(module, shared):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_weighted_sum_and_shared_parameters(dims):
+def test_weighted_sum_and_shared_parameters(dims, train_losses):
     torch.manual_seed(0)
     backbone = create_backbone("nnunet_plain_tiny", spatial_dims=dims)
     pretext = create_pretext("composed", backbone=backbone, terms={"mae": 1.0, "rotation": 0.5})
@@ -46,15 +46,7 @@ def test_weighted_sum_and_shared_parameters(dims):
     pretext({"image": image})["loss"].backward()
     combined = backbone.network.encoder.stages[0][0].convs[0].conv.weight.grad
     assert torch.allclose(combined, grads[0] + 0.5 * grads[1], atol=1e-5)
-    opt = torch.optim.Adam(pretext.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        torch.manual_seed(2)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_losses(pretext, image, seed=2)
     assert losses[-1] < losses[0], losses
 
 

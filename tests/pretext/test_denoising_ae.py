@@ -11,7 +11,7 @@ torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_corruption_restore_target_and_learning(dims):
+def test_corruption_restore_target_and_learning(dims, train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("denoising_ae", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=dims))
     image = torch.randn(2, 1, *([32] * dims))
@@ -23,15 +23,7 @@ def test_corruption_restore_target_and_learning(dims):
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     l1_to_clean = (pretext.last_outputs["prediction"] - image).abs().mean()
     assert torch.allclose(out["loss"].detach(), l1_to_clean)
-    opt = torch.optim.Adam(pretext.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(6):
-        torch.manual_seed(1)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_losses(pretext, image, lr=3e-3)
     assert losses[-1] < losses[0], losses
     assert pretext.settings()["loss"] == "l1" and pretext.trains_decoder
 

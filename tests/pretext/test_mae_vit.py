@@ -26,7 +26,7 @@ def test_patchify_roundtrip():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_masking_loss_and_learning(dims):
+def test_masking_loss_and_learning(dims, train_losses):
     torch.manual_seed(0)
     backbone = mae_vit_backbone(img_size=[32] * dims, spatial_dims=dims, patch_size=8, **TINY)
     pretext = create_pretext("mae_vit", backbone=backbone, **DECODER)
@@ -47,15 +47,7 @@ def test_masking_loss_and_learning(dims):
     # one set of weights: the MAE encoder is the backbone's ViT
     assert pretext.model.blocks[0] is backbone.network.blocks[0] and pretext.model.blocks[-1] is backbone.network.norm
     before = backbone.network.blocks[0].attn.qkv.weight.detach().clone()
-    opt = torch.optim.Adam(pretext.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        torch.manual_seed(1)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_losses(pretext, image)
     assert losses[-1] < losses[0], losses
     assert not torch.equal(before, backbone.network.blocks[0].attn.qkv.weight)
 

@@ -39,7 +39,7 @@ def test_target_is_the_flipped_original(dims):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_forward_and_learning(dims):
+def test_forward_and_learning(dims, train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("models_genesis", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=dims),
                              n_blocks=500)
@@ -48,15 +48,7 @@ def test_forward_and_learning(dims):
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     prediction, target = pretext.last_outputs["prediction"], pretext.last_outputs["target"]
     assert torch.allclose(out["loss"].detach(), torch.mean((prediction - target) ** 2))
-    opt = torch.optim.Adam(pretext.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(6):
-        torch.manual_seed(1)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_losses(pretext, image, lr=3e-3)
     assert losses[-1] < losses[0], losses
     assert pretext.trains_decoder and pretext.settings()["decoder"] == "network"
 

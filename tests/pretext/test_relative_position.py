@@ -46,7 +46,7 @@ def test_class_matches_offset(dims):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_forward_and_learning(dims):
+def test_forward_and_learning(dims, train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("relative_position", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=dims),
                              head_hidden=64)
@@ -55,15 +55,7 @@ def test_forward_and_learning(dims):
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     assert pretext.num_classes == (26 if dims == 3 else 8)
     assert pretext.last_embeddings.shape == (4, pretext.backbone.embed_dim)
-    opt = torch.optim.Adam(pretext.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        torch.manual_seed(1)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_losses(pretext, image)
     assert losses[-1] < losses[0], losses
     assert pretext.trains_decoder is False and pretext.settings()["grid"] == [3] * dims
 

@@ -10,20 +10,6 @@ from monai_ssl_plugin.pretext import create_pretext, list_pretexts
 torch.set_num_threads(1)
 
 
-def _steps(pretext, image, n=6, lr=1e-3, seed=0):
-    """Losses of ``n`` optimiser steps on one batch; the pretext's random draws repeat every step."""
-    opt = torch.optim.Adam(pretext.parameters(), lr=lr)
-    losses = []
-    for _ in range(n):
-        torch.manual_seed(seed)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
-    return losses
-
-
 def _spy_embed(pretext):
     seen = []
     embed = pretext.backbone.embed
@@ -32,7 +18,7 @@ def _spy_embed(pretext):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_forward_labels_and_learning(dims):
+def test_forward_labels_and_learning(dims, train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("rotation", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=dims))
     image = torch.randn(2, 1, *([16] * dims))
@@ -47,7 +33,7 @@ def test_forward_labels_and_learning(dims):
     for b in range(2):  # what the encoder saw is the sample turned by labels[b] quarter turns in the last two axes
         assert torch.equal(seen[0][b], torch.rot90(image[b], int(labels[b]), (-2, -1)))
     del pretext.backbone.embed
-    losses = _steps(pretext, image)
+    losses = train_losses(pretext, image, seed=0)
     assert losses[-1] < losses[0], losses
 
 

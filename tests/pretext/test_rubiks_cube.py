@@ -94,7 +94,7 @@ def test_puzzle_targets(dims):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_forward_and_learning(dims):
+def test_forward_and_learning(dims, train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("rubiks_cube", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=dims),
                              num_permutations=10, gap=2, head_hidden=64)
@@ -104,15 +104,7 @@ def test_forward_and_learning(dims):
     assert set(out) == {"loss", "order", "rotation", "masking", "order_accuracy"}
     assert pretext.last_embeddings.shape == (2 * 2**dims, pretext.backbone.embed_dim)
     assert torch.allclose(out["loss"].detach(), out["order"] + out["rotation"] + out["masking"])
-    opt = torch.optim.Adam(pretext.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        torch.manual_seed(1)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_losses(pretext, image)
     assert losses[-1] < losses[0], losses
     settings = pretext.settings()
     assert settings["num_permutations"] == 10 and settings["gap"] == [2] * dims and pretext.trains_decoder is False

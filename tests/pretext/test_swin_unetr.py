@@ -12,19 +12,6 @@ torch.set_num_threads(1)
 SWIN = {"feature_size": 12, "depths": [1, 1, 1, 1], "window_size": 4}
 
 
-def _learns(pretext, image, n=6, lr=1e-3):
-    opt = torch.optim.Adam(pretext.parameters(), lr=lr)
-    losses = []
-    for _ in range(n):
-        torch.manual_seed(1)
-        out = pretext({"image": image})
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
-    return losses
-
-
 def test_swinunetr_3d_terms_and_encoder_only():
     torch.manual_seed(0)
     swin = create_backbone("monai_swinunetr", **SWIN)
@@ -44,7 +31,7 @@ def test_swinunetr_3d_terms_and_encoder_only():
     assert list_pretexts()["swin_unetr"] == "hybrid"
 
 
-def test_swinunetr_2d_learns():
+def test_swinunetr_2d_learns(train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("swin_unetr", backbone=create_backbone("monai_swinunetr", spatial_dims=2, **SWIN),
                              decoder_width=16)
@@ -52,12 +39,12 @@ def test_swinunetr_2d_learns():
     out = pretext({"image": image})
     labels = pretext.last_outputs["rotation"]
     assert labels.shape == (4,) and set(labels.tolist()) <= {0, 1, 2, 3}  # both views of both samples
-    losses = _learns(pretext, image)
+    losses = train_losses(pretext, image)
     assert losses[-1] < losses[0], losses
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_cnn_unet_with_its_decoder(dims):
+def test_cnn_unet_with_its_decoder(dims, train_losses):
     torch.manual_seed(0)
     pretext = create_pretext("swin_unetr", backbone=create_backbone("nnunet_plain_tiny", spatial_dims=dims),
                              weights=(1.0, 0.5, 2.0))
@@ -68,5 +55,5 @@ def test_cnn_unet_with_its_decoder(dims):
     assert pretext.trains_decoder and pretext.settings()["reconstruction"] == "network"
     # the reconstruction target of each view is its rotated, un-cut original
     assert pretext.last_outputs["reconstruction"].shape == (4, 1, *([16] * dims))
-    losses = _learns(pretext, image)
+    losses = train_losses(pretext, image)
     assert losses[-1] < losses[0], losses
