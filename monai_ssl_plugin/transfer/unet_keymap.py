@@ -100,13 +100,22 @@ def check_same_geometry(source: UNetGeometry, target: UNetGeometry, target_name:
         if got != want:
             raise PluginError(f"{target_name} has {name} {_plain(got)} but the pretrained PlainConvUNet has "
                               f"{_plain(want)} (in the pipeline's axis order).",
-                              f"Build {target_name} with {fix}={_plain(want)}, as the pretrained network.")
+                              f"Build {target_name} with {fix}={_argument(want)}, as the pretrained network.")
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _argument(value: Any) -> Any:
+    """A geometry value as DynUNet's constructor takes it (``instance`` -> ``('INSTANCE', {'affine': True})``)."""
+    if value == "instance":
+        return "('INSTANCE', {'affine': True})"
+    if isinstance(value, str) and value.startswith("leakyrelu("):
+        return f"('leakyrelu', {{'negative_slope': {value[len('leakyrelu('):-1]}}})"
+    return _plain(value)
 
 
 def dynunet_block(stage: int, n_stages: int) -> str:

@@ -86,7 +86,8 @@ def test_geometry_that_differs_is_refused_in_one_line_naming_the_argument():
     source = plain_unet_geometry(plain_unet().constructor["arch_kwargs"])
     check_same_geometry(source, source)  # the same network passes
     for change, argument in (({"features": (4, 8, 16, 32)}, "filters="), ({"strides": ((1,) * 3,) * 4}, "strides="),
-                             ({"kernel_sizes": ((3, 3, 3),) * 4}, "kernel_size="), ({"norm": "batch"}, "norm_name=")):
+                             ({"kernel_sizes": ((3, 3, 3),) * 4}, "kernel_size="), ({"norm": "batch"}, "norm_name="),
+                             ({"nonlin": "relu"}, "act_name=('leakyrelu', {'negative_slope': 0.01})")):
         target = type(source)(**{**source.__dict__, **change})
         with pytest.raises(PluginError) as err:
             check_same_geometry(source, target)
