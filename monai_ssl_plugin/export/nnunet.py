@@ -151,6 +151,12 @@ def export_nnunet(checkpoint_path: str | os.PathLike, output_file: str | os.Path
     allowed = parse_adaptations(allowed_adaptations)
     weights = read_weights(checkpoint_path, require_record=True, to_nnunet_order=True, accept_bare=False)
     record = require_nnunet_backbone(weights.record, weights.origin)
+    if (record.data or {}).get("converted_from") == "monai.DynUNet":
+        raise PluginError(f"{weights.origin} is a DynUNet checkpoint: only its encoder is an nnU-Net PlainConvUNet's, "
+                          "and an nnU-Net export holds the whole network.",
+                          "Fine-tune with the plugin's trainer, which loads stem + encoder: monai-ssl nnunet-plans "
+                          f"DATASET --checkpoint {checkpoint_path}, export nnUNet_SSL_pretrained={checkpoint_path}, "
+                          "nnUNetv2_train ... -tr nnUNetTrainerSSL -p nnUNetPlans_ssl.")
     check_checkpoint_consistent(weights, record)
     target = dataset_target(dataset, configuration, plans_identifier) if dataset is not None else None
     out = _checked_output(weights, record, checkpoint_path, output_file, target, configuration, plans_identifier,

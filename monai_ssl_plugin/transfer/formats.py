@@ -30,6 +30,7 @@ import torch
 from monai_ssl_plugin.checkpoint import CheckpointRecord, safe_load
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.transfer.axes import record_to_nnunet_order, state_to_nnunet_order
+from monai_ssl_plugin.transfer.dynunet_record import DYNUNET_FAMILY, dynunet_as_plain_unet
 from monai_ssl_plugin.transfer.keymap import remap_keys, strip_wrapper_prefixes
 from monai_ssl_plugin.transfer.networks import record_network
 from monai_ssl_plugin.transfer.nnssl import is_derived_from_nnssl, record_from_adaptation_plan
@@ -200,8 +201,11 @@ def _refuse_missing_record(weights: PretrainedWeights, require_record: bool, acc
                           "or pass the pretraining checkpoint that carries the record.")
 
 
-def _to_nnunet_order(weights: PretrainedWeights) -> None:
-    """Transpose a ``monai``-ordered record and its kernels to nnU-Net's (z, y, x), in place (exact or refused)."""
+def _to_nnunet_order(weights: PretrainedWeights, log: Callable[[str], None] | None = print) -> None:
+    """Transpose a ``monai``-ordered record and its kernels to nnU-Net's (z, y, x), in place (exact or refused); a
+    ``monai.DynUNet`` checkpoint first becomes the nnU-Net PlainConvUNet whose encoder it computes."""
+    if weights.record is not None and weights.record.backbone_family == DYNUNET_FAMILY:
+        weights.state, weights.record = dynunet_as_plain_unet(weights.state, weights.record, weights.origin, log)
     record = weights.record
     if record is None or record.axis_order != "monai":
         return
@@ -219,8 +223,9 @@ def read_weights(source: SourceLike, *, require_record: bool = False, to_nnunet_
     Args:
         source: a file, an SSL bundle directory or an in-memory checkpoint / state dict.
         require_record: refuse a source without a record (nnU-Net checkpoints, bare state dicts).
-        to_nnunet_order: transpose a ``monai``-ordered checkpoint to nnU-Net's (z, y, x) order
-            (weights and record; exact for nnU-Net's CNNs, refused otherwise).
+        to_nnunet_order: the reader is an nnU-Net consumer: transpose a ``monai``-ordered checkpoint to nnU-Net's
+            (z, y, x) order (weights and record; exact for nnU-Net's CNNs, refused otherwise), and read a plain-block
+            ``monai.DynUNet`` checkpoint as nnU-Net's PlainConvUNet (encoder only, zero conv biases).
         accept_bare: read bare state dicts (a record-less source then needs ``backbone_family``);
             otherwise they count as holding no network weights and an nnU-Net checkpoint passes
             without a record.
@@ -248,5 +253,5 @@ def read_weights(source: SourceLike, *, require_record: bool = False, to_nnunet_
             f"(family {backbone_family}, axis order {axis_order or 'unstated'}, in_channels {in_channels or 'unstated'}, "
             f"normalisation {stated['normalization'] or 'unstated'}).")
     if to_nnunet_order:
-        _to_nnunet_order(weights)
+        _to_nnunet_order(weights, log)
     return weights

@@ -151,8 +151,9 @@ def plain_unet_to_dynunet(state: Mapping[str, torch.Tensor], n_stages: int
 
 def dynunet_to_plain_unet(state: Mapping[str, torch.Tensor], n_stages: int
                           ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """DynUNet encoder keys -> nnU-Net PlainConvUNet keys, with every conv bias filled with zeros (exact before an
-    instance norm); returns (mapped, the biases filled)."""
+    """DynUNet encoder keys -> nnU-Net PlainConvUNet keys as nnU-Net's ``state_dict`` lists them (the
+    ``all_modules.0`` / ``.1`` second names of each conv / norm included), every conv bias filled with zeros
+    (exact before an instance norm); returns (mapped, the biases filled)."""
     inverse = {dst: src for src, dst in _prefix_table(n_stages).items()}
     mapped = remap_keys(strip_wrapper_prefixes(state), inverse)
     filled = []
@@ -161,4 +162,8 @@ def dynunet_to_plain_unet(state: Mapping[str, torch.Tensor], n_stages: int
             bias = key[: -len("weight")] + "bias"
             mapped[bias] = torch.zeros(weight.shape[0], dtype=weight.dtype)
             filled.append(bias)
+    for key, value in list(mapped.items()):  # dropout_op is None in these networks: all_modules = [conv, norm, ...]
+        for part, index in ((".conv.", "0"), (".norm.", "1")):
+            if part in key:
+                mapped[key.replace(part, f".all_modules.{index}.")] = value
     return mapped, filled
