@@ -317,3 +317,12 @@ def write_bundle(root: Path, config: dict, name: str = "train.json", scripts: di
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     return root
+
+
+def dynunet_encoder_features(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """A DynUNet's encoder output per stage (input_block, downsamples, bottleneck), as nnU-Net's encoder returns them."""
+    out = []
+    for block in [net.input_block, *net.downsamples, net.bottleneck]:
+        x = block(x)
+        out.append(x)
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.networks.nets import DynUNet
-from monai_ssl_helpers import save_checkpoint, snapshot
+from monai_ssl_helpers import dynunet_encoder_features, save_checkpoint, snapshot
 
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone, _arch_kwargs
 from monai_ssl_plugin.errors import PluginError
@@ -34,13 +34,6 @@ def dynunet(**kw) -> DynUNet:
     args = dict(kernel_size=[3, 3, 3], strides=STRIDES, upsample_kernel_size=[2, 2], filters=FEATURES)
     return DynUNet(3, 1, 2, **{**args, **kw})
 
-
-def encoder_features(net: DynUNet, x: torch.Tensor) -> list[torch.Tensor]:
-    out = []
-    for block in [net.input_block, *net.downsamples, net.bottleneck]:
-        x = block(x)
-        out.append(x)
-    return out
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -69,13 +62,13 @@ def test_plain_unet_checkpoint_into_dynunet_same_features_and_reported_biases(tm
     assert "6 convolution biases not mapped" in log and "6 excluded" in log
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
-        for a, b in zip(source.network.eval().encoder(x), encoder_features(target, x)):
+        for a, b in zip(source.network.eval().encoder(x), dynunet_encoder_features(target, x)):
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     # a MONAI pipeline (x, y, z): the kernels are transposed, so the permuted volume gives the permuted features
     target = dynunet().eval()
     load_pretrained(target, path, log=None)
     with torch.no_grad():
-        for a, b in zip(source.network.encoder(x), encoder_features(target, x.permute(0, 1, 4, 3, 2))):
+        for a, b in zip(source.network.encoder(x), dynunet_encoder_features(target, x.permute(0, 1, 4, 3, 2))):
             torch.testing.assert_close(b, a.permute(0, 1, 4, 3, 2), atol=1e-5, rtol=1e-5)
 
 

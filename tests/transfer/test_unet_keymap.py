@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.networks.nets import DynUNet
+from monai_ssl_helpers import dynunet_encoder_features, save_checkpoint
 
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone, _arch_kwargs
 from monai_ssl_plugin.errors import PluginError
@@ -32,13 +33,6 @@ def dynunet(**kw) -> DynUNet:
     return DynUNet(3, 1, 2, **{**args, **kw}).eval()
 
 
-def dynunet_features(net: DynUNet, x: torch.Tensor) -> list[torch.Tensor]:
-    out = []
-    for block in [net.input_block, *net.downsamples, net.bottleneck]:
-        x = block(x)
-        out.append(x)
-    return out
-
 
 def test_plain_unet_weights_give_dynunet_the_same_encoder_features():
     torch.manual_seed(0)
@@ -54,7 +48,7 @@ def test_plain_unet_weights_give_dynunet_the_same_encoder_features():
     x = torch.randn(2, 1, 16, 32, 32)
     with torch.no_grad():
         expected = source.network.eval().encoder(x)
-        got = dynunet_features(target, x)
+        got = dynunet_encoder_features(target, x)
     assert len(got) == len(expected) == 4
     for stage, (a, b) in enumerate(zip(expected, got)):
         assert a.shape == b.shape, stage
@@ -76,7 +70,7 @@ def test_dynunet_weights_give_plain_unet_the_same_encoder_features_with_zero_bia
     assert enc_missing == []
     x = torch.randn(1, 1, 16, 32, 32)
     with torch.no_grad():
-        expected = dynunet_features(source, x)
+        expected = dynunet_encoder_features(source, x)
         got = target.network.eval().encoder(x)
     for stage, (a, b) in enumerate(zip(expected, got)):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5, msg=f"stage {stage}")
@@ -99,8 +93,6 @@ def test_geometry_that_differs_is_refused_in_one_line_naming_the_argument():
 
 
 def _dynunet_checkpoint(tmp_path, **kw):
-    from monai_ssl_helpers import save_checkpoint
-
     from monai_ssl_plugin.backbones.unet import MonaiDynUNetBackbone
 
     backbone = MonaiDynUNetBackbone(1, 1, 3, kernel_size=[3, 3, 3], strides=[1, 2, 2], upsample_kernel_size=[2, 2],
