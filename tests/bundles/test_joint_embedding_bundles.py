@@ -10,14 +10,13 @@ its queue fills with real keys instead of random vectors, so for MoCo the term i
 alignment, which must rise.
 """
 
-import copy
 import os
-import statistics
 import subprocess
 import sys
 
 import pytest
 import torch
+from learning_check import fixed_draw_means, fresh_pretext
 
 from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
@@ -69,17 +68,6 @@ def _losses(tensorboard_dir, tag="loss"):
     return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
 
 
-def _fixed_view_score(pretext, batches, key):
-    """Mean of ``key`` over the batches, each with its own fixed seed for the views; a copy is used."""
-    model = copy.deepcopy(pretext).train()
-    values = []
-    with torch.no_grad():
-        for i, x in enumerate(batches):
-            torch.manual_seed(1000 + i)
-            values.append(float(model({"image": x})[key]))
-    return statistics.mean(values)
-
-
 @pytest.mark.parametrize("method", sorted(EXTRA))
 def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     bundle = bundle_dir(f"{method}_ssl_pretraining")
@@ -106,23 +94,11 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     assert len(_losses(out / "tensorboard", "collapse/embedding_std_ratio")) == ITERATIONS // 8
 
     # training lowered the loss: fixed batches and views, trained vs freshly initialised pretext
-    from monai.bundle import ConfigParser
-    from monai.utils import set_determinism
-
-    torch.set_num_threads(1)
-    parser = ConfigParser()
-    parser.read_config(train_configs(configs.parent))
-    for key, value in {**overrides, "device": "cpu"}.items():
-        parser[key] = value
-    set_determinism(0)
-    pretext = parser.get_parsed_content("pretext")
-    patches = parser.get_parsed_content("train#patches")
-    bs = int(overrides["batch_size"])
-    batches = [torch.stack([torch.as_tensor(patches[i * bs + j]["image"]) for j in range(bs)]) for i in range(6)]
+    pretext, batches = fresh_pretext(configs.parent, overrides, 6, int(overrides["batch_size"]))
     key = "alignment" if method == "moco" else "loss"
-    before = _fixed_view_score(pretext, batches, key)
+    (before,) = fixed_draw_means(pretext, batches, [key])
     pretext.load_state_dict(ckpt["pretext"])
-    after = _fixed_view_score(pretext, batches, key)
+    (after,) = fixed_draw_means(pretext, batches, [key])
     print(f"{method}: {key} on fixed views {before:.4f} -> {after:.4f}")
     if key == "alignment":
         assert after > before, (before, after)

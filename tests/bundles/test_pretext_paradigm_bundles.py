@@ -9,12 +9,12 @@ freshly initialised one.
 """
 
 import os
-import statistics
 import subprocess
 import sys
 
 import pytest
 import torch
+from learning_check import fixed_draw_means, fresh_pretext
 
 from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
@@ -60,15 +60,6 @@ def _losses(tensorboard_dir):
     return [e.value for e in acc.Scalars("loss")]
 
 
-def _fixed_score(pretext, batches):
-    values = []
-    with torch.no_grad():
-        for i, x in enumerate(batches):
-            torch.manual_seed(1000 + i)
-            values.append(float(pretext({"image": x})["loss"]))
-    return statistics.mean(values)
-
-
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     configs = bundle_dir(f"{BUNDLE.get(method, method)}_ssl_pretraining") / "configs"
@@ -103,22 +94,10 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
         assert record["backbone_family"] == "monai.SwinUNETR" and any(k.startswith("swinViT.") for k in ckpt["network"])
 
     # training lowered the loss: fixed batches and draws, trained vs freshly initialised pretext
-    from monai.bundle import ConfigParser
-    from monai.utils import set_determinism
-
-    torch.set_num_threads(1)
-    parser = ConfigParser()
-    parser.read_config(train_configs(configs.parent))
-    for key, value in {**overrides, "device": "cpu"}.items():
-        parser[key] = value
-    set_determinism(0)
-    pretext = parser.get_parsed_content("pretext")
-    patches = parser.get_parsed_content("train#patches")
-    batches = [torch.stack([torch.as_tensor(patches[i * 2 + j]["image"]) for j in range(2)]) for i in range(6)]
-    pretext.train()
-    before = _fixed_score(pretext, batches)
+    pretext, batches = fresh_pretext(configs.parent, overrides, 6, 2)
+    (before,) = fixed_draw_means(pretext, batches, ["loss"])
     pretext.load_state_dict(ckpt["pretext"])
-    after = _fixed_score(pretext, batches)
+    (after,) = fixed_draw_means(pretext, batches, ["loss"])
     assert after < before, (before, after)
 
 
@@ -138,9 +117,6 @@ PREDICTIVE = {
 
 @pytest.mark.parametrize("method", sorted(PREDICTIVE))
 def test_predictive_bundle_learns_above_chance(method, dataset, tmp_path):
-    from monai.bundle import ConfigParser
-    from monai.utils import set_determinism
-
     from monai_ssl_plugin.engine.run import pretrain
 
     torch.set_num_threads(1)
@@ -149,28 +125,12 @@ def test_predictive_bundle_learns_above_chance(method, dataset, tmp_path):
                  "train#num_workers": 0, "quiet": True, "learning_rate": 1e-3, **TINY_UNET, **extra}
     out = tmp_path / "run"
     ckpt = safe_load(pretrain(f"{method}_ssl_pretraining", dataset, out, **overrides))
-    parser = ConfigParser()
-    parser.read_config(train_configs(f"{method}_ssl_pretraining"))
-    for k, v in {**overrides, "dataset_dir": str(dataset), "output_dir": str(out), "device": "cpu", "seed": 1}.items():
-        parser[k] = v
-    set_determinism(0)
-    pretext = parser.get_parsed_content("pretext").train()
-    patches = parser.get_parsed_content("train#patches")  # seed 1: crops the run (seed 0) never drew
-    batches = [torch.stack([torch.as_tensor(patches[i * 2 + j]["image"]) for j in range(2)]) for i in range(16)]
-
-    def score():
-        losses, accs = [], []
-        with torch.no_grad():
-            for i, x in enumerate(batches):
-                torch.manual_seed(1000 + i)
-                o = pretext({"image": x})
-                losses.append(float(o["loss"]))
-                accs.append(float(o[key]))
-        return statistics.mean(losses), statistics.mean(accs)
-
-    loss_before, acc_before = score()
+    # seed 1: crops the run (seed 0) never drew
+    pretext, batches = fresh_pretext(f"{method}_ssl_pretraining", {**overrides, "dataset_dir": str(dataset),
+                                                                   "output_dir": str(out), "seed": 1}, 16, 2)
+    loss_before, acc_before = fixed_draw_means(pretext, batches, ["loss", key])
     pretext.load_state_dict(ckpt["pretext"])
-    loss_after, acc_after = score()
+    loss_after, acc_after = fixed_draw_means(pretext, batches, ["loss", key])
     print(f"{method}: held-out loss {loss_before:.3f} -> {loss_after:.3f}, {key} {acc_before:.3f} -> {acc_after:.3f} "
           f"(chance {1 / classes:.3f})")
     assert loss_after < loss_before, (loss_before, loss_after)
