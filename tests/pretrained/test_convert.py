@@ -102,6 +102,10 @@ def test_openmind_converted_file_loads_the_whole_encoder_into_resencl_built_as_a
             assert torch.equal(value, encoder[key]), key
         elif key.startswith("decoder.") and not key.startswith("decoder.encoder."):
             assert torch.equal(value, before[key]), key  # the decoder stays new (another task's head)
+    raw = parser.get_parsed_content("network_def", instantiate=True, lazy=False)  # a second, fresh network
+    assert raw is not network  # into which nnssl's own file, not converted, loads the same way
+    assert load_pretrained(raw, path, axis_order="nnunet", log=None).loaded_fraction == 1.0
+    assert all(torch.equal(raw.state_dict()[k], v) for k, v in encoder.items())
 
 
 def test_model_swinvit_converts_and_loads_into_monai_swinunetr(tmp_path: Path):
