@@ -85,7 +85,8 @@ def _openmind_primus(method: str, repo_id: str, title: str) -> PretrainedEntry:
         name=f"openmind-primusm-{method.lower()}", title=f"Primus-M pretrained with {title} on OpenMind (nnssl)",
         source="hf", repo_id=repo_id, filename="checkpoint_final.pth", converter="nnssl_primus",
         paper=OPENMIND_PAPER, data=OPENMIND_DATA, architecture=PRIMUS_ARCH,
-        licence="CC-BY-4.0? (the OpenMind collection's ResEnc-L model cards; this repository's card not read here)",
+        licence=("not verified here: read this repository's model card before use (the OpenMind ResEnc-L "
+                 "cards state CC-BY-4.0)"),
         key_map=("none: used as published (nnssl's names; nnU-Net master maps them). Not converted: the plugin has "
                  "no Primus backbone"),
         consumer=("nnU-Net master only: nnUNetv2_preprocess_like_nnssl ... -pc <file>, then nnUNetv2_train_pretrained "
