@@ -8,13 +8,18 @@ from monai_ssl_plugin.pretrained.catalog import CATALOG
 from monai_ssl_plugin.pretrained.fetch import get, info
 
 
+def _short_licence(licence: str) -> str:
+    """The licence's SPDX-like first word, or "unverified" where the catalog could not read one."""
+    return "unverified" if licence.startswith("not verified") else licence.split()[0]
+
+
 def catalog_table() -> str:
     """One line per entry: name, architecture family, pretraining data, licence."""
     rows = [f"{'name':<28} {'use with':<18} {'licence':<12} title"]
     uses = {"nnssl_resenc": "nnU-Net -tr, MONAI", "nnssl_primus": "nnU-Net master"}
     for e in CATALOG.values():
         use = uses.get(e.converter, "MONAI overlay")
-        rows.append(f"{e.name:<28} {use:<18} {e.licence.split()[0]:<12} {e.title}")
+        rows.append(f"{e.name:<28} {use:<18} {_short_licence(e.licence):<12} {e.title}")
     rows.append(f"cache: {cache_root()} (set {ENV_HOME} to move it)")
     return "\n".join(rows)
 
