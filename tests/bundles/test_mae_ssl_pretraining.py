@@ -1,13 +1,9 @@
 """The MAE bundle end to end on tiny synthetic data: `python -m monai.bundle run`, then a resume via `pretrain()`."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from bundle_cli import monai_bundle_run
 
-from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
 from monai_ssl_plugin.engine.run import bundle_dir, pretrain
 
@@ -36,13 +32,8 @@ def dataset(tmp_path_factory):
 def test_bundle_run_lowers_the_loss_and_resumes(dataset, tmp_path):
     out = tmp_path / "run"
     configs = BUNDLE / "configs"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(train_configs(configs.parent)),
-            "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
-            "--dataset_dir", str(dataset), "--output_dir", str(out), "--train#trainer#max_epochs", "1"]
-    for key, value in FAST.items():
-        args += [f"--{key}", str(value).replace(" ", "")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)  # any cwd works
+    overrides = {"dataset_dir": str(dataset), "output_dir": str(out), "train#trainer#max_epochs": 1, **FAST}
+    proc = monai_bundle_run(configs, overrides, tmp_path)  # any cwd works
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     first = safe_load(out / "checkpoints" / "final.pt")
     assert set(CHECKPOINT_KEYS) <= set(first) and first["engine"]["iteration"] == 8

@@ -8,15 +8,11 @@ evaluation batches with fixed random draws: the trained pretext (from ``final.pt
 freshly initialised one.
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from bundle_cli import monai_bundle_run
 from learning_check import fixed_draw_means, fresh_pretext
 
-from monai_ssl_plugin.bundles import train_configs
 from monai_ssl_plugin.checkpoint import CHECKPOINT_KEYS, safe_load
 from monai_ssl_plugin.engine.run import bundle_dir
 
@@ -68,12 +64,7 @@ def test_bundle_run_trains_and_checkpoints(method, dataset, tmp_path):
     overrides = {"dataset_dir": str(dataset), "output_dir": str(out), **FAST, **extra}
     if method in MONITORED:
         overrides["collapse_every_n"] = 8
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(train_configs(configs.parent)),
-            "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
-    for key, value in overrides.items():
-        args += [f"--{key}", str(value).replace(" ", "")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = monai_bundle_run(configs, overrides, tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     if method in MONITORED:
         assert "collapse check at iteration 8" in proc.stdout + proc.stderr
