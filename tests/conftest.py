@@ -4,7 +4,7 @@
   for the test (monkeypatch).
 - ``synthetic_raw_dataset``: session-wide tiny MRI raw dataset (Dataset990_Synthetic).
 - ``preprocessed_nnunet_env``: session-wide CT dataset (Dataset991_SyntheticCT, anisotropic)
-  run through the real ``nnUNetv2_plan_and_preprocess -c 3d_fullres`` (about 20 s, once per
+  run through the real ``nnUNetv2_plan_and_preprocess -c 3d_fullres`` (the slowest fixture: once per
   session, only when a test asks for it). Call ``.apply(monkeypatch)`` to point nnU-Net at it.
 """
 
