@@ -1,4 +1,5 @@
-"""Process-group helpers for SSL losses: a differentiable all-gather and rank queries.
+"""Process-group helpers: a differentiable all-gather for the SSL losses, rank queries, and the module
+inside a DDP wrapper.
 
 Every helper degrades to the single-process answer when ``torch.distributed`` is unavailable or
 not initialised, so losses call them unconditionally.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["gather_with_grad", "is_distributed", "is_main_process", "rank", "world_size"]
+__all__ = ["gather_with_grad", "is_distributed", "is_main_process", "rank", "unwrap", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -30,6 +32,15 @@ def rank() -> int:
 def is_main_process() -> bool:
     """True on rank 0, and always when not distributed."""
     return rank() == 0
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper and a ``torch.compile`` wrapper
+    (``module`` itself when unwrapped): the wrappers prefix every parameter name (``module.``,
+    ``_orig_mod.``), while EMA teachers, checkpoints and monitors need the network's own names."""
+    if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        module = module.module
+    return getattr(module, "_orig_mod", module)
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from monai.losses import ContrastiveLoss
 
-from monai_ssl_plugin.distributed import gather_with_grad, is_main_process, rank, world_size
+from monai_ssl_plugin.distributed import gather_with_grad, is_main_process, rank, unwrap, world_size
 
 WORLD = 2
 
@@ -92,6 +92,21 @@ def _worker(r: int, init_file: str) -> None:
         assert queue.ptr.item() == 2 * WORLD
     finally:
         dist.destroy_process_group()
+
+
+def test_unwrap_looks_through_data_parallel_and_compile_only():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert unwrap(net) is net
+    assert unwrap(torch.nn.DataParallel(net)) is net
+    assert unwrap(torch.compile(net)) is net  # compiled lazily: no compilation happens here
+
+    class Holder(torch.nn.Module):  # a submodule that happens to be called "module" is not a wrapper
+        def __init__(self):
+            super().__init__()
+            self.module = net
+
+    holder = Holder()
+    assert unwrap(holder) is holder
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")

@@ -8,12 +8,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from monai_ssl_plugin.distributed import unwrap
+
 __all__ = ["CosineMomentum", "cosine_momentum", "ema_update", "update_teacher"]
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    # DDP / DataParallel prefix every name with "module."
-    return module.module if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else module
 
 
 @torch.no_grad()
@@ -38,7 +35,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float, buffers: s
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     if buffers not in ("ema", "copy", "none"):
         raise ValueError(f"buffers must be 'ema', 'copy' or 'none', got {buffers!r}")
-    target, online = _unwrap(target), _unwrap(online)
+    target, online = unwrap(target), unwrap(online)
     pairs = [(dict(target.named_parameters()), dict(online.named_parameters()))]
     if buffers != "none":
         pairs.append((dict(target.named_buffers()), dict(online.named_buffers())))

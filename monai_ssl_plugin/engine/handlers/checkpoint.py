@@ -51,7 +51,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from monai_ssl_plugin.checkpoint import CheckpointRecord, atomic_save, load_checked, seal
-from monai_ssl_plugin.distributed import is_distributed, is_main_process, rank, world_size
+from monai_ssl_plugin.distributed import is_distributed, is_main_process, rank, unwrap, world_size
 from monai_ssl_plugin.errors import PluginError
 
 logger = logging.getLogger(__name__)
@@ -140,11 +140,6 @@ def keep_previous(latest: Path, previous: Path) -> None:
     except OSError:
         shutil.copy2(latest, tmp)
     os.replace(tmp, previous)
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel wrappers."""
-    return getattr(module, "module", module)
 
 
 class ResumableDataset(Dataset):
@@ -264,7 +259,7 @@ class SSLCheckpointHandler:
 
         ``rng_per_rank``: every rank's RNG state (:func:`gather_rng_states`), stored under DDP.
         """
-        pretext = _unwrap(self.pretext)
+        pretext = unwrap(self.pretext)
         record = self.record_fn(int(engine.state.iteration))
         record = record.to_dict() if hasattr(record, "to_dict") else dict(record)
         # plain JSON types only: e.g. torch.__version__ is a TorchVersion, which weights_only refuses
@@ -362,7 +357,7 @@ class SSLCheckpointHandler:
         if missing:
             raise PluginError(f"{source} lacks {', '.join(missing)} and cannot resume a run.",
                               "Resume only from <output_dir>/checkpoints/latest.pt written by monai-ssl pretrain.")
-        pretext = _unwrap(self.pretext)
+        pretext = unwrap(self.pretext)
         try:
             pretext.load_state_dict(ckpt["pretext"])
             self.optimizer.load_state_dict(ckpt["optimizer"])

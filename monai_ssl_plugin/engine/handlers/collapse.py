@@ -25,7 +25,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from monai_ssl_plugin.distributed import is_distributed, is_main_process
+from monai_ssl_plugin.distributed import is_distributed, is_main_process, unwrap
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.pretext.collapse import CollapseMonitor, CollapseReport
 
@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 
 _FIX = ("Strengthen the augmentation or the crops, lower the learning rate, check that the views differ; "
         "SimSiam collapses most easily (prefer BYOL's EMA target); for DINO adjust teacher_temp and the centring.")
-
-
-def _unwrap(module: Any) -> Any:
-    return module.module if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else module
 
 
 class CollapseHandler:
@@ -85,7 +81,7 @@ class CollapseHandler:
     def _source(self, engine: Engine) -> Any:
         pretext = self.pretext if self.pretext is not None else getattr(engine, "pretext",
                                                                         getattr(engine, "network", None))
-        return _unwrap(pretext)
+        return unwrap(pretext)
 
     @staticmethod
     def _take(rows: list[torch.Tensor], value: Any, window: int) -> None:
