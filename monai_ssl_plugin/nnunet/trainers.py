@@ -57,6 +57,7 @@ import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as base
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.nnunet.plans import bottleneck_problem, plans_fingerprint, stride_divisor, valid_patch_size
 from monai_ssl_plugin.nnunet.pretrained import LOAD_MODES, find_pretrained_file, load_pretrained_into
@@ -301,9 +302,7 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         return self.freeze_encoder or (self.sawtooth and epoch < self.decoder_epochs)
 
     def _encoder_module(self) -> torch.nn.Module:
-        net = self.network.module if isinstance(getattr(self.network, "module", None), torch.nn.Module) \
-            else self.network
-        net = getattr(net, "_orig_mod", net)
+        net = unwrap(self.network)  # nnU-Net compiles the network, then wraps it in DDP
         encoder = getattr(net, "encoder", None)
         if not isinstance(encoder, torch.nn.Module):
             raise PluginError(f"{type(net).__name__} has no .encoder to freeze.",
