@@ -58,8 +58,8 @@ def test_run_cli_exits_with_main_status_and_a_plugin_error_in_one_line(capsys) -
 
 
 def test_rss_mb_is_this_process_resident_size() -> None:
-    before = rss_mb()
-    block = bytearray(64 * 2**20)  # 64 MiB, touched
-    for i in range(0, len(block), 4096):
-        block[i] = 1
-    assert before > 0 and rss_mb() - before > 32
+    # against the kernel's other account of the same figure (an allocation may reuse pages that an
+    # earlier test's tuned allocator kept resident, so growth alone proves nothing)
+    with open("/proc/self/status") as f:
+        vm_rss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    assert vm_rss > 0 and abs(rss_mb() - vm_rss) < 16
