@@ -12,6 +12,7 @@ from typing import Any
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 from monai_ssl_plugin.backbones.densenet import MonaiDenseNetBackbone
 from monai_ssl_plugin.backbones.nnunet import NnUNetBackbone
+from monai_ssl_plugin.backbones.primus import NnUNetPrimusBackbone
 from monai_ssl_plugin.backbones.resnet import MonaiResNetBackbone
 from monai_ssl_plugin.backbones.segresnet import MonaiSegResNetBackbone
 from monai_ssl_plugin.backbones.swin import MonaiSwinUNETRBackbone
@@ -30,6 +31,7 @@ FAMILIES: dict[str, type[BackboneAdapter]] = {
     "monai.DenseNet": MonaiDenseNetBackbone,
     "nnunet.PlainConvUNet": NnUNetBackbone,
     "nnunet.ResidualEncoderUNet": NnUNetBackbone,
+    "nnunet.Primus": NnUNetPrimusBackbone,
 }
 
 
