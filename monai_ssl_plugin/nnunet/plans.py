@@ -64,6 +64,21 @@ def bottleneck_problem(patch: Sequence[int], arch_kwargs: Mapping[str, Any]) -> 
             f"{[int(p) // d for p, d in zip(patch, divisor)]} voxels per axis)")
 
 
+def primus_patch_size(arch_kwargs: Mapping[str, Any], patch: Sequence[int] | None, median: Sequence[int] | None,
+                      say: Callable[[str], None]) -> list[int]:
+    """Primus's patch is its ``input_shape`` (the pretraining patch): its learned position embedding has one entry
+    per token of it, so another patch is refused rather than resampled; smaller images are padded."""
+    shape = [int(s) for s in arch_kwargs["input_shape"]]
+    if patch is not None and [int(p) for p in patch] != shape:
+        raise PluginError(f"Primus was pretrained at patch {shape} (one learned position embedding per "
+                          f"{list(arch_kwargs['patch_embed_size'])} token); patch {list(patch)} would need it resampled.",
+                          f"Drop --patch_size (the variant uses {shape}).")
+    if median and any(s > m for s, m in zip(shape, median)):
+        say(f"[monai-ssl] NOTE: Primus's patch {shape} (its pretraining patch) is larger than the median image "
+            f"{list(median)}: smaller images are padded.")
+    return shape
+
+
 def capped_patch_size(patch: Sequence[int], divisor: Sequence[int], median_shape: Sequence[int] | None) -> list[int]:
     """``patch`` no larger than the median image rounded up to the stride, then valid for the strides."""
     if median_shape:
@@ -271,6 +286,12 @@ def _apply_patch_and_batch(new_conf: dict, conf: dict, source: _Source, patch_si
                            batch_size: int | None, dims: int, say: Callable[[str], None]) -> None:
     """An explicit patch made valid for the strides, else the pretraining's (or the target's) capped at the
     median image; never a bottleneck under ``MIN_BOTTLENECK`` voxels per axis; the batch size only when asked."""
+    if batch_size is not None:
+        new_conf["batch_size"] = int(batch_size)
+    if "input_shape" in new_conf["architecture"]["arch_kwargs"]:
+        new_conf["patch_size"] = primus_patch_size(new_conf["architecture"]["arch_kwargs"], patch_size,
+                                                   new_conf.get("median_image_size_in_voxels"), say)
+        return
     divisor = stride_divisor(new_conf["architecture"]["arch_kwargs"], dims)
     if patch_size is not None:
         new_conf["patch_size"] = valid_patch_size([int(p) for p in patch_size], divisor)
@@ -283,8 +304,6 @@ def _apply_patch_and_batch(new_conf: dict, conf: dict, source: _Source, patch_si
         say(f"[monai-ssl] NOTE: patch {new_conf['patch_size']} is larger than the median image {list(median)}: the "
             f"network's total stride is {divisor} and its bottleneck needs {MIN_BOTTLENECK} voxels per axis, so "
             "smaller images are padded. A shallower pretrained network fits such data better.")
-    if batch_size is not None:
-        new_conf["batch_size"] = int(batch_size)
 
 
 def _write(ds_dir: Path, plans: dict, configuration: str, new_conf: dict, provenance: dict[str, Any], name: str,

@@ -56,6 +56,7 @@ import numpy as np
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as base
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
@@ -64,6 +65,7 @@ from monai_ssl_plugin.nnunet.pretrained import LOAD_MODES, find_pretrained_file,
 from monai_ssl_plugin.nnunet.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, parse_adaptations
 from monai_ssl_plugin.transfer.loading import LoadReport
+from monai_ssl_plugin.transfer.networks import deep_supervision_argument
 
 ENV_LR = "nnUNet_SSL_lr"
 ENV_SCRATCH_LR = "nnUNet_SSL_scratch_lr"
@@ -165,7 +167,9 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         if cls.batch_size is not None:  # before nnU-Net reads the plans, as nnU-Net master's PretrainedTrainer does
             plans["configurations"][configuration]["batch_size"] = int(cls.batch_size)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = cls.deep_supervision
+        # Primus has no deep supervision (nnU-Net master's Primus trainers train without it too)
+        self.enable_deep_supervision = cls.deep_supervision and deep_supervision_argument(
+            self.configuration_manager.network_arch_class_name) is not None
         # nnUNetTrainer.__init__ set its defaults on the instance; apply this class's numbers over them
         self.num_iterations_per_epoch = max(1, int(_env_number(ENV_ITERATIONS, cls.num_iterations_per_epoch, int)))
         self.num_val_iterations_per_epoch = cls.num_val_iterations_per_epoch
@@ -220,10 +224,32 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         if self.load_pretrained and not self._restoring_checkpoint:
             self.load_pretrained_weights()
 
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """nnU-Net's network from the plans; a network without deep supervision (Primus) is not given the argument."""
+        cm = configuration_manager
+        return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                      cm.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
+                                      allow_init=True, deep_supervision=deep_supervision_argument(
+                                          cm.network_arch_class_name, enable_deep_supervision))
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """nnU-Net's switch lives on ``network.decoder``; Primus has no such decoder and never deep-supervises."""
+        if deep_supervision_argument(self.configuration_manager.network_arch_class_name) is not None:
+            super().set_deep_supervision_enabled(enabled)
+
     def check_patch_size(self) -> None:
-        """Refuse, before anything is built, a patch whose bottleneck would crash the first step (one voxel)."""
+        """Refuse, before anything is built, a patch whose bottleneck would crash the first step (one voxel), or a
+        patch other than the one Primus computes (its ``input_shape``)."""
         cm = self.configuration_manager
         kwargs = cm.network_arch_init_kwargs or {}
+        shape = kwargs.get("input_shape")
+        if shape is not None and [int(s) for s in shape] != [int(p) for p in cm.patch_size]:
+            raise PluginError(f"{self.plans_manager.plans_name} {self.configuration_name}: patch size {cm.patch_size} "
+                              f"is not Primus's input_shape {list(shape)} (the only input it computes).",
+                              f"Write the plans again with `monai-ssl nnunet-plans {self.plans_manager.dataset_name} "
+                              "--checkpoint CHECKPOINT` (its patch is the pretraining patch).")
         if "strides" not in kwargs:
             return
         problem = bottleneck_problem(cm.patch_size, kwargs)

@@ -16,12 +16,18 @@ from monai_ssl_plugin.checkpoint import CheckpointRecord
 
 def meta_network(arch_class_name: str, arch_kwargs: dict[str, Any], req_import: list[str], in_channels: int,
                  out_channels: int) -> nn.Module:
-    """The network nnU-Net's ``get_network_from_plans`` builds, with deep supervision, as the trainer does."""
+    """The network nnU-Net's ``get_network_from_plans`` builds, with deep supervision, as the trainer does
+    (Primus has none: its builder must not be given the argument)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans  # heavy: nnU-Net's trainer stack
 
     with torch.device("meta"):
         return get_network_from_plans(arch_class_name, arch_kwargs, req_import, in_channels, out_channels,
-                                      allow_init=False, deep_supervision=True)
+                                      allow_init=False, deep_supervision=deep_supervision_argument(arch_class_name))
+
+
+def deep_supervision_argument(arch_class_name: str, enabled: bool = True) -> bool | None:
+    """What to pass as ``get_network_from_plans(deep_supervision=...)``: None for networks without it (Primus)."""
+    return None if arch_class_name.rsplit(".", 1)[-1].startswith("Primus") else enabled
 
 
 def record_network(record: CheckpointRecord) -> nn.Module:

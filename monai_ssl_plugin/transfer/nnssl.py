@@ -25,6 +25,7 @@ import torch
 
 from monai_ssl_plugin.checkpoint import CheckpointRecord
 from monai_ssl_plugin.errors import PluginError
+from monai_ssl_plugin.transfer.nnssl_primus import PRIMUS_CLASS, PRIMUS_PREFIXES, is_nnssl_primus, primus_architecture
 
 # Keys of nnssl's serialised AdaptationPlan, in its order.
 ADAPTATION_PLAN_KEYS = ("architecture_plans", "pretrain_plan", "pretrain_num_input_channels",
@@ -146,7 +147,7 @@ def nnssl_adaptation_plan(record: CheckpointRecord, configuration: str = "3d_ful
         "key_to_encoder": prefixes["encoder"],
         "key_to_stem": prefixes["stem"],
         "keys_to_in_proj": list(prefixes.get("in_proj", [])),
-        "key_to_lpe": None,  # learnable positional embedding: ViTs only
+        "key_to_lpe": prefixes.get("lpe"),  # learnable positional embedding: ViTs (Primus) only
     }
     return _json_safe(plan)
 
@@ -179,13 +180,16 @@ def architecture_from_adaptation_plan(plan: dict[str, Any], in_channels: int) ->
 
     ``ResEncL`` and ``NoSkipResEncL`` (nnssl's presets, usually without ``arch_kwargs``) are the plugin's
     ``nnunet_resenc_l`` (for NoSkipResEncL: its stem + encoder); ``ResidualEncoderUNet`` / ``PlainConvUNet``
-    (short or full class names) need ``arch_kwargs``. Primus (a ViT; the plugin has no Primus backbone) is
-    refused.
+    (short or full class names) need ``arch_kwargs``. nnssl's Primus runs (``PrimusS/B/M/L``, ``Primus``) are
+    nnU-Net's ``Primus`` at the pretraining patch (:mod:`.nnssl_primus`).
     """
     arch = plan.get("architecture_plans") or {}
     name = str(arch.get("arch_class_name") or "")
     short = name.rsplit(".", 1)[-1]
     kwargs = arch.get("arch_kwargs")
+    if is_nnssl_primus(name):
+        return primus_architecture(name, kwargs, _pretrain_configuration(plan).get("patch_size")
+                                   or plan.get("recommended_downstream_patchsize") or [])
     req = list(arch.get("arch_kwargs_requiring_import") or DEFAULT_REQ_IMPORT)
     if short in NNSSL_CLASSES and kwargs:
         return {"arch_class_name": NNSSL_CLASSES[short], "arch_kwargs": copy.deepcopy(kwargs),
@@ -203,10 +207,9 @@ def architecture_from_adaptation_plan(plan: dict[str, Any], in_channels: int) ->
     if short in NNSSL_CLASSES:
         raise PluginError(f"The nnssl adaptation plan names {short} without arch_kwargs.",
                           "Add architecture_plans.arch_kwargs (nnU-Net's plans format) to the checkpoint's plan.")
-    raise PluginError(f"nnssl architecture {name or '<none>'!r} is not an nnU-Net U-Net the plugin can fine-tune "
-                      "(Primus is a ViT, and the plugin has no Primus backbone).",
-                      "Use a ResEncL / NoSkipResEncL / ResidualEncoderUNet / PlainConvUNet checkpoint, or fine-tune a "
-                      "Primus one with nnU-Net master's nnUNetv2_train_pretrained -tr PretrainedTrainer_Primusx.")
+    raise PluginError(f"nnssl architecture {name or '<none>'!r} is not one the plugin can fine-tune.",
+                      "Use a ResEncL / NoSkipResEncL / ResidualEncoderUNet / PlainConvUNet / PrimusS-B-M-L / Primus "
+                      "checkpoint.")
 
 
 def record_from_adaptation_plan(plan: dict[str, Any]) -> CheckpointRecord:
@@ -223,19 +226,22 @@ def record_from_adaptation_plan(plan: dict[str, Any]) -> CheckpointRecord:
     ctor = architecture_from_adaptation_plan(plan, channels)
     conf = _pretrain_configuration(plan)
     patch = conf.get("patch_size") or plan.get("recommended_downstream_patchsize") or []  # the pretraining patch
-    dims = len(ctor["arch_kwargs"]["kernel_sizes"][0])
+    primus = ctor["arch_class_name"] == PRIMUS_CLASS
+    dims = len(ctor["arch_kwargs"]["input_shape"] if primus else ctor["arch_kwargs"]["kernel_sizes"][0])
     spacing = conf.get("spacing")
     norm = list(conf.get("normalization_schemes") or [NNSSL_ZSCORE] * channels)
-    stem = plan.get("key_to_stem") or "encoder.stem"
-    encoder = plan.get("key_to_encoder") or "encoder.stages"
+    default = PRIMUS_PREFIXES if primus else {"stem": "encoder.stem", "encoder": "encoder.stages", "decoder": "decoder"}
+    stem = plan.get("key_to_stem") or default["stem"]
+    encoder = plan.get("key_to_encoder") or default["encoder"]
     return CheckpointRecord(
         backbone_family="nnunet." + ctor["arch_class_name"].rsplit(".", 1)[-1],
         backbone_kwargs={**ctor, "in_channels": channels, "out_channels": None},
         in_channels=channels, spatial_dims=dims, axis_order="nnunet",
         spacing=[float(s) for s in spacing] if spacing is not None else None, normalization=norm,
         patch_size=[int(p) for p in patch], pretext="nnssl", pretext_settings={},
-        key_prefixes={"stem": stem, "encoder": encoder, "decoder": "decoder",
-                      "in_proj": list(plan.get("keys_to_in_proj") or [])},
+        key_prefixes={"stem": stem, "encoder": encoder, "decoder": default["decoder"],
+                      "in_proj": list(plan.get("keys_to_in_proj") or []),
+                      **({"lpe": plan.get("key_to_lpe") or PRIMUS_PREFIXES["lpe"]} if primus else {})},
         pretrained_parts=["stem", "encoder"],
         data={"derived_from": "nnssl_adaptation_plan",
               "dataset_name": (plan.get("pretrain_plan") or {}).get("dataset_name"),

@@ -151,3 +151,34 @@ def write_nnssl_checkpoint(path: Path, arch_class_name: str = "ResidualEncoderUN
     torch.save({"network_weights": {ren(k): v for k, v in state.items()}, "nnssl_adaptation_plan": plan,
                 "current_epoch": 1000, "trainer_name": "BaseMAETrainer"}, path)
     return path, canonical
+
+
+def tiny_primus_nnssl_kwargs() -> dict[str, Any]:
+    """``arch_kwargs`` of an explicit nnssl Primus run, in nnssl's names (nnU-Net master's Primusx reads them)."""
+    return {"embed_dim": 48, "patch_embed_size": [8, 8, 8], "encoder_eva_depth": 2, "encoder_eva_numheads": 2,
+            "init_values": [0.1], "scale_attn_inner": True}
+
+
+def write_nnssl_primus(path: Path, *, patch: tuple[int, int, int] = (32, 32, 32),
+                       arch_class_name: str = "Primus") -> tuple[Path, dict[str, torch.Tensor]]:
+    """An nnssl Primus ``checkpoint_final.pth`` (SimMIM's names: ``mask_token``, ``down_projection.*``, ``eva.*``,
+    ``up_projection.*``; ``eva.pos_embed`` for ``patch``), pretrained on 1 channel. Returns (path, its weights)."""
+    from dynamic_network_architectures.architectures.primus import Primus
+
+    net = Primus(1, 48, (8, 8, 8), 1, eva_depth=2, eva_numheads=2, input_shape=patch, init_values=0.1,
+                 scale_attn_inner=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    conf = {"spacing": [1.0, 1.0, 1.0], "patch_size": list(patch), "normalization_schemes": ["ZScoreNormalization"]}
+    plan = {"architecture_plans": {"arch_class_name": arch_class_name, "arch_kwargs": tiny_primus_nnssl_kwargs(),
+                                   "arch_kwargs_requiring_import": []},
+            "pretrain_plan": {"dataset_name": "Dataset745_OpenMind", "plans_name": "nnsslPlans",
+                              "configurations": {"onemmiso": conf}},
+            "pretrain_num_input_channels": 1, "recommended_downstream_patchsize": list(patch),
+            "key_to_encoder": "eva", "key_to_stem": "down_projection", "keys_to_in_proj": ["down_projection.proj"],
+            "key_to_lpe": "eva.pos_embed"}
+    state = dict(net.state_dict())
+    torch.save({"network_weights": state, "nnssl_adaptation_plan": plan, "current_epoch": 1000,
+                "trainer_name": "SimMIMEvaTrainer"}, path)
+    return path, state

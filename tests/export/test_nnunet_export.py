@@ -197,10 +197,15 @@ def test_nnssl_checkpoint_is_read_through_its_adaptation_plan(tmp_path: Path, pr
     assert plan["key_to_encoder"] == "encoder.stages"
 
 
-def test_nnssl_presets_map_to_resenc_l_and_primus_is_refused(tmp_path: Path):
+def test_nnssl_presets_map_to_resenc_l_and_primus_m_and_unknown_ones_are_refused(tmp_path: Path):
     state = {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)}
     path, _ = write_nnssl_checkpoint(tmp_path / "PrimusM.pth", "PrimusM", state=state)
-    with pytest.raises(PluginError, match="nnssl architecture 'PrimusM' is not an nnU-Net U-Net.*PretrainedTrainer_Primusx"):
+    rec = read_weights(path, require_record=True).record  # nnssl's PrimusM: Primus-M at its pretraining patch
+    assert rec.backbone_family == "nnunet.Primus" and rec.pretrained_parts == ["stem", "encoder"]
+    kw = rec.backbone_kwargs["arch_kwargs"]
+    assert (kw["embed_dim"], kw["eva_depth"], kw["eva_numheads"], kw["input_shape"]) == (864, 16, 12, [160, 160, 160])
+    path, _ = write_nnssl_checkpoint(tmp_path / "MedNeXt.pth", "MedNeXt", state=state)
+    with pytest.raises(PluginError, match="nnssl architecture 'MedNeXt' is not one the plugin can fine-tune"):
         read_weights(path, require_record=True)
     for name in ("ResEncL", "NoSkipResEncL"):  # nnssl's presets: the plugin's nnunet_resenc_l (stem + encoder)
         path, _ = write_nnssl_checkpoint(tmp_path / f"{name}.pth", name, state=state)
