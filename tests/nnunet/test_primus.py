@@ -95,3 +95,19 @@ def test_trainer_refuses_a_patch_other_than_primus_input_shape(tmp_path: Path, t
     plans_file.write_text(json.dumps(plans))
     with pytest.raises(PluginError, match=r"patch size \[40, 40, 40\] is not Primus's input_shape \[32, 32, 32\]"):
         _trainer(target, plans_file).initialize()
+
+
+def test_the_trainers_builder_is_nnunets_for_u_nets(target: Path):
+    """The override only leaves out deep_supervision for Primus: a U-Net is built exactly as nnU-Net builds it."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(json.loads((target / "nnUNetPlans.json").read_text()))
+    cm = pm.get_configuration("3d_fullres")
+    for ds in (True, False):
+        torch.manual_seed(0)
+        ours = nnUNetTrainerSSL_short.build_network_architecture(pm, cm, 2, 3, ds)
+        torch.manual_seed(0)
+        theirs = nnUNetTrainer.build_network_architecture(pm, cm, 2, 3, ds)
+        assert ours.decoder.deep_supervision is ds
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
