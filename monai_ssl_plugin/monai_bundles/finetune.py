@@ -17,9 +17,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.monai_bundles.targets import Target, resolve_target
-from monai_ssl_plugin.transfer.keymap import unwrap
 
 
 def _target(network: nn.Module, target: str | Target) -> Target:

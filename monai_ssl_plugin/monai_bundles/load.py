@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.monai_bundles.nnunet_sources import plain_unet_into_dynunet, refusal_fix
 from monai_ssl_plugin.monai_bundles.targets import Target, first_conv, map_source, resolve_target
 from monai_ssl_plugin.transfer.axes import check_axis_order
 from monai_ssl_plugin.transfer.formats import PretrainedWeights, SourceLike, read_weights
-from monai_ssl_plugin.transfer.keymap import unwrap
 from monai_ssl_plugin.transfer.loading import LoadReport, load_weights
 from monai_ssl_plugin.transfer.normalization import compare_normalization, normalization_category
 

@@ -14,10 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.monai_bundles.targets import Target
 from monai_ssl_plugin.transfer.formats import PretrainedWeights
-from monai_ssl_plugin.transfer.keymap import remap_keys, unwrap
+from monai_ssl_plugin.transfer.keymap import remap_keys
 from monai_ssl_plugin.transfer.unet_keymap import (BIAS_NOTE, UNetGeometry, check_same_geometry, per_stage,
                                                    plain_unet_geometry, plain_unet_to_dynunet, short_layer_name)
 

@@ -29,8 +29,9 @@ from monai.networks import nets
 from monai.networks.layers.simplelayers import SkipConnection
 from torch import nn
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.transfer.keymap import remap_keys, unwrap
+from monai_ssl_plugin.transfer.keymap import remap_keys
 from monai_ssl_plugin.transfer.unet_keymap import PLAIN_FAMILY
 
 RESNET_FAMILIES = ("monai.ResNet", "monai.ResNetFeatures")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.nnunet.target import (EXPORT_COMMAND, adaptation_hint, architecture_differences, loaded_fraction,
                                             architecture_mismatch_error, plans_fix)
@@ -30,7 +31,6 @@ from monai_ssl_plugin.nnunet_paths import pretrained_file_path
 from monai_ssl_plugin.transfer.adaptation import DEFAULT_ADAPTATIONS, ShapeAdapter, n_stages, parse_adaptations
 from monai_ssl_plugin.transfer.compare import TransferCheck, check_transfer, is_seg_layer, part_selector
 from monai_ssl_plugin.transfer.formats import PretrainedWeights, read_weights
-from monai_ssl_plugin.transfer.keymap import unwrap
 from monai_ssl_plugin.transfer.loading import LoadReport, alias_names, load_weights
 from monai_ssl_plugin.transfer.normalization import compare_normalization
 from monai_ssl_plugin.transfer.records import require_nnunet_backbone

@@ -1,21 +1,14 @@
-"""The one key remapper and the one ``unwrap``: every weight transfer renames keys and looks through
-wrappers here."""
+"""The one key remapper: every weight transfer renames keys here (wrappers are looked through with
+:func:`monai_ssl_plugin.distributed.unwrap`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
 # Prefixes added by wrappers, not by the network: DDP ("module."), torch.compile ("_orig_mod.").
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """Look through DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)."""
-    module = network.module if isinstance(getattr(network, "module", None), nn.Module) else network
-    return getattr(module, "_orig_mod", module)
 
 
 def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

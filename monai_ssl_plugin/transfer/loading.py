@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from monai_ssl_plugin.distributed import unwrap
 from monai_ssl_plugin.errors import PluginError
-from monai_ssl_plugin.transfer.keymap import strip_wrapper_prefixes, unwrap
+from monai_ssl_plugin.transfer.keymap import strip_wrapper_prefixes
 
 
 def alias_names(module: nn.Module) -> dict[str, str]:
