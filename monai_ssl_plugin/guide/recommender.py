@@ -408,70 +408,93 @@ def _resolve(kind: str, value: Any, table: Mapping[str, Any]) -> str:
     raise GuideInputError(f"Unknown {kind} {value!r}.", f"Choose one of: {', '.join(table)}.")
 
 
+@dataclass
+class _Scoring:
+    """What one bundle's score is made of, filled term by term; each term says why in ``reasons``."""
+
+    terms: list[tuple[str, float]]
+    reasons: list[str]
+    evidence: list[str]
+    notes: list[str]
+
+    def add(self, term: str, value: float, reason: str, *evidence: str) -> None:
+        self.terms.append((term, value))
+        self.reasons.append(reason)
+        self.evidence.extend(evidence)
+
+
 def _score_bundle(rules: Mapping[str, Any], name: str, b: Mapping[str, Any], q: Query, n_pool: int) -> dict[str, Any]:
     """Score = task affinity + modality adjustment + trait terms - data shortfall; with reasons."""
     paradigm = rules["paradigms"][b["paradigm"]]
-    terms: list[tuple[str, float]] = [(f"task affinity ({q.task})", float(b["affinity"][q.task]))]
-    reasons = [paradigm["task_reasons"][q.task]]
-    evidence = list(paradigm["evidence"][q.task]) + list(b.get("affinity_evidence", []))
-    notes: list[str] = list(b.get("notes", []))
+    sc = _Scoring(terms=[(f"task affinity ({q.task})", float(b["affinity"][q.task]))],
+                  reasons=[paradigm["task_reasons"][q.task]],
+                  evidence=list(paradigm["evidence"][q.task]) + list(b.get("affinity_evidence", [])),
+                  notes=list(b.get("notes", [])))
+    _modality_term(sc, rules, b, q)
+    if "small_lesions" in q.traits:
+        _small_lesion_terms(sc, rules["traits"]["small_lesions"], b)
+    if "low_compute" in q.traits:
+        _low_compute_terms(sc, rules["traits"]["low_compute"], b)
+    _data_terms(sc, rules, b, q, n_pool)
+    score = round(sum(v for _, v in sc.terms), 3)
+    return {"score": score, "terms": sc.terms, "reasons": sc.reasons, "evidence": sc.evidence, "notes": sc.notes}
 
+
+def _modality_term(sc: _Scoring, rules: Mapping[str, Any], b: Mapping[str, Any], q: Query) -> None:
+    """The bundle's adjustment for the query's modality, capped, with the source its authors give."""
     mod = (b.get("modality") or {}).get(q.modality) or {}
     cap = rules["scoring"]["modality_adjust_max"]
     adjust = max(-cap, min(cap, float(mod.get("adjust", 0.0))))
     if adjust:
-        terms.append((f"modality ({q.modality})", adjust))
         src = mod.get("basis")
-        reasons.append(f"Adjusted {adjust:+.2f} for {q.modality.upper()}: its authors pretrained or evaluated it on this modality"
-                       f"{' (' + rules['sources'][src]['short'] + ')' if src else ''}.")
-        if src:
-            evidence.append(src)
-    notes.extend(mod.get("notes", []))
+        sc.add(f"modality ({q.modality})", adjust,
+               f"Adjusted {adjust:+.2f} for {q.modality.upper()}: its authors pretrained or evaluated it on this modality"
+               f"{' (' + rules['sources'][src]['short'] + ')' if src else ''}.", *([src] if src else []))
+    sc.notes.extend(mod.get("notes", []))
 
-    if "small_lesions" in q.traits:
-        t = rules["traits"]["small_lesions"]
-        if b["representation"] == "global":
-            terms.append(("small lesions: global objective", -float(t["global_penalty"])))
-            reasons.append("Penalised for small or subtle lesions: a purely global objective may under-represent "
-                           "subtle or localised pathology (review finding 2).")
-            evidence.append("review_f2")
-        elif b["representation"] == "dense":
-            terms.append(("small lesions: dense objective", float(t["dense_bonus"])))
-            reasons.append("Favoured for small or subtle lesions: a masked / reconstruction objective keeps local "
-                           "detail (review finding 3).")
-            evidence.append("review_f3")
-        if b["paradigm"] in ("generative", "hybrid"):
-            notes.append(t["note"])
-            evidence.extend(["review_f6", "review_f7"])
 
-    if "low_compute" in q.traits:
-        t = rules["traits"]["low_compute"]
-        cost = float(t["cost_adjust"][b["compute"]])
-        batch = float(t["batch_sensitivity_adjust"][b["data"]["batch_sensitivity"]])
-        if cost:
-            terms.append((f"low compute: {b['compute']} cost", cost))
-            reasons.append(f"{'Favoured' if cost > 0 else 'Penalised'} under low compute: its per-step cost class is "
-                           f"{b['compute']} (review finding 7: resource-efficient 3D training).")
-        if batch:
-            terms.append(("low compute: batch-sensitive", batch))
-            reasons.append("Penalised under low compute: it relies on in-batch negatives or statistics, which small "
-                           "batches starve.")
-        if cost or batch:
-            evidence.extend(t["evidence"])
+def _small_lesion_terms(sc: _Scoring, t: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+    """Small or subtle lesions: a global objective is penalised, a dense one favoured."""
+    if b["representation"] == "global":
+        sc.add("small lesions: global objective", -float(t["global_penalty"]),
+               "Penalised for small or subtle lesions: a purely global objective may under-represent "
+               "subtle or localised pathology (review finding 2).", "review_f2")
+    elif b["representation"] == "dense":
+        sc.add("small lesions: dense objective", float(t["dense_bonus"]),
+               "Favoured for small or subtle lesions: a masked / reconstruction objective keeps local "
+               "detail (review finding 3).", "review_f3")
+    if b["paradigm"] in ("generative", "hybrid"):
+        sc.notes.append(t["note"])
+        sc.evidence.extend(["review_f6", "review_f7"])
 
+
+def _low_compute_terms(sc: _Scoring, t: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+    """Low compute: the per-step cost class and the need for large batches."""
+    cost = float(t["cost_adjust"][b["compute"]])
+    batch = float(t["batch_sensitivity_adjust"][b["data"]["batch_sensitivity"]])
+    if cost:
+        sc.add(f"low compute: {b['compute']} cost", cost,
+               f"{'Favoured' if cost > 0 else 'Penalised'} under low compute: its per-step cost class is "
+               f"{b['compute']} (review finding 7: resource-efficient 3D training).")
+    if batch:
+        sc.add("low compute: batch-sensitive", batch,
+               "Penalised under low compute: it relies on in-batch negatives or statistics, which small "
+               "batches starve.")
+    if cost or batch:
+        sc.evidence.extend(t["evidence"])
+
+
+def _data_terms(sc: _Scoring, rules: Mapping[str, Any], b: Mapping[str, Any], q: Query, n_pool: int) -> None:
+    """Too few images to pretrain on is penalised; a batch-sensitive objective in 3D gets a note."""
     need = int(b["data"]["min_unlabelled"])
     if n_pool < need:
         penalty = float(rules["scoring"]["data_penalty_max"]) * (1.0 - n_pool / need)
-        terms.append(("data shortfall", -penalty))
-        reasons.append(f"Penalised {penalty:.2f}: it wants about {need} images to pretrain on (project heuristic), "
-                       f"you have {n_pool}.")
-        evidence.append("project")
+        sc.add("data shortfall", -penalty,
+               f"Penalised {penalty:.2f}: it wants about {need} images to pretrain on (project heuristic), "
+               f"you have {n_pool}.", "project")
     if b["data"]["batch_sensitivity"] == "high" and q.dims == 3:
-        notes.append("Batch-sensitive objective: 3D batches are small (1-8), so gather embeddings across GPUs "
-                     "and prefer LayerNorm or BN without affine/running stats in the heads.")
-
-    score = round(sum(v for _, v in terms), 3)
-    return {"score": score, "terms": terms, "reasons": reasons, "evidence": evidence, "notes": notes}
+        sc.notes.append("Batch-sensitive objective: 3D batches are small (1-8), so gather embeddings across GPUs "
+                        "and prefer LayerNorm or BN without affine/running stats in the heads.")
 
 
 def _size_settings(rules: Mapping[str, Any], b: Mapping[str, Any], q: Query, n_pool: int) -> Settings:
