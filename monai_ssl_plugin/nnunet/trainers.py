@@ -328,12 +328,18 @@ class nnUNetTrainerSSL(nnUNetTrainer):
         return self.freeze_encoder or (self.sawtooth and epoch < self.decoder_epochs)
 
     def _encoder_module(self) -> torch.nn.Module:
+        """Stem + encoder: a U-Net's ``.encoder``, or the modules a ViT names as its stem and encoder (Primus:
+        ``down_projection`` + ``eva``)."""
         net = unwrap(self.network)  # nnU-Net compiles the network, then wraps it in DDP
         encoder = getattr(net, "encoder", None)
-        if not isinstance(encoder, torch.nn.Module):
-            raise PluginError(f"{type(net).__name__} has no .encoder to freeze.",
-                              "Use a dynamic-network-architectures U-Net (PlainConvUNet / ResidualEncoderUNet).")
-        return encoder
+        if isinstance(encoder, torch.nn.Module):
+            return encoder
+        names = [getattr(net, "key_to_stem", None), getattr(net, "key_to_encoder", None)]
+        parts = [getattr(net, n, None) for n in names if isinstance(n, str) and "." not in n]
+        if len(parts) == 2 and all(isinstance(p, torch.nn.Module) for p in parts):
+            return torch.nn.ModuleList(parts)
+        raise PluginError(f"{type(net).__name__} has no .encoder to freeze.",
+                          "Use a dynamic-network-architectures U-Net (PlainConvUNet / ResidualEncoderUNet) or Primus.")
 
     def set_encoder_trainable(self, trainable: bool) -> None:
         """Freeze or unfreeze stem + encoder (frozen parameters get no gradient, so SGD leaves them as they are)."""

@@ -4,7 +4,6 @@ load of ``down_projection`` + ``eva``, in-process on a fake preprocessed dataset
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -111,3 +110,20 @@ def test_the_trainers_builder_is_nnunets_for_u_nets(target: Path):
         theirs = nnUNetTrainer.build_network_architecture(pm, cm, 2, 3, ds)
         assert ours.decoder.deep_supervision is ds
         assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+
+
+def test_frozen_encoder_of_primus_is_down_projection_and_eva(tmp_path: Path, target: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    from monai_ssl_plugin.nnunet import nnUNetTrainerSSLFrozenEncoder_short
+
+    path, _ = write_nnssl_primus(tmp_path / "checkpoint_final.pth")
+    plans_file = write_plans_variant(906, checkpoint=path, log=None)
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(path))
+    trainer = nnUNetTrainerSSLFrozenEncoder_short(plans_copy(json.loads(plans_file.read_text())), "3d_fullres", 0,
+                                                  json.loads((target / "dataset.json").read_text()),
+                                                  torch.device("cpu"))
+    trainer.initialize()
+    trainer.set_encoder_trainable(False)
+    frozen = {k for k, p in trainer.network.named_parameters() if not p.requires_grad}
+    assert frozen == {k for k, _ in trainer.network.named_parameters() if k.startswith(("down_projection.", "eva."))}
+    assert any(k.startswith("up_projection.") for k, _ in trainer.network.named_parameters())
