@@ -87,10 +87,11 @@ def _openmind_primus(method: str, repo_id: str, title: str) -> PretrainedEntry:
         paper=OPENMIND_PAPER, data=OPENMIND_DATA, architecture=PRIMUS_ARCH,
         licence=("not verified here: read this repository's model card before use (the OpenMind ResEnc-L "
                  "cards state CC-BY-4.0)"),
-        key_map=("none: used as published (nnssl's names; nnU-Net master maps them). Not converted: the plugin has "
-                 "no Primus backbone"),
-        consumer=("nnU-Net master only: nnUNetv2_preprocess_like_nnssl ... -pc <file>, then nnUNetv2_train_pretrained "
-                  "... -tr PretrainedTrainer_Primusx (not the plugin's trainers, not the MONAI overlay)"),
+        key_map=("identity: nnssl's down_projection.* / eva.* are nnU-Net's Primus keys (the record: nnunet.Primus, "
+                 "arch_kwargs of Primus-M at the pretraining patch 160^3); the mask token and SimMIM decoder are dropped"),
+        consumer=("the plugin's nnU-Net trainers (-tr nnUNetTrainerSSL ..., plans from monai-ssl nnunet-plans DATASET "
+                  "--checkpoint <converted>: patch 160^3); the original file: nnU-Net master's "
+                  "nnUNetv2_train_pretrained ... -tr PretrainedTrainer_Primusx. Not the MONAI overlay"),
         homepage="https://github.com/MIC-DKFZ/nnssl",
         notes=("The Hub repository holds checkpoint_final.pth and adaptation_plan.json (what nnU-Net master's -pc "
                "download fetches); the plan: arch_class_name PrimusM, Dataset745_OpenNeuro_v2, nnsslPlans, "

@@ -16,7 +16,7 @@ def _short_licence(licence: str) -> str:
 def catalog_table() -> str:
     """One line per entry: name, architecture family, pretraining data, licence."""
     rows = [f"{'name':<28} {'use with':<18} {'licence':<12} title"]
-    uses = {"nnssl_resenc": "nnU-Net -tr, MONAI", "nnssl_primus": "nnU-Net master"}
+    uses = {"nnssl_resenc": "nnU-Net -tr, MONAI", "nnssl_primus": "nnU-Net -tr"}
     for e in CATALOG.values():
         use = uses.get(e.converter, "MONAI overlay")
         rows.append(f"{e.name:<28} {use:<18} {_short_licence(e.licence):<12} {e.title}")
@@ -26,12 +26,10 @@ def catalog_table() -> str:
 
 def _how_to_use(name: str, path: str) -> str:
     if CATALOG[name].converter == "nnssl_primus":
-        return ("not converted (the plugin has no Primus backbone); use it with nnU-Net master (its "
-                "documentation/finetuning_from_nnssl_checkpoints.md, Workflow B, after nnUNetv2_extract_fingerprint -d "
-                f"DATASET and nnUNetv2_plan_experiment -d DATASET):\n  nnUNetv2_preprocess_like_nnssl -d DATASET -n {name} "
-                f"-pc {path} -am like_pretrained\n  nnUNetv2_train_pretrained DATASET 3d_fullres FOLD -p "
-                f"ptPlans__{name}____<data identifier> -tr PretrainedTrainer_Primusx   (the plans file the previous "
-                "command wrote in $nnUNet_preprocessed/<Dataset>/)")
+        return (f"use it: monai-ssl nnunet-plans DATASET --checkpoint {path} (Primus-M at its pretraining patch "
+                f"160^3); export nnUNet_SSL_pretrained={path}; nnUNetv2_train DATASET 3d_fullres FOLD -p nnUNetPlans_ssl "
+                "-tr nnUNetTrainerSSL\nor the original file (in the cache folder) with nnU-Net master: "
+                "nnUNetv2_preprocess_like_nnssl ... -pc <file>, nnUNetv2_train_pretrained ... -tr PretrainedTrainer_Primusx")
     if CATALOG[name].converter == "nnssl_resenc":
         return (f"use it: export nnUNet_SSL_pretrained={path}; nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainerSSL "
                 "(plans with the same architecture: monai-ssl nnunet-plans DATASET --checkpoint " + path + ")\n"

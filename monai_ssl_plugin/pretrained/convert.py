@@ -51,20 +51,39 @@ def _summary(source_keys: int, state: Mapping[str, torch.Tensor]) -> dict[str, A
     return {"source_tensors": source_keys, "converted_tensors": len(state), "dropped_tensors": source_keys - len(state)}
 
 
-def convert_nnssl_resenc(obj: Mapping[str, Any], entry: PretrainedEntry) -> Converted:
-    """nnssl's ``checkpoint_final.pth`` (``network_weights`` + ``nnssl_adaptation_plan``) -> an nnU-Net record."""
+def _convert_nnssl(obj: Mapping[str, Any], entry: PretrainedEntry, pretrained_only: bool) -> Converted:
+    """nnssl's ``checkpoint_final.pth`` (``network_weights`` + ``nnssl_adaptation_plan``) -> an nnU-Net record;
+    with ``pretrained_only`` only the stem and encoder are kept (the rest is the pretext's)."""
     if not isinstance(obj.get("network_weights"), Mapping) or not isinstance(obj.get("nnssl_adaptation_plan"), Mapping):
         raise _layout_error(entry, "no network_weights / nnssl_adaptation_plan")
     weights = read_weights({"network_weights": obj["network_weights"],
                             "nnssl_adaptation_plan": obj["nnssl_adaptation_plan"]}, log=None)
     record = weights.record
     reference = record_network(record).state_dict()
-    state = nnssl_to_nnunet(weights.state, set(reference))
     prefixes = (record.key_prefixes["stem"] + ".", record.key_prefixes["encoder"] + ".")
+    state = nnssl_to_nnunet(weights.state, set(reference))
+    if pretrained_only:
+        state = {k: v for k, v in state.items() if k.startswith(prefixes)}
     check_against(entry, state, reference, prefixes)
     record.pretext = f"nnssl/{entry.extra.get('method', '?')}"
     record.pretext_settings = {"trainer_name": obj.get("trainer_name"), "epochs": obj.get("current_epoch")}
     return state, record, _summary(len(obj["network_weights"]), state)
+
+
+def convert_nnssl_resenc(obj: Mapping[str, Any], entry: PretrainedEntry) -> Converted:
+    """nnssl's ResEnc-L ``checkpoint_final.pth`` -> nnU-Net's ResidualEncoderUNet (its decoder kept where present)."""
+    return _convert_nnssl(obj, entry, pretrained_only=False)
+
+
+def convert_nnssl_primus(obj: Mapping[str, Any], entry: PretrainedEntry) -> Converted:
+    """nnssl's Primus ``checkpoint_final.pth`` -> nnU-Net's ``Primus`` at the pretraining patch: ``down_projection``
+    + ``eva`` (what nnssl's and nnU-Net master's loaders transfer); the pretext's mask token and SimMIM decoder
+    are dropped. The plan must name the catalog's architecture."""
+    plan = obj.get("nnssl_adaptation_plan")
+    arch = ((plan.get("architecture_plans") or {}) if isinstance(plan, Mapping) else {}).get("arch_class_name")
+    if arch != entry.extra["arch_class_name"]:
+        raise _layout_error(entry, f"its adaptation plan names {arch!r}, the catalog {entry.extra['arch_class_name']!r}")
+    return _convert_nnssl(obj, entry, pretrained_only=True)
 
 
 def _swin_backbone(state: Mapping[str, torch.Tensor], use_v2: bool) -> Any:
@@ -121,29 +140,12 @@ def convert_voco_swin(obj: Mapping[str, Any], entry: PretrainedEntry) -> Convert
 
 
 CONVERTERS: dict[str, Callable[[Mapping[str, Any], PretrainedEntry], Converted]] = {
-    "nnssl_resenc": convert_nnssl_resenc, "swin_ssl": convert_swin_ssl, "voco_swin": convert_voco_swin}
+    "nnssl_resenc": convert_nnssl_resenc, "nnssl_primus": convert_nnssl_primus, "swin_ssl": convert_swin_ssl,
+    "voco_swin": convert_voco_swin}
 
 
-def check_nnssl_primus(obj: Mapping[str, Any], entry: PretrainedEntry) -> dict[str, Any]:
-    """An nnssl Primus checkpoint, checked for the published layout (``network_weights`` + an adaptation plan naming
-    the catalog's architecture, the encoder and patch-embedding keys it names present) and left as it is: the
-    plugin has no Primus backbone to convert it into; nnU-Net master's ``PretrainedTrainer_Primusx`` reads it."""
-    weights, plan = obj.get("network_weights"), obj.get("nnssl_adaptation_plan")
-    if not isinstance(weights, Mapping) or not isinstance(plan, Mapping):
-        raise _layout_error(entry, "no network_weights / nnssl_adaptation_plan")
-    arch = (plan.get("architecture_plans") or {}).get("arch_class_name")
-    if arch != entry.extra["arch_class_name"]:
-        raise _layout_error(entry, f"its adaptation plan names {arch!r}, the catalog {entry.extra['arch_class_name']!r}")
-    for part in ("key_to_encoder", "key_to_stem"):
-        prefix = str(plan.get(part) or "")
-        if not prefix or not any(str(k).startswith(prefix + ".") for k in weights):
-            raise _layout_error(entry, f"no tensor under its {part} {prefix!r}")
-    return {"source_tensors": len(weights), "converted_tensors": 0, "dropped_tensors": 0, "architecture": arch}
-
-
-# Entries used as published: checked, never converted (no plugin backbone exists for them).
-VERIFIERS: dict[str, Callable[[Mapping[str, Any], PretrainedEntry], dict[str, Any]]] = {
-    "nnssl_primus": check_nnssl_primus}
+# Entries used as published: checked, never converted (none today: every entry has a plugin backbone).
+VERIFIERS: dict[str, Callable[[Mapping[str, Any], PretrainedEntry], dict[str, Any]]] = {}
 
 
 def converted_checkpoint(obj: Mapping[str, Any], entry: PretrainedEntry, provenance: dict[str, Any]

@@ -85,11 +85,18 @@ def write_openmind(path: Path, method: str = "MAE", kwargs: dict | None = None) 
     return path, {k: v for k, v in state.items() if not k.startswith("projector.")}
 
 
-def primus_plan() -> dict:
-    """``AdaptationPlan.serialize()`` of nnssl's Primus-M SimMIM run (``ArchitecturePlans("PrimusM")``: no kwargs;
-    ``SimMIMEvaTrainer`` names ``eva`` / ``down_projection`` / ``eva.pos_embed``), as in its ``adaptation_plan.json``."""
+# nnssl's Primus-M (SimMIMEvaTrainer: init_values 0.1, scale_attn_inner) at a tiny width and depth, in nnssl's names
+PRIMUS_TINY_KWARGS = {"embed_dim": 24, "encoder_eva_depth": 2, "encoder_eva_numheads": 2, "init_values": 0.1,
+                      "scale_attn_inner": True}
+
+
+def primus_plan(arch_kwargs: dict | None = None) -> dict:
+    """``AdaptationPlan.serialize()`` of nnssl's Primus-M SimMIM run (``ArchitecturePlans("PrimusM")``: no kwargs
+    as published; the tests pass scaled-down ones, as for ResEnc-L; ``SimMIMEvaTrainer`` names ``eva`` /
+    ``down_projection`` / ``eva.pos_embed``), as in its ``adaptation_plan.json``."""
     plan = nnssl_plan({})
-    plan["architecture_plans"] = {"arch_class_name": "PrimusM", "arch_kwargs": None, "arch_kwargs_requiring_import": None}
+    plan["architecture_plans"] = {"arch_class_name": "PrimusM", "arch_kwargs": arch_kwargs,
+                                  "arch_kwargs_requiring_import": None}
     plan.update(key_to_encoder="eva", key_to_stem="down_projection", keys_to_in_proj=["down_projection.proj"],
                 key_to_lpe="eva.pos_embed")
     return plan
@@ -97,15 +104,18 @@ def primus_plan() -> dict:
 
 def write_primus(path: Path) -> tuple[Path, dict]:
     """nnssl's Primus-M ``checkpoint_final.pth`` (``EvaSimMIM``'s names: ``mask_token``, ``down_projection.*``,
-    ``eva.*``, ``up_projection.*``), built with dynamic_network_architectures' Primus at a tiny width; returns
-    (path, the plan also published beside it as ``adaptation_plan.json``)."""
+    ``eva.*`` with LayerScale ``gamma_*`` and the attention norm, ``up_projection.*``), built with
+    dynamic_network_architectures' Primus at a tiny width and the published 160^3 patch; returns (path, the plan
+    also published beside it as ``adaptation_plan.json``)."""
     from dynamic_network_architectures.architectures.primus import Primus
 
-    net = _randomised(Primus(1, 24, (8, 8, 8), 1, eva_depth=2, eva_numheads=2, input_shape=(16, 16, 16)))
+    net = _randomised(Primus(1, 24, (8, 8, 8), 1, eva_depth=2, eva_numheads=2, input_shape=(160, 160, 160),
+                             init_values=0.1, scale_attn_inner=True))
+    plan = primus_plan(PRIMUS_TINY_KWARGS)
     checkpoint = {"network_weights": dict(net.state_dict()), "optimizer_state": {"state": {}, "param_groups": []},
-                  "current_epoch": 1000, "trainer_name": "SimMIMEvaTrainer", "nnssl_adaptation_plan": primus_plan()}
+                  "current_epoch": 1000, "trainer_name": "SimMIMEvaTrainer", "nnssl_adaptation_plan": plan}
     torch.save(checkpoint, path)
-    return path, primus_plan()
+    return path, plan
 
 
 def _swin(feature_size: int, use_v2: bool) -> torch.nn.Module:

@@ -152,3 +152,61 @@ def test_a_file_with_another_layout_is_refused_in_one_line(tmp_path: Path, cache
         get("monai-swinunetr-ssl", file=str(path), log=None)
     assert "does not have the published layout" in str(err.value) and "\n" not in str(err.value)
     assert not (cache_home / "monai-swinunetr-ssl" / "converted.pt").exists()
+
+
+def test_openmind_primus_converts_down_projection_and_eva_tensor_by_tensor(tmp_path: Path):
+    from published_layouts import write_primus
+
+    path, _ = write_primus(tmp_path / "checkpoint_final.pth")
+    published = torch.load(path, weights_only=True)["network_weights"]
+    out = converted(get("openmind-primusm-simmim", file=str(path), log=None))
+    expected = {k: v for k, v in published.items() if k.startswith(("down_projection.", "eva."))}
+    assert_same_tensors(out["network"], expected)  # nnssl's names are Primus's: nothing renamed
+    record = out["record"]
+    assert record["backbone_family"] == "nnunet.Primus" and record["axis_order"] == "nnunet"
+    assert record["backbone_kwargs"]["arch_kwargs"]["input_shape"] == [160, 160, 160]
+    assert record["key_prefixes"]["lpe"] == "eva.pos_embed" and record["pretrained_parts"] == ["stem", "encoder"]
+    assert record["pretext"] == "nnssl/SimMIM" and record["normalization"] == ["ZScoreNormalization"]
+    dropped = [k for k in published if k not in expected]  # SimMIM's mask token and decoder
+    assert "mask_token" in dropped and all(k == "mask_token" or k.startswith("up_projection.") for k in dropped)
+    assert read_provenance("openmind-primusm-simmim")["dropped_tensors"] == len(dropped)
+
+
+def test_primus_file_whose_plan_names_another_architecture_is_refused(tmp_path: Path):
+    from published_layouts import write_primus
+
+    path, _ = write_primus(tmp_path / "checkpoint_final.pth")
+    obj = torch.load(path, weights_only=True)
+    obj["nnssl_adaptation_plan"]["architecture_plans"]["arch_class_name"] = "PrimusL"
+    torch.save(obj, tmp_path / "other.pth")
+    with pytest.raises(PluginError, match="its adaptation plan names 'PrimusL', the catalog 'PrimusM'"):
+        get("openmind-primusm-simmim", file=str(tmp_path / "other.pth"), log=None)
+
+
+def test_openmind_primus_converted_file_gives_plans_and_initialises_the_nnunet_trainer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from nnunet_helpers import plans_copy, tiny_plans, write_preprocessed_dataset
+    from published_layouts import write_primus
+
+    from monai_ssl_plugin.nnunet import nnUNetTrainerSSL_short
+    from monai_ssl_plugin.nnunet.plans import write_plans_variant
+
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(k, str(tmp_path / k))
+        os.makedirs(tmp_path / k, exist_ok=True)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_compile", "false")
+    plans = tiny_plans()
+    folder = write_preprocessed_dataset(tmp_path / "nnUNet_preprocessed", plans)
+    path, _ = write_primus(tmp_path / "checkpoint_final.pth")
+    checkpoint = get("openmind-primusm-simmim", file=str(path), log=None)
+    variant = json.loads(write_plans_variant(plans["dataset_name"], checkpoint=checkpoint, log=None).read_text())
+    conf = variant["configurations"]["3d_fullres"]
+    assert conf["architecture"]["network_class_name"].endswith("primus.Primus") and conf["patch_size"] == [160] * 3
+    monkeypatch.setenv("nnUNet_SSL_pretrained", str(checkpoint))
+    trainer = nnUNetTrainerSSL_short(plans_copy(variant), "3d_fullres", 0,
+                                     json.loads((folder / "dataset.json").read_text()), torch.device("cpu"))
+    trainer.initialize()
+    state, expected = trainer.network.state_dict(), converted(checkpoint)["network"]
+    assert sorted(trainer.pretrained_report.loaded) == sorted(expected)
+    assert all(torch.equal(state[k], v) for k, v in expected.items())

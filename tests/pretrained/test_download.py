@@ -126,7 +126,7 @@ def printed(out: str) -> list[str]:
     return [line for line in out.splitlines() if not line.startswith("[monai-ssl]")]
 
 
-def test_primus_entry_is_verified_and_cached_not_converted_and_names_masters_trainer(
+def test_primus_entry_is_downloaded_verified_converted_and_cached(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_home: Path, capsys: pytest.CaptureFixture):
     import huggingface_hub
 
@@ -147,16 +147,16 @@ def test_primus_entry_is_verified_and_cached_not_converted_and_names_masters_tra
     out = capsys.readouterr().out
     assert requested == [("AnonRes/PrimusM-OpenMind-SimMIM", "checkpoint_final.pth")]
     path = Path(printed(out)[0])
-    assert path.read_bytes() == data  # the verified original, unchanged: nothing converted
-    assert not (cache_home / "openmind-primusm-simmim" / "converted.pt").exists()
-    assert "-tr PretrainedTrainer_Primusx" in out and f"-pc {path}" in out and "nnUNetv2_preprocess_like_nnssl" in out
+    assert path == cache_home / "openmind-primusm-simmim" / "converted.pt"
+    assert "-tr nnUNetTrainerSSL" in out and f"monai-ssl nnunet-plans DATASET --checkpoint {path}" in out
+    assert "-tr PretrainedTrainer_Primusx" in out  # the original still serves nnU-Net master
     prov = read_provenance("openmind-primusm-simmim")
-    assert prov["verified"] and prov["architecture"] == "PrimusM" and prov["converted"] is None
+    assert prov["sha256"] == hashlib.sha256(data).hexdigest() and prov["converted"] == str(path)
     main(["pretrained", "get", "openmind-primusm-simmim"])  # cached: no second download
     assert len(requested) == 1 and Path(printed(capsys.readouterr().out)[0]) == path
     main(["pretrained", "info", "openmind-primusm-simmim"])
     info = capsys.readouterr().out
-    assert "converted:" in info and "used as published" in info and "PretrainedTrainer_Primusx" in info
+    assert "converted:" in info and "once, into the plugin's checkpoint" in info and "PretrainedTrainer_Primusx" in info
     assert plan["architecture_plans"]["arch_class_name"] == "PrimusM" and plan["key_to_encoder"] == "eva"
 
 
