@@ -76,7 +76,7 @@ def _verify_only(entry: PretrainedEntry, original: Path, record: dict[str, Any],
 
 def get(name: str, file: str | None = None, force: bool = False, log: Any = print) -> Path:
     """Download (or take ``file``), verify, convert once and cache ``name``; returns the converted checkpoint (for an
-    entry used as published, such as Primus: the verified original)."""
+    entry used as published: the verified original)."""
     entry = get_entry(name)
     known = cache.read_provenance(entry.name)
     log = log or (lambda _message: None)
