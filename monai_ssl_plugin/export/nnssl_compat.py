@@ -31,7 +31,10 @@ STEM_INSIDE_ENCODER = ("nnunet.PlainConvUNet",)
 
 def recommended_patch(record: CheckpointRecord, target_patch: Sequence[int] | None = None) -> list[int]:
     """The fine-tuning patch to recommend: the target's, else nnU-Net's plan of the pretraining data, else the
-    pretraining patch; a multiple of the total stride with a bottleneck of at least two voxels per axis."""
+    pretraining patch; a multiple of the total stride with a bottleneck of at least two voxels per axis. Primus:
+    its ``input_shape`` (the pretraining patch), the one patch its learned position embedding covers as it is."""
+    if "input_shape" in record.backbone_kwargs["arch_kwargs"]:
+        return [int(s) for s in record.backbone_kwargs["arch_kwargs"]["input_shape"]]
     divisor = stride_divisor(record.backbone_kwargs["arch_kwargs"], record.spatial_dims)
     planned = (record.data or {}).get("patch_size")
     for candidate in (target_patch, planned, record.patch_size):

@@ -85,8 +85,8 @@ def _adaptation_plan(weights: PretrainedWeights, record: CheckpointRecord, confi
                      patch: list[int], for_target: bool) -> dict[str, Any]:
     """nnssl's plan: the file's own for an nnssl checkpoint (its pretrain_plan says more than a derived
     record), with the prefixes renamed to nnU-Net's and, for a dataset, the dataset's patch recommended;
-    otherwise built from the record."""
-    if not weights.from_nnssl:
+    otherwise (also for a catalog file converted from nnssl, which keeps only the record) built from the record."""
+    if not weights.from_nnssl or weights.adaptation_plan is None:
         return nnssl_adaptation_plan(record, configuration, patch)
     plan = json.loads(json.dumps(weights.adaptation_plan))
     plan.update(key_to_encoder=record.key_prefixes["encoder"], key_to_stem=record.key_prefixes["stem"],

@@ -74,3 +74,14 @@ def primus_architecture(arch_class_name: str, kwargs: dict[str, Any] | None,
                    "eva_depth": int(arch.pop("eva_depth")), "eva_numheads": int(arch.pop("eva_numheads")),
                    "input_shape": patch, **arch}
     return {"arch_class_name": PRIMUS_CLASS, "arch_kwargs": arch_kwargs, "arch_kwargs_req_import": []}
+
+
+def nnssl_primus_kwargs(arch_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Primus's plans-style ``arch_kwargs`` in nnssl's names, every key nnU-Net master's ``PretrainedTrainer_Primusx``
+    reads (``embed_dim``, ``patch_embed_size``, ``encoder_eva_depth``, ``encoder_eva_numheads``,
+    ``scale_attn_inner``, ``init_values``; Primus's own defaults where the record has none)."""
+    renamed = {v: k for k, v in _RENAMED.items()}
+    out = {renamed.get(k, k): v for k, v in arch_kwargs.items() if k != "input_shape"}
+    out.setdefault("scale_attn_inner", False)
+    out.setdefault("init_values", None)
+    return out

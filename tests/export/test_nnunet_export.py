@@ -302,3 +302,31 @@ def test_export_does_not_offer_the_stage_adaptation_between_unrelated_classes(tm
     with pytest.raises(PluginError, match=r"has no counterpart in the checkpoint: under 50% of it would load"):
         export_nnunet(ckpt, tmp_path / "b.pth", dataset=901, allowed_adaptations="channels,stages")
     assert not (tmp_path / "a.pth").exists() and not (tmp_path / "b.pth").exists()
+
+
+def test_primus_export_carries_the_kwargs_masters_primusx_trainer_reads(tmp_path: Path, preprocessed: Path):
+    """A Primus record (here a converted-style file: network + record, no nnssl plan of its own) exports an nnssl
+    plan in nnssl's names, every key nnU-Net master's PretrainedTrainer_Primusx builds Primus from, and the
+    pretraining patch as the recommended one (the patch its position embedding covers); it reads back the same."""
+    from monai_ssl_plugin.checkpoint import atomic_save
+    from monai_ssl_plugin.nnunet.plans import write_plans_variant
+
+    from nnunet_helpers import write_nnssl_primus, write_preprocessed_dataset
+
+    source, _ = write_nnssl_primus(tmp_path / "checkpoint_final.pth")
+    weights = read_weights(source, require_record=True)
+    converted = atomic_save({"network": weights.state, "record": weights.record.to_dict()}, tmp_path / "converted.pt")
+    write_preprocessed_dataset(preprocessed, tiny_plans())
+    plans_file = write_plans_variant(901, checkpoint=converted, log=None)
+    out = export_nnunet(converted, dataset=901, plans_identifier=plans_file.stem)
+    plan = torch.load(out, weights_only=True)["nnssl_adaptation_plan"]
+    assert plan["architecture_plans"] == {"arch_class_name": "Primus", "arch_kwargs_requiring_import": [], "arch_kwargs": {
+        "embed_dim": 48, "patch_embed_size": [8, 8, 8], "encoder_eva_depth": 2, "encoder_eva_numheads": 2,
+        "init_values": 0.1, "scale_attn_inner": True}}
+    assert plan["recommended_downstream_patchsize"] == [32, 32, 32]
+    assert (plan["key_to_stem"], plan["key_to_encoder"], plan["key_to_lpe"]) == ("down_projection", "eva",
+                                                                                  "eva.pos_embed")
+    from monai_ssl_plugin.transfer.nnssl import record_from_adaptation_plan
+
+    for again in (read_weights(out, require_record=True).record, record_from_adaptation_plan(plan)):
+        assert again.backbone_kwargs["arch_kwargs"] == weights.record.backbone_kwargs["arch_kwargs"]

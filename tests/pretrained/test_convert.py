@@ -80,6 +80,12 @@ def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, 
     arch = written["configurations"]["3d_fullres"]["architecture"]
     assert arch["network_class_name"].endswith("ResidualEncoderUNet")
     assert arch["arch_kwargs"]["features_per_stage"] == tiny_resenc_kwargs()["features_per_stage"]
+    # and exports for nnU-Net master: the converted file keeps only the record, from which the plan is built
+    from monai_ssl_plugin.export.nnunet import export_nnunet
+
+    plan = torch.load(export_nnunet(os.environ["nnUNet_SSL_pretrained"], dataset=plans["dataset_name"]),
+                      weights_only=True)["nnssl_adaptation_plan"]
+    assert plan["architecture_plans"]["arch_class_name"] == "ResidualEncoderUNet"
 
 
 def test_openmind_converted_file_loads_the_whole_encoder_into_resencl_built_as_a_bundle_network(tmp_path: Path):
