@@ -26,7 +26,7 @@ import torch
 from monai_ssl_plugin.checkpoint import CheckpointRecord
 from monai_ssl_plugin.errors import PluginError
 from monai_ssl_plugin.transfer.nnssl_primus import (PRIMUS_CLASS, PRIMUS_PREFIXES, is_nnssl_primus, nnssl_primus_kwargs,
-                                                    primus_architecture)
+                                                    nnssl_primus_preset, primus_architecture)
 
 # Keys of nnssl's serialised AdaptationPlan, in its order.
 ADAPTATION_PLAN_KEYS = ("architecture_plans", "pretrain_plan", "pretrain_num_input_channels",
@@ -99,7 +99,10 @@ def _architecture_plans(constructor: dict[str, Any]) -> dict[str, Any]:
     """``arch_class_name`` as nnssl's short name, nnU-Net's ``arch_kwargs``; the keys to import are the
     string-valued ones, as nnssl derives them."""
     kwargs = copy.deepcopy(constructor["arch_kwargs"])
-    if constructor["arch_class_name"] == PRIMUS_CLASS:  # nnssl's explicit Primus (input_shape: the pretraining patch)
+    if constructor["arch_class_name"] == PRIMUS_CLASS:  # input_shape is the pretraining patch, in pretrain_plan
+        preset = nnssl_primus_preset(kwargs)
+        if preset is not None:  # nnssl's own form (its parser reads Primus only so); master builds it by name
+            return {"arch_class_name": preset, "arch_kwargs": None, "arch_kwargs_requiring_import": None}
         return {"arch_class_name": "Primus", "arch_kwargs": nnssl_primus_kwargs(kwargs), "arch_kwargs_requiring_import": []}
     return {"arch_class_name": constructor["arch_class_name"].rsplit(".", 1)[-1], "arch_kwargs": kwargs,
             "arch_kwargs_requiring_import": [k for k, v in kwargs.items() if isinstance(v, str)]}

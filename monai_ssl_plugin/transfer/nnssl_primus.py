@@ -85,3 +85,15 @@ def nnssl_primus_kwargs(arch_kwargs: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("scale_attn_inner", False)
     out.setdefault("init_values", None)
     return out
+
+
+def nnssl_primus_preset(arch_kwargs: dict[str, Any]) -> str | None:
+    """nnssl's preset name (``PrimusM`` ...) when ``arch_kwargs`` are exactly that preset at 8^3 patches, else None.
+    nnssl's own ``AdaptationPlan.from_dict`` reads Primus only by preset name (its architecture dataclass has U-Net
+    fields only), so a preset is written by name, without kwargs."""
+    extra = {k: v for k, v in arch_kwargs.items()
+             if k not in ("embed_dim", "eva_depth", "eva_numheads", "patch_embed_size", "input_shape")}
+    if [int(p) for p in arch_kwargs.get("patch_embed_size", [])] != [8, 8, 8] or extra != PRIMUS_PRESET_EXTRA:
+        return None
+    dims = (int(arch_kwargs["embed_dim"]), int(arch_kwargs["eva_depth"]), int(arch_kwargs["eva_numheads"]))
+    return next((name for name, preset in PRIMUS_PRESETS.items() if preset == dims), None)

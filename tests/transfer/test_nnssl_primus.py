@@ -56,3 +56,20 @@ def test_primus_plans_that_cannot_build_the_network_are_refused():
     with pytest.raises(PluginError, match=r"pretraining patch \[36, 32, 32\] of PrimusM is not a multiple of its "
                                           r"patch embedding \[8, 8, 8\]"):
         record_from_adaptation_plan(_plan("PrimusM", None, [36, 32, 32]))
+
+
+def test_a_primus_preset_is_written_by_name_as_nnssl_writes_it_and_reads_back():
+    from monai_ssl_plugin.transfer.nnssl import nnssl_parser_problem
+
+    rec = record_from_adaptation_plan(_plan("PrimusM", None, [160, 160, 160]))
+    plan = nnssl_adaptation_plan(rec)
+    assert plan["architecture_plans"] == {"arch_class_name": "PrimusM", "arch_kwargs": None,
+                                          "arch_kwargs_requiring_import": None}
+    assert plan["pretrain_plan"]["configurations"]["3d_fullres"]["patch_size"] == [160, 160, 160]
+    assert nnssl_parser_problem(plan) is None
+    assert record_from_adaptation_plan(plan).backbone_kwargs == rec.backbone_kwargs
+    tiny = record_from_adaptation_plan(_plan("Primus", {"embed_dim": 48, "encoder_eva_depth": 2,
+                                                        "encoder_eva_numheads": 2}, [32, 32, 32]))
+    explicit = nnssl_adaptation_plan(tiny)["architecture_plans"]  # not a preset: nnssl's names, explicit
+    assert explicit["arch_class_name"] == "Primus" and explicit["arch_kwargs"]["encoder_eva_depth"] == 2
+    assert explicit["arch_kwargs"]["init_values"] is None and explicit["arch_kwargs"]["scale_attn_inner"] is False
