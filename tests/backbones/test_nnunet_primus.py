@@ -46,3 +46,16 @@ def test_input_other_than_input_shape_is_not_computed():
     b = create_backbone("nnunet_primus_tiny")
     with pytest.raises(RuntimeError):
         b(torch.randn(1, 1, 40, 40, 40))
+
+
+def test_a_reconstruction_pretext_trains_the_whole_primus():
+    from monai_ssl_plugin.pretext import create_pretext
+
+    backbone = create_backbone("nnunet_primus_tiny")
+    pretext = create_pretext("mae", backbone=backbone)
+    out = pretext({"image": torch.randn(2, 1, 32, 32, 32)})
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    for module in ("down_projection", "eva", "up_projection"):  # gradients reach stem, encoder and decoder
+        grads = [p.grad for p in getattr(backbone.network, module).parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), module
