@@ -48,16 +48,21 @@ def test_openmind_resencl_converts_tensor_by_tensor(tmp_path: Path, method: str)
     assert prov["dropped_tensors"] == (6 if method == "VoCo" else 0)
 
 
-def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from nnunet_helpers import plans_copy, tiny_plans, tiny_resenc_kwargs, write_preprocessed_dataset
-
-    from monai_ssl_plugin.nnunet import nnUNetTrainerSSL_short
-
+def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's folders under ``tmp_path`` and in-process settings (no workers, no compile) for trainer tests."""
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(k, str(tmp_path / k))
         os.makedirs(tmp_path / k, exist_ok=True)
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("nnUNet_compile", "false")
+
+
+def test_openmind_converted_file_initialises_the_nnunet_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from nnunet_helpers import plans_copy, tiny_plans, tiny_resenc_kwargs, write_preprocessed_dataset
+
+    from monai_ssl_plugin.nnunet import nnUNetTrainerSSL_short
+
+    nnunet_folders(tmp_path, monkeypatch)
     plans = tiny_plans()
     conf = plans["configurations"]["3d_fullres"]["architecture"]
     conf["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
@@ -197,11 +202,7 @@ def test_openmind_primus_converted_file_gives_plans_and_initialises_the_nnunet_t
     from monai_ssl_plugin.nnunet import nnUNetTrainerSSL_short
     from monai_ssl_plugin.nnunet.plans import write_plans_variant
 
-    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(k, str(tmp_path / k))
-        os.makedirs(tmp_path / k, exist_ok=True)
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    monkeypatch.setenv("nnUNet_compile", "false")
+    nnunet_folders(tmp_path, monkeypatch)
     plans = tiny_plans()
     folder = write_preprocessed_dataset(tmp_path / "nnUNet_preprocessed", plans)
     path, _ = write_primus(tmp_path / "checkpoint_final.pth")
