@@ -11,6 +11,7 @@ network and the checkpoint's keys (``down_projection.*``, ``eva.*``) load as the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,11 @@ def is_nnssl_primus(arch_class_name: str) -> bool:
 def _explicit_kwargs(kwargs: dict[str, Any], name: str) -> dict[str, Any]:
     out = {_RENAMED.get(k, k): v for k, v in kwargs.items() if _RENAMED.get(k, k) in
            ("embed_dim", "patch_embed_size", "eva_depth", "eva_numheads", *_OPTIONAL)}
+    ignored = sorted(k for k in kwargs if _RENAMED.get(k, k) not in out)
+    if ignored:  # said, never silently: dropout rates are training settings, anything else is worth a look
+        warnings.warn(f"The nnssl adaptation plan's {name} arch_kwargs {', '.join(ignored)} are not used to build "
+                      f"the network (the plugin builds Primus from embed_dim, patch_embed_size, depth, heads and "
+                      f"{', '.join(_OPTIONAL)}).", stacklevel=3)
     lacking = [k for k in ("embed_dim", "eva_depth", "eva_numheads") if k not in out]
     if lacking:
         raise PluginError(f"The nnssl adaptation plan's {name} arch_kwargs lack {', '.join(lacking)}.",

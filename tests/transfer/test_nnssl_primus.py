@@ -73,3 +73,11 @@ def test_a_primus_preset_is_written_by_name_as_nnssl_writes_it_and_reads_back():
     explicit = nnssl_adaptation_plan(tiny)["architecture_plans"]  # not a preset: nnssl's names, explicit
     assert explicit["arch_class_name"] == "Primus" and explicit["arch_kwargs"]["encoder_eva_depth"] == 2
     assert explicit["arch_kwargs"]["init_values"] is None and explicit["arch_kwargs"]["scale_attn_inner"] is False
+
+
+def test_primus_kwargs_the_network_does_not_use_are_said_not_dropped_silently():
+    plan = _plan("Primus", {"embed_dim": 48, "encoder_eva_depth": 2, "encoder_eva_numheads": 2,
+                            "num_register_tokens": 0, "drop_path_rate": 0.2}, [32, 32, 32])
+    with pytest.warns(UserWarning, match="arch_kwargs drop_path_rate are not used to build the network"):
+        kw = record_from_adaptation_plan(plan).backbone_kwargs["arch_kwargs"]
+    assert "drop_path_rate" not in kw and kw["num_register_tokens"] == 0
