@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,12 @@ def preprocessed_nnunet_env(tmp_path_factory: pytest.TempPathFactory) -> NnUNetE
     if proc.returncode != 0:
         raise RuntimeError(f"nnUNetv2_plan_and_preprocess failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return env
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, restored after: tiny tensors gain nothing from threads on a shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -55,6 +55,19 @@ def build_network(cls: type, ctor: dict[str, Any]) -> Any:
     return cls(**ctor)
 
 
+def build_unet_like(cls: type, spatial_dims: int, in_channels: int, out_channels: int | None,
+                    kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any], int]:
+    """The shared opening of the encoder-decoder adapters (UNet, DynUNet, SegResNet): check the dims, default
+    ``out_channels`` to ``in_channels``, round-trip the constructor through JSON and build the network.
+
+    Returns (network, constructor, out_channels)."""
+    check_spatial_dims(spatial_dims, cls.__name__)
+    out_channels = in_channels if out_channels is None else out_channels
+    ctor = json_kwargs({"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
+                        **kwargs}, cls.__name__)
+    return build_network(cls, ctor), ctor, out_channels
+
+
 def check_spatial_dims(spatial_dims: int, network: str, supported: Sequence[int] = (2, 3)) -> None:
     if spatial_dims not in supported:
         raise PluginError(f"{network} backbones support spatial_dims {list(supported)}, not {spatial_dims}.",

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.networks.nets import SegResNet
 from torch import nn
 
-from monai_ssl_plugin.backbones._monai import (build_network, check_divisible, check_spatial_dims, json_kwargs,
-                                               register_monai)
+from monai_ssl_plugin.backbones._monai import build_unet_like, check_divisible, register_monai
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 
 
@@ -35,13 +35,7 @@ class MonaiSegResNetBackbone(BackboneAdapter):
     has_decoder = True
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, spatial_dims: int = 3, **kwargs: Any):
-        from monai.networks.nets import SegResNet
-
-        check_spatial_dims(spatial_dims, "SegResNet")
-        out_channels = in_channels if out_channels is None else out_channels
-        ctor = json_kwargs({"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
-                            **kwargs}, "SegResNet")
-        network = build_network(SegResNet, ctor)
+        network, ctor, out_channels = build_unet_like(SegResNet, spatial_dims, in_channels, out_channels, kwargs)
         f, n = network.init_filters, len(network.blocks_down)
         super().__init__(network, spatial_dims=spatial_dims, in_channels=in_channels, embed_dim=f * 2 ** (n - 1),
                          out_channels=out_channels if network.use_conv_final else f, constructor=ctor)

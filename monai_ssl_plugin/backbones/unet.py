@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 from monai.networks.layers.simplelayers import SkipConnection
+from monai.networks.nets import DynUNet, UNet
 from torch import nn
 
-from monai_ssl_plugin.backbones._monai import build_network, check_spatial_dims, json_kwargs, register_monai
+from monai_ssl_plugin.backbones._monai import build_unet_like, register_monai
 from monai_ssl_plugin.backbones.base import BackboneAdapter
 
 # the zoo's spleen_ct_segmentation network (also MONAI's tutorials)
@@ -55,13 +56,8 @@ class MonaiUNetBackbone(BackboneAdapter):
     has_decoder = True
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, spatial_dims: int = 3, **kwargs: Any):
-        from monai.networks.nets import UNet
-
-        check_spatial_dims(spatial_dims, "UNet")
-        out_channels = in_channels if out_channels is None else out_channels
-        ctor = json_kwargs({"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
-                            **{**SPLEEN_UNET, **kwargs}}, "UNet")
-        network = build_network(UNet, ctor)
+        network, ctor, out_channels = build_unet_like(UNet, spatial_dims, in_channels, out_channels,
+                                                      {**SPLEEN_UNET, **kwargs})
         channels = [int(c) for c in ctor["channels"]]
         super().__init__(network, spatial_dims=spatial_dims, in_channels=in_channels, embed_dim=channels[-1],
                          out_channels=out_channels, constructor=ctor)
@@ -119,14 +115,9 @@ class MonaiDynUNetBackbone(BackboneAdapter):
     has_decoder = True
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, spatial_dims: int = 3, **kwargs: Any):
-        from monai.networks.nets import DynUNet
-
-        check_spatial_dims(spatial_dims, "DynUNet")
-        out_channels = in_channels if out_channels is None else out_channels
         defaults = {"kernel_size": [3] * 5, "strides": [1, 2, 2, 2, 2], "upsample_kernel_size": [2, 2, 2, 2]}
-        ctor = json_kwargs({"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
-                            **{**defaults, **kwargs}, "deep_supervision": False}, "DynUNet")
-        network = build_network(DynUNet, ctor)
+        network, ctor, out_channels = build_unet_like(DynUNet, spatial_dims, in_channels, out_channels,
+                                                      {**defaults, **kwargs, "deep_supervision": False})
         channels = [int(f) for f in network.filters]
         super().__init__(network, spatial_dims=spatial_dims, in_channels=in_channels, embed_dim=channels[-1],
                          out_channels=out_channels, constructor=ctor)

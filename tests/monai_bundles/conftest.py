@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 for folder in ("pretrained", "export"):  # published-layout files (OpenMind) and the nnU-Net helpers they use
@@ -15,8 +14,5 @@ for folder in ("pretrained", "export"):  # published-layout files (OpenMind) and
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(n)

@@ -4,17 +4,13 @@ implementations of an operation (:mod:`monai_ssl_plugin.transforms._ops`)."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from monai_ssl_plugin.transforms import _cpu_kernels
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(params=["compiled", "tensor"])
